@@ -1,0 +1,48 @@
+/**
+ * The one error type podvisor's domain modules throw. Each carries a stable
+ * `code`; `src/cri/grpc-status.ts` is the only place that turns a code into a
+ * gRPC status, so domain code never imports grpc-js.
+ */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'FAILED_PRECONDITION'
+  | 'UNIMPLEMENTED'
+  | 'RESOURCE_EXHAUSTED'
+  | 'DEADLINE_EXCEEDED'
+  | 'UNAVAILABLE'
+  | 'PERMISSION_DENIED'
+  | 'UNAUTHENTICATED'
+  | 'ABORTED'
+  | 'INTERNAL';
+
+export class PodvisorError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PodvisorError';
+    this.code = code;
+  }
+}
+
+export const invalidArgument = (msg: string, cause?: unknown) => new PodvisorError('INVALID_ARGUMENT', msg, { cause });
+export const notFound = (msg: string, cause?: unknown) => new PodvisorError('NOT_FOUND', msg, { cause });
+export const alreadyExists = (msg: string, cause?: unknown) => new PodvisorError('ALREADY_EXISTS', msg, { cause });
+export const failedPrecondition = (msg: string, cause?: unknown) => new PodvisorError('FAILED_PRECONDITION', msg, { cause });
+export const unimplemented = (msg: string) => new PodvisorError('UNIMPLEMENTED', msg);
+export const resourceExhausted = (msg: string, cause?: unknown) => new PodvisorError('RESOURCE_EXHAUSTED', msg, { cause });
+export const deadlineExceeded = (msg: string, cause?: unknown) => new PodvisorError('DEADLINE_EXCEEDED', msg, { cause });
+export const unavailable = (msg: string, cause?: unknown) => new PodvisorError('UNAVAILABLE', msg, { cause });
+export const permissionDenied = (msg: string, cause?: unknown) => new PodvisorError('PERMISSION_DENIED', msg, { cause });
+export const unauthenticated = (msg: string, cause?: unknown) => new PodvisorError('UNAUTHENTICATED', msg, { cause });
+export const internal = (msg: string, cause?: unknown) => new PodvisorError('INTERNAL', msg, { cause });
+
+export function isPodvisorError(e: unknown, code?: ErrorCode): e is PodvisorError {
+  return e instanceof PodvisorError && (code === undefined || e.code === code);
+}
+
+/** A message for any thrown value, for logs and wrapping. */
+export function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
