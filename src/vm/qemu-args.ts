@@ -1,0 +1,131 @@
+import type { VmProfile } from './profile.js';
+import type { RunDirPaths } from './run-dir.js';
+
+/**
+ * Builds the QEMU command line for one VM. A pure function of its input, so that equal
+ * profiles give equal device sets in equal order: a saved template VM can only be restored
+ * into a QEMU whose devices match it one for one.
+ */
+
+/** The agent's virtio-serial port name; the guest agent looks for it in /sys/class/virtio-ports. */
+export const AGENT_PORT_NAME = 'podvisor.agent';
+/** QEMU ids of the fixed devices; hot-plug uses the bus names. */
+export const SCSI_CONTROLLER_ID = 'scsi0';
+export const SCSI_BUS = `${SCSI_CONTROLLER_ID}.0`;
+export const SYSTEM_DISK_SERIAL = 'podvisor-system';
+/** SCSI target of the boot-time system disk; hot-plugged disks take the targets after it. */
+export const SYSTEM_DISK_SCSI_ID = 0;
+
+export interface TapDevice {
+  /** Name of an existing tap interface (in the VM's netns when one is given). */
+  name: string;
+  mac?: string;
+}
+
+export interface QemuArgsInput {
+  id: string;
+  profile: VmProfile;
+  paths: RunDirPaths;
+  accel: 'kvm' | 'tcg';
+  tscKhz: number;
+  /** Whether this QEMU build has seccomp (`-sandbox`). */
+  sandbox: boolean;
+  tap?: TapDevice;
+  /** Start paused, waiting for `migrate-incoming` (VM template clones). */
+  incomingDefer?: boolean;
+}
+
+/** QEMU option values use ',' as separator; a literal comma is written twice. */
+export function escapeOptionValue(v: string): string {
+  return v.replaceAll(',', ',,');
+}
+
+/** podvisor's kernel arguments; the profile's own follow and may override them (last wins). */
+export function baseKernelArgs(tscKhz: number): string[] {
+  return [
+    'console=ttyS0',
+    // No PIT/HPET calibration on microvm: without this some boots hang.
+    `tsc_early_khz=${tscKhz}`,
+    'cryptomgr.notests=1',
+    'quiet',
+    // A panic reboots at once; with -no-reboot QEMU then exits and the crash is seen.
+    'panic=-1',
+  ];
+}
+
+export function buildQemuArgs(input: QemuArgsInput): string[] {
+  const { id, profile, paths, accel } = input;
+  const e = escapeOptionValue;
+  const microvm = profile.machine === 'microvm';
+  // microvm has virtio-mmio only; q35 takes the PCI flavour of the same devices.
+  const virtio = (kind: string) => (microvm ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
+  const fileMemory = profile.memory?.kind === 'file' ? profile.memory : undefined;
+
+  const machineOpts = microvm
+    ? ['microvm', 'x-option-roms=off', 'isa-serial=on', 'rtc=on']
+    : ['q35'];
+  if (fileMemory) machineOpts.push('memory-backend=ram0');
+
+  const args: string[] = [
+    '-name', `${e(id)},process=podvisor-${id.slice(0, 6)}`,
+    '-M', machineOpts.join(','),
+    '-accel', accel,
+    '-cpu', accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(profile.vcpus),
+    '-m', `${profile.memoryMiB}M`,
+  ];
+  if (fileMemory) {
+    args.push('-object', [
+      'memory-backend-file', 'id=ram0', `size=${profile.memoryMiB}M`,
+      `mem-path=${e(fileMemory.memPath)}`, `share=${fileMemory.share ? 'on' : 'off'}`,
+    ].join(','));
+  }
+  args.push(
+    '-nodefaults', '-no-user-config', '-nographic',
+    // Guest reboot (and panic, through panic=-1) ends the VM instead of looping.
+    '-no-reboot',
+  );
+  if (input.sandbox) {
+    args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+  }
+
+  args.push('-kernel', profile.kernel);
+  if (profile.initrd) args.push('-initrd', profile.initrd);
+  args.push('-append', [...baseKernelArgs(input.tscKhz), ...profile.kernelArgs].join(' '));
+
+  args.push(
+    '-chardev', `file,id=console,path=${e(paths.consoleLog)}`,
+    '-serial', 'chardev:console',
+    '-chardev', `socket,id=qmp,path=${e(paths.qmpSocket)},server=on,wait=off`,
+    '-mon', 'chardev=qmp,mode=control',
+    '-pidfile', paths.pidFile,
+  );
+
+  // Fixed order: on microvm each -device takes the next virtio-mmio slot.
+  args.push(
+    '-device', `${virtio('serial')},id=vser0`,
+    '-chardev', `socket,id=agent,path=${e(paths.agentSocket)},server=on,wait=off`,
+    '-device', `virtserialport,bus=vser0.0,nr=1,chardev=agent,id=agent-port,name=${AGENT_PORT_NAME}`,
+    '-device', `${virtio('scsi')},id=${SCSI_CONTROLLER_ID}`,
+    '-object', 'rng-random,id=rng0,filename=/dev/urandom',
+    '-device', `${virtio('rng')},rng=rng0,id=rng`,
+    '-device', 'pvpanic,id=pvpanic',
+  );
+  if (input.tap) {
+    const nic = [`${virtio('net')}`, 'netdev=net0', 'id=nic0'];
+    if (input.tap.mac) nic.push(`mac=${input.tap.mac}`);
+    args.push(
+      '-netdev', `tap,id=net0,ifname=${e(input.tap.name)},script=no,downscript=no`,
+      '-device', nic.join(','),
+    );
+  }
+  if (profile.systemDisk) {
+    args.push(
+      '-blockdev', `driver=file,node-name=system-file,filename=${e(profile.systemDisk)},read-only=on`,
+      '-blockdev', 'driver=raw,node-name=system,file=system-file,read-only=on',
+      '-device', `scsi-hd,bus=${SCSI_BUS},channel=0,scsi-id=${SYSTEM_DISK_SCSI_ID},lun=0,drive=system,id=system-disk,serial=${SYSTEM_DISK_SERIAL}`,
+    );
+  }
+  if (input.incomingDefer) args.push('-incoming', 'defer');
+  return args;
+}

@@ -1,0 +1,497 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound,
+} from '../errors.js';
+import { logger, type Logger } from '../log.js';
+import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
+import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
+import { readJsonFile, writeJsonAtomic } from './json-file.js';
+import { isProcessAlive, readCmdline, readProcStat } from './proc.js';
+import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
+import { buildQemuArgs, type TapDevice } from './qemu-args.js';
+import { QmpClient } from './qmp-client.js';
+import type { QmpEvent, RunState } from './qmp-types.js';
+import { runDirPaths, transientFiles, type RunDirPaths } from './run-dir.js';
+
+/**
+ * One QEMU process per sandbox. QEMU runs in its own session, detached from podvisord, so
+ * the daemon can exit and come back (`Vm.reattach`) without touching running VMs.
+ */
+
+export interface VmLaunchOptions {
+  /** Sandbox id; shows in `-name` and the process name so operators can find the VM. */
+  id: string;
+  profile: VmProfile;
+  /** Per-sandbox host directory for sockets, pidfile and logs (created 0700). */
+  runDir: string;
+  /** Run QEMU inside this named network namespace (`ip netns exec`). */
+  netns?: string;
+  tap?: TapDevice;
+  /** Start paused waiting for `migrate-incoming` (restoring a VM template). */
+  incomingDefer?: boolean;
+  /** How long QEMU may take to answer QMP. */
+  startTimeoutMs?: number;
+  /** Called once QMP answers, e.g. the agent client's readiness check; failure stops the VM. */
+  waitReady?: (vm: Vm, deadline: number) => Promise<void>;
+  readyTimeoutMs?: number;
+}
+
+export type VmExitReason =
+  /** podvisor stopped it. */
+  | 'stopped'
+  /** The guest powered off. */
+  | 'guest-shutdown'
+  /** The guest rebooted; with -no-reboot that ends the VM. */
+  | 'guest-reboot'
+  /** Kernel panic (pvpanic event or the panic on the console). */
+  | 'guest-panic'
+  /** QEMU ended on a signal or error nobody asked for (e.g. `kill -9`, OOM killer). */
+  | 'crashed';
+
+export interface VmExitInfo {
+  reason: VmExitReason;
+  detail: string;
+  at: Date;
+  /** Only known when QEMU is podvisord's own child (not after a reattach). */
+  exitCode?: number | null;
+  signal?: NodeJS.Signals | null;
+}
+
+export interface VmStopOptions {
+  /** Asks the guest to shut down (the agent's Shutdown RPC); QEMU should then exit by itself. */
+  graceful?: () => Promise<void>;
+  /** Deadline of each phase: graceful hook + wait for exit, QMP quit, SIGKILL. */
+  timeoutMs?: number;
+}
+
+export type VmState = 'running' | 'stopping' | 'exited';
+
+/** What the launcher records so that a later daemon can recognise its QEMU. */
+interface VmRecord {
+  id: string;
+  pid: number;
+  startTime: string;
+  qemuBinary: string;
+  accel: 'kvm' | 'tcg';
+  launchedAt: string;
+}
+
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const PROCESS_POLL_MS = 250;
+
+export interface VmEvents {
+  exit: [VmExitInfo];
+}
+
+export class Vm extends EventEmitter<VmEvents> {
+  readonly id: string;
+  readonly paths: RunDirPaths;
+  readonly pid: number;
+  readonly accel: 'kvm' | 'tcg';
+  private readonly startTime: string;
+  private readonly log: Logger;
+  private readonly diskSet: DiskSet;
+  private qmpClient: QmpClient;
+  private vmState: VmState = 'running';
+  private exitInfo?: VmExitInfo;
+  private stopPromise?: Promise<VmExitInfo>;
+  private lastShutdown?: QmpEvent<'SHUTDOWN'>;
+  private panicked = false;
+  private pollTimer?: NodeJS.Timeout;
+  private child?: ChildProcess;
+  private childExit?: { code: number | null; signal: NodeJS.Signals | null };
+
+  private constructor(record: VmRecord, paths: RunDirPaths, qmp: QmpClient, diskSet: DiskSet, child?: ChildProcess) {
+    super();
+    this.id = record.id;
+    this.pid = record.pid;
+    this.startTime = record.startTime;
+    this.accel = record.accel;
+    this.paths = paths;
+    this.qmpClient = qmp;
+    this.diskSet = diskSet;
+    this.child = child;
+    this.log = logger('vm', { sandbox: record.id, pid: record.pid });
+    this.watch();
+  }
+
+  get state(): VmState {
+    return this.vmState;
+  }
+
+  /** The QMP connection; replaced if it has to be reopened. */
+  get qmp(): QmpClient {
+    return this.qmpClient;
+  }
+
+  /** Where the host side of the agent's virtio-serial port listens. */
+  get agentSocket(): string {
+    return this.paths.agentSocket;
+  }
+
+  get exited(): VmExitInfo | undefined {
+    return this.exitInfo;
+  }
+
+  // ---------------------------------------------------------------- launch
+
+  static async launch(opts: VmLaunchOptions): Promise<Vm> {
+    if (!ID_PATTERN.test(opts.id)) {
+      throw invalidArgument(`VM id ${JSON.stringify(opts.id)} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    }
+    validateProfile(opts.profile);
+    checkReadable('kernel', opts.profile.kernel);
+    if (opts.profile.initrd) checkReadable('initrd', opts.profile.initrd);
+    if (opts.profile.systemDisk) checkReadable('system disk', opts.profile.systemDisk);
+    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) {
+      throw invalidArgument(`network namespace name ${JSON.stringify(opts.netns)} is not valid`);
+    }
+    const paths = runDirPaths(opts.runDir);
+    const accel = resolveAccel(opts.profile.accel);
+    const tscKhz = opts.profile.tscKhz ?? hostTscKhz();
+    const qemuBinary = opts.profile.qemuBinary ?? DEFAULT_QEMU_BINARY;
+
+    const createdDir = prepareRunDir(paths);
+    const qemuArgs = buildQemuArgs({
+      id: opts.id, profile: opts.profile, paths, accel, tscKhz,
+      sandbox: qemuHasSandbox(qemuBinary), tap: opts.tap, incomingDefer: opts.incomingDefer,
+    });
+    const [command, args] = opts.netns
+      ? ['ip', ['netns', 'exec', opts.netns, qemuBinary, ...qemuArgs]]
+      : [qemuBinary, qemuArgs];
+    const log = logger('vm', { sandbox: opts.id });
+    log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, netns: opts.netns }, 'launching QEMU');
+    log.debug({ command, args }, 'QEMU command line');
+
+    const out = openSync(paths.qemuLog, 'a', 0o600);
+    let child: ChildProcess;
+    try {
+      // Own session (setsid) and unref: QEMU outlives podvisord and gets none of its signals.
+      child = spawn(command, args, { detached: true, stdio: ['ignore', out, out] });
+    } finally {
+      closeSync(out);
+    }
+    child.unref();
+
+    const exited = new AbortController();
+    let childExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let spawnError: Error | undefined;
+    child.once('error', (e) => {
+      spawnError = e;
+      exited.abort();
+    });
+    child.once('exit', (code, signal) => {
+      childExit = { code, signal };
+      exited.abort();
+    });
+
+    let qmp: QmpClient | undefined;
+    try {
+      qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.startTimeoutMs ?? 30_000, signal: exited.signal });
+      const pid = readPidFile(paths.pidFile) ?? child.pid;
+      const stat = pid === undefined ? undefined : readProcStat(pid);
+      if (pid === undefined || !stat) throw internal(`QEMU answered QMP but its pid is unknown (${paths.pidFile})`);
+      for (const s of [paths.qmpSocket, paths.agentSocket]) chmodSync(s, 0o600);
+      const record: VmRecord = {
+        id: opts.id, pid, startTime: stat.startTime, qemuBinary, accel, launchedAt: new Date().toISOString(),
+      };
+      writeJsonAtomic(paths.stateFile, record);
+      const diskSet = DiskSet.create(paths.disksFile);
+      const vm = new Vm(record, paths, qmp, diskSet, child);
+      if (childExit) vm.childExit = childExit;
+      const status = await qmp.execute('query-status');
+      vm.log.info({ status: status.status }, 'QEMU is up');
+      if (opts.waitReady) await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
+      return vm;
+    } catch (e) {
+      qmp?.close();
+      await killChild(child, childExit);
+      const why = spawnError
+        ? `cannot run ${command}: ${messageOf(spawnError)}`
+        : childExit
+          ? `QEMU exited during start-up (${describeExit(childExit)}): ${tail(paths.qemuLog) || 'no output'}`
+          : messageOf(e);
+      removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
+      log.warn({ err: why }, 'VM launch failed');
+      if (isPodvisorError(e) && !spawnError && !childExit) throw e;
+      throw failedPrecondition(`VM ${opts.id} failed to start: ${why}`, e);
+    }
+  }
+
+  private async runReadyHook(hook: NonNullable<VmLaunchOptions['waitReady']>, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    try {
+      await withDeadline(hook(this, deadline), timeoutMs, `VM ${this.id} was not ready within ${timeoutMs} ms`);
+    } catch (e) {
+      this.log.warn({ err: messageOf(e) }, 'VM did not become ready; stopping it');
+      await this.stop({ timeoutMs: 5000 });
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------- reattach
+
+  /** Finds a VM launched by an earlier podvisord from its run directory. */
+  static async reattach(runDir: string, opts: { timeoutMs?: number } = {}): Promise<Vm> {
+    const paths = runDirPaths(runDir);
+    const record = readJsonFile<VmRecord>(paths.stateFile);
+    const pid = readPidFile(paths.pidFile) ?? record?.pid;
+    if (!record || pid === undefined) {
+      removeRunFiles(paths, { keepLogs: true, removeDir: false });
+      throw notFound(`no running VM in ${runDir} (no ${basename(paths.stateFile)} or pidfile)`);
+    }
+    if (!isProcessAlive(pid, record.startTime) || !looksLikeOurQemu(pid, paths)) {
+      removeRunFiles(paths, { keepLogs: true, removeDir: false });
+      throw notFound(`VM ${record.id} is not running: QEMU pid ${pid} is gone`);
+    }
+    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.timeoutMs ?? 10_000 });
+    const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile));
+    const status = await qmp.execute('query-status');
+    vm.log.info({ status: status.status, disks: vm.diskSet.list().length }, 'reattached to running VM');
+    return vm;
+  }
+
+  // ---------------------------------------------------------------- state
+
+  async status(): Promise<RunState> {
+    return (await this.qmpClient.execute('query-status')).status;
+  }
+
+  /** Resolves when QEMU is gone (at once if it already is). */
+  waitExit(): Promise<VmExitInfo> {
+    if (this.exitInfo) return Promise.resolve(this.exitInfo);
+    return new Promise((resolve) => this.once('exit', resolve));
+  }
+
+  private watch(): void {
+    this.qmpClient.on('event', (ev) => {
+      if (ev.event === 'SHUTDOWN') this.lastShutdown = ev as QmpEvent<'SHUTDOWN'>;
+      if (ev.event === 'GUEST_PANICKED') this.panicked = true;
+      if (ev.event === 'SHUTDOWN' || ev.event === 'GUEST_PANICKED' || ev.event === 'STOP' || ev.event === 'RESUME') {
+        this.log.info({ event: ev.event, data: ev.data }, 'VM event');
+      }
+    });
+    // The socket closes when QEMU dies: check at once rather than at the next poll.
+    this.qmpClient.on('close', () => this.checkAlive());
+    this.child?.once('exit', (code, signal) => {
+      this.childExit = { code, signal };
+      this.checkAlive();
+    });
+    this.pollTimer = setInterval(() => this.checkAlive(), PROCESS_POLL_MS);
+    this.pollTimer.unref();
+  }
+
+  private checkAlive(): void {
+    if (this.exitInfo) return;
+    if (!this.childExit && isProcessAlive(this.pid, this.startTime)) return;
+    this.onGone();
+  }
+
+  private onGone(): void {
+    if (this.exitInfo) return;
+    clearInterval(this.pollTimer);
+    this.vmState = 'exited';
+    this.exitInfo = { ...this.classifyExit(), at: new Date(), exitCode: this.childExit?.code, signal: this.childExit?.signal };
+    this.qmpClient.close();
+    removeRunFiles(this.paths, { keepLogs: true, removeDir: false });
+    this.log.info({ reason: this.exitInfo.reason, detail: this.exitInfo.detail }, 'QEMU exited');
+    this.emit('exit', this.exitInfo);
+  }
+
+  private classifyExit(): { reason: VmExitReason; detail: string } {
+    const shutdown = this.lastShutdown?.data.reason;
+    const how = this.childExit ? describeExit(this.childExit) : 'process gone';
+    if (this.panicked || shutdown === 'guest-panic') return { reason: 'guest-panic', detail: 'the guest kernel panicked (pvpanic)' };
+    if (shutdown === 'guest-reset' && consoleShowsPanic(this.paths.consoleLog)) {
+      return { reason: 'guest-panic', detail: 'the guest kernel panicked (see console.log)' };
+    }
+    if (this.stopPromise) return { reason: 'stopped', detail: `stopped by podvisor (${shutdown ?? how})` };
+    if (shutdown === 'guest-shutdown') return { reason: 'guest-shutdown', detail: 'the guest powered off' };
+    if (shutdown === 'guest-reset') return { reason: 'guest-reboot', detail: 'the guest rebooted' };
+    if (shutdown) return { reason: 'crashed', detail: `QEMU shut down: ${shutdown}` };
+    return { reason: 'crashed', detail: `QEMU ended without shutting down (${how})` };
+  }
+
+  // ---------------------------------------------------------------- stop
+
+  /**
+   * Stops the VM: the graceful hook, then QMP `quit`, then SIGKILL, each with its deadline.
+   * Idempotent; removes sockets and pidfile and keeps the logs.
+   */
+  stop(opts: VmStopOptions = {}): Promise<VmExitInfo> {
+    this.stopPromise ??= this.doStop(opts);
+    return this.stopPromise;
+  }
+
+  private async doStop(opts: VmStopOptions): Promise<VmExitInfo> {
+    const phaseMs = opts.timeoutMs ?? 10_000;
+    if (!this.exitInfo) this.vmState = 'stopping';
+    if (opts.graceful && !this.exitInfo) {
+      try {
+        await withDeadline(opts.graceful(), phaseMs, `graceful shutdown hook took over ${phaseMs} ms`);
+        await this.waitGone(phaseMs);
+      } catch (e) {
+        this.log.warn({ err: messageOf(e) }, 'graceful stop failed; quitting QEMU');
+      }
+    }
+    if (!this.exitInfo) {
+      try {
+        await this.qmpClient.execute('quit', undefined, { timeoutMs: phaseMs });
+      } catch (e) {
+        this.log.warn({ err: messageOf(e) }, 'QMP quit failed');
+      }
+      await this.waitGone(phaseMs);
+    }
+    if (!this.exitInfo) {
+      this.log.warn('QEMU still running after quit; sending SIGKILL');
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw internal(`cannot kill QEMU pid ${this.pid}: ${messageOf(e)}`, e);
+      }
+      await this.waitGone(phaseMs);
+    }
+    if (!this.exitInfo) throw internal(`QEMU pid ${this.pid} survived SIGKILL for ${phaseMs} ms`);
+    return this.exitInfo;
+  }
+
+  private async waitGone(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.exitInfo && Date.now() < deadline) {
+      this.checkAlive();
+      if (this.exitInfo) return;
+      await sleep(25);
+    }
+  }
+
+  /** Stops the VM if needed and removes its whole run directory, logs included. */
+  async destroy(opts: VmStopOptions = {}): Promise<void> {
+    await this.stop(opts);
+    removeRunFiles(this.paths, { keepLogs: false, removeDir: true });
+  }
+
+  // ---------------------------------------------------------------- disks
+
+  /** Hot-plugs a disk image as a SCSI disk; the result tells the agent how to find it. */
+  hotplugDisk(req: HotplugDiskRequest): Promise<DiskAddress> {
+    this.assertRunning('hot-plug a disk');
+    return this.diskSet.plug(this.qmpClient, req);
+  }
+
+  /** Unplugs a disk and waits until QEMU has released it (DEVICE_DELETED). */
+  unplugDisk(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    this.assertRunning('unplug a disk');
+    return this.diskSet.unplug(this.qmpClient, id, opts.timeoutMs ?? 10_000);
+  }
+
+  disks(): DiskAddress[] {
+    return this.diskSet.list();
+  }
+
+  private assertRunning(what: string): void {
+    if (this.vmState !== 'running') throw failedPrecondition(`cannot ${what}: VM ${this.id} is ${this.vmState}`);
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function checkReadable(what: string, path: string): void {
+  try {
+    accessSync(path, constants.R_OK);
+    if (!statSync(path).isFile()) throw new Error('not a regular file');
+  } catch (e) {
+    throw invalidArgument(`VM ${what} ${path} cannot be read: ${(e as NodeJS.ErrnoException).code ?? messageOf(e)}`);
+  }
+}
+
+/** Makes the run directory (0700) and refuses one that a live VM still uses. Returns whether it was created. */
+function prepareRunDir(paths: RunDirPaths): boolean {
+  const created = !existsSync(paths.dir);
+  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  chmodSync(paths.dir, 0o700);
+  const pid = readPidFile(paths.pidFile);
+  if (pid !== undefined && isProcessAlive(pid) && looksLikeOurQemu(pid, paths)) {
+    throw alreadyExists(`a VM (QEMU pid ${pid}) is already running in ${paths.dir}`);
+  }
+  // Leftovers of a VM that died while nobody watched.
+  removeRunFiles(paths, { keepLogs: true, removeDir: false });
+  return created;
+}
+
+function readPidFile(path: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pid is a QEMU whose QMP socket is this run directory's: not a recycled pid. */
+function looksLikeOurQemu(pid: number, paths: RunDirPaths): boolean {
+  const argv = readCmdline(pid);
+  if (!argv || argv.length === 0) return false;
+  return basename(argv[0]).startsWith('qemu-system') && argv.some((a) => a.includes(`path=${paths.qmpSocket}`));
+}
+
+function removeRunFiles(paths: RunDirPaths, opts: { keepLogs: boolean; removeDir: boolean }): void {
+  const files = opts.keepLogs ? transientFiles(paths) : [...transientFiles(paths), paths.consoleLog, paths.qemuLog];
+  for (const f of files) rmSync(f, { force: true });
+  if (opts.removeDir) {
+    rmSync(paths.dir, { recursive: true, force: true });
+  } else if (!opts.keepLogs) {
+    // Only remove a directory we emptied; never someone else's files.
+    try {
+      if (readdirSync(paths.dir).length === 0) rmdirSync(paths.dir);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+async function killChild(child: ChildProcess, exited: unknown): Promise<void> {
+  if (exited || child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    process.kill(child.pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  await withDeadline(gone, 5000, `QEMU pid ${child.pid} survived SIGKILL`).catch(() => undefined);
+}
+
+function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
+  return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
+}
+
+/** The last lines of a log file, for error messages. */
+function tail(path: string, maxChars = 600): string {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    return text.length > maxChars ? `…${text.slice(-maxChars)}` : text;
+  } catch {
+    return '';
+  }
+}
+
+function consoleShowsPanic(path: string): boolean {
+  return /Kernel panic - not syncing/.test(tail(path, 8192));
+}
+
+async function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(deadlineExceeded(message)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
