@@ -1,0 +1,181 @@
+import type { Nanos } from './clock.js';
+
+/**
+ * The persisted shape of sandboxes and containers. These records are podvisor's
+ * own (camelCase, plain JSON), independent of the CRI's generated types: the CRI
+ * handlers translate at the edge, so the on-disk format does not move when the
+ * proto bindings do.
+ */
+
+export interface PodMetadata {
+  name: string;
+  namespace: string;
+  uid: string;
+  attempt: number;
+}
+
+export interface ContainerMetadata {
+  name: string;
+  attempt: number;
+}
+
+export interface DnsConfig {
+  servers: string[];
+  searches: string[];
+  options: string[];
+}
+
+export interface PortMapping {
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  containerPort: number;
+  hostPort: number;
+  hostIp: string;
+}
+
+/** Linux namespace modes, CRI NamespaceMode: POD=0, CONTAINER=1, NODE=2, TARGET=3. */
+export type NamespaceMode = 'POD' | 'CONTAINER' | 'NODE' | 'TARGET';
+
+export interface NamespaceOptions {
+  network: NamespaceMode;
+  pid: NamespaceMode;
+  ipc: NamespaceMode;
+  targetId: string;
+}
+
+export interface LinuxResources {
+  cpuPeriod: number;
+  cpuQuota: number;
+  cpuShares: number;
+  memoryLimitInBytes: number;
+  oomScoreAdj: number;
+  cpusetCpus: string;
+  cpusetMems: string;
+}
+
+export interface SandboxConfig {
+  metadata: PodMetadata;
+  hostname: string;
+  logDirectory: string;
+  dnsConfig?: DnsConfig;
+  portMappings: PortMapping[];
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  cgroupParent: string;
+  sysctls: Record<string, string>;
+  namespaceOptions: NamespaceOptions;
+  /** Pod-level overhead + container limits as kubelet sends them (LinuxPodSandboxConfig.resources). */
+  resources?: LinuxResources;
+  overhead?: LinuxResources;
+  privileged: boolean;
+  readonlyRootfs: boolean;
+  runAsUser?: number;
+  runAsGroup?: number;
+  supplementalGroups: number[];
+  seccompProfile?: string;
+}
+
+export type SandboxState = 'ready' | 'notready';
+
+export interface VmInfo {
+  /** Where QEMU's sockets, pidfile and console log live; Vm.reattach() takes it. */
+  runDir: string;
+  pid: number;
+  accelerator: string;
+  profile: string;
+  vcpus: number;
+  memoryMiB: number;
+}
+
+/** One image disk hot-plugged into a sandbox VM, shared by all its containers that use the image. */
+export interface PluggedImage {
+  imageId: string;
+  diskId: string;
+  serial: string;
+  /** Where the agent mounted the read-only erofs in the guest. */
+  guestMountPoint: string;
+}
+
+export interface SandboxRecord {
+  id: string;
+  config: SandboxConfig;
+  runtimeHandler: string;
+  state: SandboxState;
+  createdAt: Nanos;
+  /** Why the sandbox is NOTREADY when it was not asked to stop (e.g. the VM died). */
+  notReadyReason?: string;
+  vm?: VmInfo;
+  network: { mode: 'loopback'; ips: string[] };
+  images: PluggedImage[];
+}
+
+export interface Mount {
+  containerPath: string;
+  hostPath: string;
+  readonly: boolean;
+  selinuxRelabel: boolean;
+  propagation: 'PRIVATE' | 'HOST_TO_CONTAINER' | 'BIDIRECTIONAL';
+}
+
+export interface Device {
+  containerPath: string;
+  hostPath: string;
+  permissions: string;
+}
+
+export interface ContainerSecurity {
+  privileged: boolean;
+  readonlyRootfs: boolean;
+  runAsUser?: number;
+  runAsGroup?: number;
+  runAsUsername: string;
+  supplementalGroups: number[];
+  addCapabilities: string[];
+  dropCapabilities: string[];
+  noNewPrivs: boolean;
+  maskedPaths?: string[];
+  readonlyPaths?: string[];
+  namespaceOptions: NamespaceOptions;
+}
+
+export interface ContainerConfig {
+  metadata: ContainerMetadata;
+  /** The image as kubelet names it (ImageSpec.image): a reference or an id. */
+  image: string;
+  command: string[];
+  args: string[];
+  workingDir: string;
+  envs: Array<{ key: string; value: string }>;
+  mounts: Mount[];
+  devices: Device[];
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  logPath: string;
+  stdin: boolean;
+  stdinOnce: boolean;
+  tty: boolean;
+  resources?: LinuxResources;
+  security: ContainerSecurity;
+}
+
+export type ContainerState = 'created' | 'running' | 'exited' | 'unknown';
+
+export interface ContainerRecord {
+  id: string;
+  sandboxId: string;
+  config: ContainerConfig;
+  state: ContainerState;
+  createdAt: Nanos;
+  startedAt?: Nanos;
+  finishedAt?: Nanos;
+  exitCode?: number;
+  /** Completed | Error | OOMKilled | a VM-death reason. */
+  reason?: string;
+  message?: string;
+  imageId: string;
+  /** The digest reference kubelet shows as imageRef (repo@sha256:…), or the id when the image has none. */
+  imageRef: string;
+  /** Absolute path of the CRI log file (sandbox log_directory joined with log_path), '' if none. */
+  logFile: string;
+  /** Guest-side process id of the container's init, for stats and signals after a daemon restart. */
+  guestPid?: number;
+}
