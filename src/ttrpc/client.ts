@@ -1,0 +1,144 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { deadlineExceeded, internal, invalidArgument, messageOf, unavailable, type PodvisorError } from '../errors.js';
+import { encodeFrame, FrameDecoder, FrameFlag, FrameType, MAX_MESSAGE_LENGTH, type Frame } from './frame.js';
+import { decodeResponse, encodeRequest } from './messages.js';
+import { errorOf } from './status.js';
+
+export interface CallOptions {
+  /** Fails the call with DEADLINE_EXCEEDED after this long (also sent to the server). */
+  timeoutMs?: number;
+  metadata?: Record<string, string>;
+}
+
+interface Pending {
+  label: string;
+  resolve: (payload: Uint8Array) => void;
+  reject: (err: PodvisorError) => void;
+  onData?: (payload: Uint8Array) => void;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * A ttRPC client over one byte-stream connection. Calls are multiplexed on odd
+ * stream ids; a server-streaming call delivers each data frame to `onData` and
+ * settles when the server's final response arrives. When the connection closes
+ * every pending call fails with UNAVAILABLE and 'close' is emitted once.
+ */
+export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
+  private nextStreamId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private closedReason: string | undefined;
+
+  constructor(private readonly conn: Duplex) {
+    super();
+    const decoder = new FrameDecoder(
+      (frame) => this.onFrame(frame),
+      (big) => this.fail(big.streamId, internal(`server sent a ${big.length}-byte frame, over the ttRPC limit`)),
+    );
+    conn.on('data', (chunk: Buffer) => decoder.push(chunk));
+    conn.on('error', (err) => this.shutdown(`connection error: ${messageOf(err)}`));
+    conn.on('end', () => this.shutdown('connection closed by the peer'));
+    conn.on('close', () => this.shutdown('connection closed'));
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  /** A unary call: request bytes in, response bytes out. */
+  call(service: string, method: string, payload: Uint8Array, options: CallOptions = {}): Promise<Uint8Array> {
+    return this.start(service, method, payload, options);
+  }
+
+  /** A server-streaming call; resolves (with the final payload) when the server ends the stream. */
+  stream(service: string, method: string, payload: Uint8Array, onData: (payload: Uint8Array) => void, options: CallOptions = {}): Promise<Uint8Array> {
+    return this.start(service, method, payload, options, onData);
+  }
+
+  /** Writes raw bytes on the connection: for tests of the server's defences. */
+  writeRaw(bytes: Uint8Array): void {
+    this.conn.write(bytes);
+  }
+
+  /** Allocates the stream id the next call will use. */
+  reserveStreamId(): number {
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    return id;
+  }
+
+  /** Waits for the reply on a stream id used by a frame sent with writeRaw. */
+  awaitReply(streamId: number, label: string): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => this.pending.set(streamId, { label, resolve, reject }));
+  }
+
+  close(): void {
+    this.shutdown('client closed');
+  }
+
+  private start(service: string, method: string, payload: Uint8Array, options: CallOptions, onData?: (payload: Uint8Array) => void): Promise<Uint8Array> {
+    const label = `${service}/${method}`;
+    if (this.closedReason !== undefined) return Promise.reject(unavailable(`${label}: ${this.closedReason}`));
+    const body = encodeRequest({
+      service,
+      method,
+      payload,
+      timeoutNano: options.timeoutMs ? options.timeoutMs * 1e6 : 0,
+      metadata: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
+    });
+    if (body.length > MAX_MESSAGE_LENGTH) {
+      return Promise.reject(invalidArgument(`${label}: request of ${body.length} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte ttRPC limit`));
+    }
+    const streamId = this.reserveStreamId();
+    return new Promise((resolve, reject) => {
+      const entry: Pending = { label, resolve, reject, onData };
+      if (options.timeoutMs) {
+        entry.timer = setTimeout(() => this.fail(streamId, deadlineExceeded(`${label}: no answer within ${options.timeoutMs} ms`)), options.timeoutMs);
+      }
+      this.pending.set(streamId, entry);
+      this.conn.write(encodeFrame(streamId, FrameType.Request, onData ? FrameFlag.RemoteClosed : 0, body));
+    });
+  }
+
+  private onFrame(frame: Frame): void {
+    const entry = this.pending.get(frame.streamId);
+    if (!entry) return; // a late answer to a call that timed out
+    if (frame.type === FrameType.Data) {
+      if (!(frame.flags & FrameFlag.NoData)) entry.onData?.(frame.payload);
+      return;
+    }
+    if (frame.type !== FrameType.Response) return;
+    this.settle(frame.streamId);
+    let response;
+    try {
+      response = decodeResponse(frame.payload);
+    } catch (err) {
+      entry.reject(internal(`${entry.label}: malformed ttRPC response: ${messageOf(err)}`));
+      return;
+    }
+    if (response.status && response.status.code !== 0) entry.reject(errorOf(response.status, entry.label));
+    else entry.resolve(response.payload);
+  }
+
+  private settle(streamId: number): void {
+    const entry = this.pending.get(streamId);
+    if (entry?.timer) clearTimeout(entry.timer);
+    this.pending.delete(streamId);
+  }
+
+  private fail(streamId: number, err: PodvisorError): void {
+    const entry = this.pending.get(streamId);
+    if (!entry) return;
+    this.settle(streamId);
+    entry.reject(err);
+  }
+
+  private shutdown(reason: string): void {
+    if (this.closedReason !== undefined) return;
+    this.closedReason = reason;
+    this.conn.destroy();
+    for (const [streamId, entry] of [...this.pending]) this.fail(streamId, unavailable(`${entry.label}: ${reason}`));
+    this.emit('close', reason);
+  }
+}

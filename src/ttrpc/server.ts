@@ -1,0 +1,151 @@
+import type { Duplex } from 'node:stream';
+import { invalidArgument, resourceExhausted, unimplemented, messageOf } from '../errors.js';
+import { logger } from '../log.js';
+import { encodeFrame, FrameDecoder, FrameType, MAX_MESSAGE_LENGTH, type Frame } from './frame.js';
+import { decodeRequest, encodeResponse, type TtrpcRequest } from './messages.js';
+import { statusOf } from './status.js';
+
+const log = logger('ttrpc-server');
+
+/** Per-call information a handler may use. */
+export interface CallContext {
+  streamId: number;
+  /** Deadline the client asked for, in ms since the epoch (undefined: none). */
+  deadline?: number;
+  metadata: Map<string, string>;
+}
+
+export type UnaryHandler = (payload: Uint8Array, ctx: CallContext) => Promise<Uint8Array>;
+
+/** The server half of a server-streaming call. */
+export interface ServerStream {
+  /** Sends one message; false once the connection is gone. */
+  send(payload: Uint8Array): boolean;
+  readonly closed: boolean;
+  /** Resolves when the connection carrying this stream closes. */
+  readonly whenClosed: Promise<void>;
+}
+
+/** Resolving ends the stream with an OK response; throwing ends it with that error. */
+export type StreamHandler = (payload: Uint8Array, stream: ServerStream, ctx: CallContext) => Promise<void>;
+
+type Handler = { kind: 'unary'; fn: UnaryHandler } | { kind: 'stream'; fn: StreamHandler };
+
+/**
+ * A ttRPC server: a table of (service, method) handlers that can serve any
+ * number of byte-stream connections. Nothing a peer sends can throw out of it:
+ * bad requests get an error response, bad frames close the stream.
+ */
+export class TtrpcServer {
+  private readonly handlers = new Map<string, Handler>();
+
+  unary(service: string, method: string, fn: UnaryHandler): this {
+    this.handlers.set(`${service}/${method}`, { kind: 'unary', fn });
+    return this;
+  }
+
+  stream(service: string, method: string, fn: StreamHandler): this {
+    this.handlers.set(`${service}/${method}`, { kind: 'stream', fn });
+    return this;
+  }
+
+  /** Serves one connection until it ends; resolves when it has closed. */
+  serve(conn: Duplex): Promise<void> {
+    return new ServerConnection(conn, this.handlers).closed;
+  }
+}
+
+class ServerConnection {
+  readonly closed: Promise<void>;
+  private readonly active = new Set<number>();
+  private isClosed = false;
+  private markClosed!: () => void;
+
+  constructor(private readonly conn: Duplex, private readonly handlers: Map<string, Handler>) {
+    this.closed = new Promise((resolve) => { this.markClosed = resolve; });
+    const decoder = new FrameDecoder(
+      (frame) => this.onFrame(frame),
+      (big) => {
+        log.warn({ streamId: big.streamId, length: big.length }, 'refused oversized frame');
+        if (big.type === FrameType.Request) {
+          this.reply(big.streamId, resourceExhausted(`request of ${big.length} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte ttRPC limit`));
+        }
+      },
+    );
+    conn.on('data', (chunk: Buffer) => decoder.push(chunk));
+    conn.on('error', (err) => log.debug({ err: messageOf(err) }, 'connection error'));
+    conn.on('close', () => this.close());
+    conn.on('end', () => this.close());
+  }
+
+  private close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.conn.destroy();
+    this.markClosed();
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.type !== FrameType.Request) {
+      // Client data frames are not part of this API (stdin travels as an RPC).
+      if (frame.type !== FrameType.Data) log.warn({ type: frame.type, streamId: frame.streamId }, 'ignoring frame of unknown type');
+      return;
+    }
+    if (frame.streamId % 2 === 0 || this.active.has(frame.streamId)) {
+      this.reply(frame.streamId, invalidArgument(`stream id ${frame.streamId} is not a new client stream`));
+      return;
+    }
+    let req: TtrpcRequest;
+    try {
+      req = decodeRequest(frame.payload);
+    } catch (err) {
+      this.reply(frame.streamId, invalidArgument(`malformed ttRPC request: ${messageOf(err)}`));
+      return;
+    }
+    const handler = this.handlers.get(`${req.service}/${req.method}`);
+    if (!handler) {
+      this.reply(frame.streamId, unimplemented(`unknown method ${req.service}/${req.method}`));
+      return;
+    }
+    const ctx: CallContext = {
+      streamId: frame.streamId,
+      deadline: req.timeoutNano > 0 ? Date.now() + req.timeoutNano / 1e6 : undefined,
+      metadata: new Map(req.metadata.map((kv) => [kv.key, kv.value])),
+    };
+    this.active.add(frame.streamId);
+    const run = handler.kind === 'unary'
+      ? handler.fn(req.payload, ctx).then((payload) => this.reply(frame.streamId, undefined, payload))
+      : handler.fn(req.payload, this.serverStream(frame.streamId), ctx).then(() => this.reply(frame.streamId));
+    run.catch((err) => this.reply(frame.streamId, err)).finally(() => this.active.delete(frame.streamId));
+  }
+
+  private serverStream(streamId: number): ServerStream {
+    const conn = this;
+    return {
+      send(payload) {
+        if (conn.isClosed) return false;
+        return conn.write(encodeFrame(streamId, FrameType.Data, 0, payload));
+      },
+      get closed() { return conn.isClosed; },
+      whenClosed: this.closed,
+    };
+  }
+
+  private reply(streamId: number, err?: unknown, payload: Uint8Array = new Uint8Array()): void {
+    if (this.isClosed) return;
+    const status = err === undefined ? { code: 0, message: '' } : statusOf(err);
+    if (err !== undefined && status.code === 13) log.error({ err: messageOf(err), streamId }, 'handler failed');
+    let body = encodeResponse({ status, payload });
+    if (body.length > MAX_MESSAGE_LENGTH) {
+      body = encodeResponse({ status: statusOf(resourceExhausted(`response of ${body.length} bytes exceeds the ttRPC limit`)), payload: new Uint8Array() });
+    }
+    this.write(encodeFrame(streamId, FrameType.Response, 0, body));
+  }
+
+  /** Queues a frame; false only when the connection can no longer carry it. */
+  private write(frame: Buffer): boolean {
+    if (this.conn.destroyed || this.conn.writableEnded) return false;
+    this.conn.write(frame);
+    return true;
+  }
+}

@@ -1,0 +1,32 @@
+import { PodvisorError, type ErrorCode } from '../errors.js';
+
+/**
+ * ttRPC statuses use gRPC's numeric codes. A PodvisorError crosses the channel
+ * as its code and message and comes out the other side as the same error.
+ */
+const CODE_NUMBERS: Record<ErrorCode, number> = {
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+};
+
+const CODE_NAMES = new Map<number, ErrorCode>(Object.entries(CODE_NUMBERS).map(([name, n]) => [n, name as ErrorCode]));
+
+export function statusOf(err: unknown): { code: number; message: string } {
+  if (err instanceof PodvisorError) return { code: CODE_NUMBERS[err.code], message: err.message };
+  return { code: CODE_NUMBERS.INTERNAL, message: err instanceof Error ? err.message : String(err) };
+}
+
+export function errorOf(status: { code: number; message: string }, context: string): PodvisorError {
+  const code = CODE_NAMES.get(status.code) ?? 'INTERNAL';
+  return new PodvisorError(code, `${context}: ${status.message || `status ${status.code}`}`);
+}
