@@ -1,0 +1,64 @@
+import { parseArgs } from 'node:util';
+import { criClient, type CriClient } from '../cri/proto.js';
+import { unary } from '../cri/unary.js';
+import { messageOf } from '../errors.js';
+
+const USAGE = `Usage: podvisor [--socket PATH] COMMAND
+
+Operator CLI for podvisord.
+
+Commands:
+  version    runtime name and versions
+  status     runtime conditions and handlers
+`;
+
+type Command = (client: CriClient, args: string[]) => Promise<void>;
+
+/** Subcommands; later features register theirs here. */
+export const COMMANDS: Record<string, Command> = {
+  async version(client) {
+    const v = await unary(client.runtime, 'Version', {});
+    console.log(`${v.runtime_name} ${v.runtime_version} (CRI ${v.runtime_api_version})`);
+  },
+  async status(client) {
+    const s = await unary(client.runtime, 'Status', { verbose: false });
+    for (const c of s.status?.conditions ?? []) {
+      console.log(`${c.type.padEnd(13)} ${c.status ? 'true ' : 'false'} ${c.reason}${c.message ? `: ${c.message}` : ''}`);
+    }
+    console.log(`handlers      ${s.runtime_handlers.map((h) => JSON.stringify(h.name)).join(', ')}`);
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { socket: { type: 'string', default: '/run/podvisor/podvisor.sock' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+    strict: false,
+  });
+  const [name, ...rest] = positionals;
+  if (values.help || name === undefined) {
+    process.stdout.write(USAGE);
+    return name === undefined && !values.help ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`podvisor: unknown command "${name}"\n\n${USAGE}`);
+    return 2;
+  }
+  const client = criClient(String(values.socket));
+  try {
+    await command(client, rest);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`podvisor: ${(e as { details?: string }).details ?? messageOf(e)}\n`);
+    process.exit(1);
+  },
+);

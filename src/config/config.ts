@@ -1,0 +1,194 @@
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseToml } from 'smol-toml';
+import { invalidArgument, messageOf } from '../errors.js';
+import { TableReader, isTable } from './table-reader.js';
+
+/** A VM shape that a runtime handler maps to. */
+export interface RuntimeProfileConfig {
+  machine: 'microvm' | 'q35';
+  accel: 'auto' | 'kvm' | 'tcg';
+  vcpus: number;
+  memoryMiB: number;
+  maxVcpus: number;
+  maxMemoryMiB: number;
+  /** Added to the sum of container memory limits: guest kernel, agent, page cache. */
+  overheadMemoryMiB: number;
+  kernel: string;
+  initrd: string;
+  systemDisk: string;
+  kernelArgs: string[];
+}
+
+export interface RegistryMirrorConfig {
+  endpoints: string[];
+}
+
+export interface RegistryConfig {
+  mirrors: Record<string, RegistryMirrorConfig>;
+  /** Hosts reached over plain HTTP even without a mirror entry (e.g. `127.0.0.1:5000`). */
+  insecure: string[];
+}
+
+export interface PodvisorConfig {
+  /** The file it came from, or undefined for built-in defaults. */
+  file?: string;
+  listen: string;
+  root: string;
+  state: string;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+  guestDir: string;
+  runtimes: Record<string, RuntimeProfileConfig>;
+  registry: RegistryConfig;
+  images: { maxUnpackedBytes: number };
+  cni: { confDir: string; binDirs: string[] };
+  streaming: { address: string; port: number };
+  debug: { enabled: boolean; authorizedKeysFile: string };
+}
+
+/** Command-line flags win over the file. */
+export interface ConfigOverrides {
+  listen?: string;
+  root?: string;
+  state?: string;
+  logLevel?: string;
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+
+/** The repo's own build output, so a checkout runs without a config file. */
+export const DEFAULT_GUEST_DIR =
+  process.env.PODVISOR_GUEST_DIR ?? resolve(dirname(fileURLToPath(import.meta.url)), '../../out/guest');
+
+export function loadConfig(file: string | undefined, overrides: ConfigOverrides = {}): PodvisorConfig {
+  let data: Record<string, unknown> = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw invalidArgument(`config ${file}: cannot read it: ${messageOf(e)}`);
+    }
+    try {
+      const parsed = parseToml(text);
+      if (!isTable(parsed)) throw new Error('not a table');
+      data = parsed;
+    } catch (e) {
+      throw invalidArgument(`config ${file}: not valid TOML: ${messageOf(e)}`);
+    }
+  }
+  return readConfig(new TableReader(file ?? '(defaults)', '', data), file, overrides);
+}
+
+function readConfig(top: TableReader, file: string | undefined, overrides: ConfigOverrides): PodvisorConfig {
+  const daemon = top.table('daemon');
+  // The file is read (and checked) even where a flag wins, so its typos still surface.
+  const listen = pick(overrides.listen, daemon.string('listen', '/run/podvisor/podvisor.sock', absolutePath));
+  const root = pick(overrides.root, daemon.string('root', '/var/lib/podvisor', absolutePath));
+  const state = pick(overrides.state, daemon.string('state', '/run/podvisor', absolutePath));
+  const logLevelRaw = pick(overrides.logLevel, daemon.oneOf('log_level', 'info', LOG_LEVELS));
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevelRaw)) {
+    throw invalidArgument(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`);
+  }
+  const guestDir = daemon.string('guest_dir', DEFAULT_GUEST_DIR, absolutePath);
+  daemon.finish();
+
+  const runtimes: Record<string, RuntimeProfileConfig> = {};
+  for (const [handler, table] of top.namedTables('runtimes')) runtimes[handler] = readProfile(table, guestDir);
+  // kubelet sends "" when a pod names no RuntimeClass; `kata` is the handler
+  // operators already use for VM-isolated pods. Both exist unless configured.
+  for (const handler of ['', 'kata']) {
+    runtimes[handler] ??= readProfile(new TableReader('(defaults)', `runtimes.${handler}`, {}), guestDir);
+  }
+
+  const registry = readRegistry(top.table('registry'));
+
+  const images = top.table('images');
+  const maxUnpackedBytes = images.int('max_unpacked_bytes', 8 * 1024 ** 3, { min: 1024 * 1024 });
+  images.finish();
+
+  const cniTable = top.table('cni');
+  const cni = {
+    confDir: cniTable.string('conf_dir', '/etc/cni/net.d', absolutePath),
+    binDirs: cniTable.strings('bin_dirs', ['/usr/lib/cni', '/opt/cni/bin']),
+  };
+  cniTable.finish();
+
+  const streamingTable = top.table('streaming');
+  const streaming = {
+    address: streamingTable.string('address', '127.0.0.1'),
+    port: streamingTable.int('port', 0, { min: 0, max: 65535 }),
+  };
+  streamingTable.finish();
+
+  const debugTable = top.table('debug');
+  const debug = {
+    enabled: debugTable.bool('enabled', false),
+    authorizedKeysFile: debugTable.string('authorized_keys_file', '', (v) => (v === '' || isAbsolute(v) ? undefined : 'must be an absolute path')),
+  };
+  if (debug.enabled && debug.authorizedKeysFile === '') {
+    debugTable.fail('authorized_keys_file', 'must be set when debug.enabled = true: debug access needs a key');
+  }
+  debugTable.finish();
+  top.finish();
+
+  return {
+    file,
+    listen,
+    root,
+    state,
+    logLevel: logLevelRaw as PodvisorConfig['logLevel'],
+    guestDir,
+    runtimes,
+    registry,
+    images: { maxUnpackedBytes },
+    cni,
+    streaming,
+    debug,
+  };
+}
+
+function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
+  const vcpus = t.int('vcpus', 1, { min: 1, max: 64 });
+  const memoryMiB = t.int('memory_mib', 512, { min: 128, max: 1024 * 1024 });
+  const profile: RuntimeProfileConfig = {
+    machine: t.oneOf('machine', 'microvm', ['microvm', 'q35'] as const),
+    accel: t.oneOf('accel', 'auto', ['auto', 'kvm', 'tcg'] as const),
+    vcpus,
+    memoryMiB,
+    maxVcpus: t.int('max_vcpus', Math.max(vcpus, 4), { min: vcpus, max: 256 }),
+    maxMemoryMiB: t.int('max_memory_mib', Math.max(memoryMiB, 8192), { min: memoryMiB }),
+    overheadMemoryMiB: t.int('overhead_memory_mib', 256, { min: 0 }),
+    kernel: t.string('kernel', join(guestDir, 'vmlinux'), absolutePath),
+    initrd: t.string('initrd', join(guestDir, 'initrd.img'), absolutePath),
+    systemDisk: t.string('system_disk', join(guestDir, 'system.erofs'), absolutePath),
+    kernelArgs: t.strings('kernel_args', []),
+  };
+  t.finish();
+  return profile;
+}
+
+function readRegistry(t: TableReader): RegistryConfig {
+  const mirrors: Record<string, RegistryMirrorConfig> = {};
+  for (const [host, m] of t.namedTables('mirrors')) {
+    const endpoints = m.strings('endpoints', []);
+    for (const e of endpoints) {
+      if (!/^https?:\/\/[^/\s]+/.test(e)) m.fail('endpoints', `entry "${e}" must be an http:// or https:// URL`);
+    }
+    m.finish();
+    if (endpoints.length === 0) m.fail('endpoints', 'must list at least one endpoint');
+    mirrors[host] = { endpoints };
+  }
+  const insecure = t.strings('insecure', []);
+  t.finish();
+  return { mirrors, insecure };
+}
+
+function pick(flag: string | undefined, fromFile: string): string {
+  return flag ?? fromFile;
+}
+
+function absolutePath(v: string): string | undefined {
+  return isAbsolute(v) ? undefined : `must be an absolute path, got "${v}"`;
+}

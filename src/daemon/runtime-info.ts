@@ -1,0 +1,115 @@
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { createRequire } from 'node:module';
+import type { PodvisorConfig } from '../config/config.js';
+import { invalidArgument } from '../errors.js';
+
+export const RUNTIME_NAME = 'podvisor';
+export const CRI_API_VERSION = 'v1';
+/** The kubelet-runtime API version string runtimes report in VersionResponse.version. */
+export const KUBELET_API_VERSION = '0.1.0';
+
+export const PODVISOR_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+export interface Condition {
+  type: 'RuntimeReady' | 'NetworkReady';
+  status: boolean;
+  reason: string;
+  message: string;
+}
+
+/**
+ * What the runtime as a whole reports about itself: identity, readiness and
+ * the node-level settings kubelet pushes (the pod CIDR).
+ */
+export class RuntimeInfo {
+  private podCidr = '';
+  private readonly cidrFile: string;
+
+  constructor(private readonly config: PodvisorConfig) {
+    this.cidrFile = join(config.state, 'runtime-config.json');
+    if (existsSync(this.cidrFile)) {
+      try {
+        this.podCidr = (JSON.parse(readFileSync(this.cidrFile, 'utf8')) as { podCidr?: string }).podCidr ?? '';
+      } catch {
+        this.podCidr = ''; // a torn write from a crash: kubelet sends the CIDR again
+      }
+    }
+  }
+
+  get handlers(): string[] {
+    return Object.keys(this.config.runtimes).sort();
+  }
+
+  get currentPodCidr(): string {
+    return this.podCidr;
+  }
+
+  /**
+   * RuntimeReady is true only when a sandbox could actually boot: QEMU is on
+   * PATH and every handler's kernel, initrd and system disk exist.
+   */
+  conditions(): Condition[] {
+    return [this.runtimeReady(), this.networkReady()];
+  }
+
+  private runtimeReady(): Condition {
+    if (!onPath('qemu-system-x86_64')) {
+      return { type: 'RuntimeReady', status: false, reason: 'QemuMissing', message: 'qemu-system-x86_64 is not on PATH; run hack/install-deps' };
+    }
+    for (const [handler, p] of Object.entries(this.config.runtimes)) {
+      const missing = [p.kernel, p.initrd, p.systemDisk].filter((f) => !existsSync(f));
+      if (missing.length > 0) {
+        return {
+          type: 'RuntimeReady',
+          status: false,
+          reason: 'GuestImageMissing',
+          message: `runtime handler "${handler}" lacks ${missing.join(', ')}; run hack/build-guest-image`,
+        };
+      }
+    }
+    return { type: 'RuntimeReady', status: true, reason: '', message: '' };
+  }
+
+  private networkReady(): Condition {
+    return {
+      type: 'NetworkReady',
+      status: false,
+      reason: 'NetworkNotImplemented',
+      message: 'podvisor does not set up pod networking yet: sandboxes get loopback only',
+    };
+  }
+
+  /** Keeps the CIDR kubelet assigns to this node; an empty one leaves it unchanged. */
+  updatePodCidr(cidr: string): void {
+    if (cidr === '') return;
+    if (!isCidr(cidr)) throw invalidArgument(`pod_cidr "${cidr}" is not a CIDR such as 10.88.0.0/16 or fd00::/64`);
+    mkdirSync(this.config.state, { recursive: true });
+    const tmp = `${this.cidrFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ podCidr: cidr }));
+    const fd = openSync(tmp, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, this.cidrFile);
+    this.podCidr = cidr;
+  }
+}
+
+export function isCidr(s: string): boolean {
+  const [addr, bits, extra] = s.split('/');
+  if (extra !== undefined || addr === undefined || bits === undefined || !/^\d{1,3}$/.test(bits)) return false;
+  const prefix = Number(bits);
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(addr)) return prefix <= 32 && addr.split('.').every((o) => Number(o) <= 255);
+  return addr.includes(':') && /^[0-9a-fA-F:]+$/.test(addr) && prefix <= 128;
+}
+
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, bin), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}

@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { criClient, type CriClient } from '../../src/cri/proto.js';
+
+export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+const MAIN = join(REPO_ROOT, 'src/daemon/main.ts');
+
+export interface DaemonOptions {
+  /** TOML text written to a config file passed with --config. */
+  config?: string;
+  /** Reuse these folders (a restart test); defaults to a fresh temp folder. */
+  dir?: string;
+  extraArgs?: string[];
+  logLevel?: string;
+}
+
+export interface RunningDaemon {
+  dir: string;
+  socket: string;
+  root: string;
+  state: string;
+  proc: ChildProcess;
+  client: CriClient;
+  /** Everything the daemon printed so far. */
+  output(): string;
+  /** Waits for the process to exit; resolves with its exit code. */
+  exited: Promise<number | null>;
+  /** Sends a signal and waits for exit. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Stops (if running) and removes the temp folder. */
+  dispose(): Promise<void>;
+}
+
+/** podvisord's command line for the given folders, so tests can run a second copy. */
+export function daemonArgs(dir: string, opts: DaemonOptions = {}): string[] {
+  const args = ['--import', 'tsx', MAIN, '--listen', join(dir, 'cri.sock'), '--root', join(dir, 'root'), '--state', join(dir, 'state')];
+  args.push('--log-level', opts.logLevel ?? 'debug');
+  if (opts.config !== undefined) {
+    const file = join(dir, 'podvisor.toml');
+    writeFileSync(file, opts.config);
+    args.push('--config', file);
+  }
+  return args.concat(opts.extraArgs ?? []);
+}
+
+/** Runs podvisord to completion (for start-up failures) and returns its exit code and output. */
+export async function runDaemonToExit(dir: string, opts: DaemonOptions = {}, timeoutMs = 20_000): Promise<{ code: number | null; output: string }> {
+  const proc = spawn(process.execPath, daemonArgs(dir, opts), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  proc.stdout!.on('data', (d) => (output += d));
+  proc.stderr!.on('data', (d) => (output += d));
+  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+  clearTimeout(timer);
+  return { code, output };
+}
+
+/** Starts a real podvisord on a socket in a temp folder and connects a real gRPC client to it. */
+export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaemon> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'pvd-'));
+  const socket = join(dir, 'cri.sock');
+  const proc = spawn(process.execPath, daemonArgs(dir, opts), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+
+  const deadline = Date.now() + 30_000;
+  while (!out.includes('podvisord serving the CRI')) {
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`podvisord did not start:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const client = criClient(socket);
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    return exited;
+  };
+  return {
+    dir,
+    socket,
+    root: join(dir, 'root'),
+    state: join(dir, 'state'),
+    proc,
+    client,
+    output: () => out,
+    exited,
+    stop,
+    async dispose() {
+      client.close();
+      await stop('SIGTERM');
+      if (!opts.dir && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export { unary } from '../../src/cri/unary.js';

@@ -1,0 +1,77 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/config.js';
+import { isPodvisorError } from '../../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'pvcfg-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+function file(text: string): string {
+  const f = join(dir, `c${n++}.toml`);
+  writeFileSync(f, text);
+  return f;
+}
+function refusal(text: string): string {
+  try {
+    loadConfig(file(text));
+  } catch (e) {
+    assert.ok(isPodvisorError(e, 'INVALID_ARGUMENT'));
+    return e.message;
+  }
+  assert.fail('config was accepted');
+}
+
+describe('config', () => {
+  test('no file: defaults with the "" and kata handlers', () => {
+    const c = loadConfig(undefined);
+    assert.equal(c.listen, '/run/podvisor/podvisor.sock');
+    assert.equal(c.root, '/var/lib/podvisor');
+    assert.equal(c.state, '/run/podvisor');
+    assert.deepEqual(Object.keys(c.runtimes).sort(), ['', 'kata']);
+    assert.equal(c.runtimes.kata!.machine, 'microvm');
+    assert.equal(c.debug.enabled, false);
+  });
+
+  test('flags win over the file', () => {
+    const c = loadConfig(file('[daemon]\nlisten = "/a/b.sock"\nroot = "/r"\n'), { listen: '/x/y.sock' });
+    assert.equal(c.listen, '/x/y.sock');
+    assert.equal(c.root, '/r');
+  });
+
+  test('a handler table overrides defaults; the other default handler remains', () => {
+    const c = loadConfig(file('[runtimes.kata]\nvcpus = 2\nmemory_mib = 1024\n[runtimes.""]\nmachine = "q35"\n'));
+    assert.equal(c.runtimes.kata!.vcpus, 2);
+    assert.equal(c.runtimes.kata!.memoryMiB, 1024);
+    assert.equal(c.runtimes['']!.machine, 'q35');
+  });
+
+  test('registry mirrors in containerd form', () => {
+    const c = loadConfig(file('[registry.mirrors."registry.k8s.io"]\nendpoints = ["http://127.0.0.1:5000"]\n[registry]\ninsecure = ["127.0.0.1:5000"]\n'));
+    assert.deepEqual(c.registry.mirrors['registry.k8s.io'], { endpoints: ['http://127.0.0.1:5000'] });
+    assert.deepEqual(c.registry.insecure, ['127.0.0.1:5000']);
+  });
+
+  test('unknown keys are named with their path, at any depth', () => {
+    assert.match(refusal('listen = "/x"\n'), /key "listen" is not a known setting/);
+    assert.match(refusal('[daemon]\nlisen = "/x"\n'), /"daemon\.lisen" is not a known setting/);
+    assert.match(refusal('[registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n'), /registry\.mirrors\."docker\.io"\.endpoint"/);
+  });
+
+  test('bad values say what is wrong', () => {
+    assert.match(refusal('[runtimes.kata]\nmachine = "pc"\n'), /must be one of "microvm", "q35", got "pc"/);
+    assert.match(refusal('[runtimes.kata]\nvcpus = 0\n'), /must be at least 1/);
+    assert.match(refusal('[daemon]\nroot = "relative/dir"\n'), /must be an absolute path/);
+    assert.match(refusal('[registry.mirrors."x.io"]\nendpoints = ["ftp://m"]\n'), /http:\/\/ or https:\/\//);
+    assert.match(refusal('[debug]\nenabled = true\n'), /needs a key/);
+    assert.match(refusal('[daemon]\nlog_level = "loud"\n'), /log_level/);
+  });
+
+  test('the file is named in every refusal, and broken TOML is refused', () => {
+    assert.match(refusal('[daemon\n'), /not valid TOML/);
+    assert.match(refusal('bogus = 1\n'), new RegExp(dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    assert.throws(() => loadConfig(join(dir, 'missing.toml')), /cannot read it/);
+  });
+});
