@@ -1,4 +1,5 @@
 import type { RuntimeRpc } from './rpc.js';
+import { hostAcceleration } from '../vm/host.js';
 
 export const status: RuntimeRpc<'Status'> = async (svc, req) => {
   const info: Record<string, string> = {};
@@ -11,6 +12,7 @@ export const status: RuntimeRpc<'Status'> = async (svc, req) => {
       root: svc.config.root,
       state: svc.config.state,
     });
+    info.accelerator = JSON.stringify(hostAcceleration());
   }
   return {
     status: { conditions: svc.runtime.conditions() },

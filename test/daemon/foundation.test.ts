@@ -33,6 +33,9 @@ describe('podvisord over its real socket', () => {
     assert.deepEqual(s.runtime_handlers.map((h) => h.name).sort(), ['', 'kata']);
     const info = JSON.parse(s.info.config!);
     assert.deepEqual(info.handlers, ['', 'kata']);
+    const accel = JSON.parse(s.info.accelerator!);
+    assert.ok(['kvm', 'tcg'].includes(accel.accel));
+    assert.ok(accel.reason.length > 0);
   });
 
   test('RuntimeConfig reports the cgroupfs driver', async () => {
