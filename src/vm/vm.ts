@@ -68,7 +68,7 @@ export interface VmStopOptions {
   timeoutMs?: number;
 }
 
-export type VmState = 'running' | 'stopping' | 'exited';
+export type VmState = 'running' | 'stopping' | 'exited' | 'detached';
 
 /** What the launcher records so that a later daemon can recognise its QEMU. */
 interface VmRecord {
@@ -82,6 +82,7 @@ interface VmRecord {
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const PROCESS_POLL_MS = 250;
+const CHILD_EXIT_GRACE_MS = 200;
 
 export interface VmEvents {
   exit: [VmExitInfo];
@@ -104,6 +105,7 @@ export class Vm extends EventEmitter<VmEvents> {
   private pollTimer?: NodeJS.Timeout;
   private child?: ChildProcess;
   private childExit?: { code: number | null; signal: NodeJS.Signals | null };
+  private childGrace?: NodeJS.Timeout;
 
   private constructor(record: VmRecord, paths: RunDirPaths, qmp: QmpClient, diskSet: DiskSet, child?: ChildProcess) {
     super();
@@ -286,14 +288,20 @@ export class Vm extends EventEmitter<VmEvents> {
   }
 
   private checkAlive(): void {
-    if (this.exitInfo) return;
+    if (this.exitInfo || this.vmState === 'detached') return;
     if (!this.childExit && isProcessAlive(this.pid, this.startTime)) return;
+    if (this.child && !this.childExit) {
+      // Our own child: its exit status (signal, code) is a moment away; wait for it briefly.
+      this.childGrace ??= setTimeout(() => this.onGone(), CHILD_EXIT_GRACE_MS);
+      return;
+    }
     this.onGone();
   }
 
   private onGone(): void {
     if (this.exitInfo) return;
     clearInterval(this.pollTimer);
+    clearTimeout(this.childGrace);
     this.vmState = 'exited';
     this.exitInfo = { ...this.classifyExit(), at: new Date(), exitCode: this.childExit?.code, signal: this.childExit?.signal };
     this.qmpClient.close();
@@ -323,6 +331,7 @@ export class Vm extends EventEmitter<VmEvents> {
    * Idempotent; removes sockets and pidfile and keeps the logs.
    */
   stop(opts: VmStopOptions = {}): Promise<VmExitInfo> {
+    if (this.vmState === 'detached') return Promise.reject(failedPrecondition(`VM ${this.id} was detached; reattach to stop it`));
     this.stopPromise ??= this.doStop(opts);
     return this.stopPromise;
   }
@@ -366,6 +375,19 @@ export class Vm extends EventEmitter<VmEvents> {
       if (this.exitInfo) return;
       await sleep(25);
     }
+  }
+
+  /**
+   * Lets go of a running VM without touching it (podvisord shutting down): closes QMP and
+   * stops watching. `Vm.reattach` picks it up again.
+   */
+  detach(): void {
+    if (this.vmState !== 'running') return;
+    clearInterval(this.pollTimer);
+    this.qmpClient.removeAllListeners();
+    this.child?.removeAllListeners('exit');
+    this.qmpClient.close();
+    this.vmState = 'detached';
   }
 
   /** Stops the VM if needed and removes its whole run directory, logs included. */

@@ -1,0 +1,95 @@
+import { invalidArgument } from '../errors.js';
+
+/**
+ * How big a pod's VM is. The VM must hold every container at its limit plus the guest's own
+ * needs (kernel, agent, page cache): the sum of the container limits plus a configured
+ * overhead. A container without a limit may use anything, so a pod with one gets at least
+ * the profile default. Sizes beyond the profile's bounds are refused before anything starts.
+ */
+
+export interface ContainerLimits {
+  /** CPU limit in millicores; or give the CFS quota and period as the CRI does. */
+  milliCpu?: number;
+  cpuQuota?: number;
+  cpuPeriod?: number;
+  memoryBytes?: number;
+}
+
+export interface SizingPolicy {
+  defaultVcpus: number;
+  defaultMemoryMiB: number;
+  /** Added to the containers' sum (guest kernel, agent, crun). */
+  overheadVcpus: number;
+  overheadMemoryMiB: number;
+  maxVcpus: number;
+  maxMemoryMiB: number;
+}
+
+export interface VmSize {
+  vcpus: number;
+  memoryMiB: number;
+}
+
+const MIB = 1024 * 1024;
+
+export function milliCpuOf(c: ContainerLimits): number | undefined {
+  if (c.milliCpu !== undefined) return nonNegative('milliCpu', c.milliCpu) || undefined;
+  const quota = c.cpuQuota ?? 0;
+  const period = c.cpuPeriod ?? 0;
+  // The CRI uses quota <= 0 (and period 0) for "no limit".
+  if (quota <= 0 || period <= 0) return undefined;
+  return Math.ceil((quota * 1000) / period);
+}
+
+export function sizeVm(containers: ContainerLimits[], policy: SizingPolicy): VmSize {
+  checkPolicy(policy);
+  let milliCpu = 0;
+  let memoryBytes = 0;
+  let cpuUnbounded = containers.length === 0;
+  let memoryUnbounded = containers.length === 0;
+  for (const c of containers) {
+    const cpu = milliCpuOf(c);
+    if (cpu === undefined) cpuUnbounded = true;
+    else milliCpu += cpu;
+    const mem = c.memoryBytes === undefined ? 0 : nonNegative('memoryBytes', c.memoryBytes);
+    if (mem === 0) memoryUnbounded = true;
+    else memoryBytes += mem;
+  }
+
+  const limitedVcpus = Math.ceil(milliCpu / 1000) + policy.overheadVcpus;
+  const limitedMemoryMiB = Math.ceil(memoryBytes / MIB) + policy.overheadMemoryMiB;
+  const size: VmSize = {
+    vcpus: Math.max(1, cpuUnbounded ? Math.max(policy.defaultVcpus, limitedVcpus) : limitedVcpus),
+    memoryMiB: memoryUnbounded ? Math.max(policy.defaultMemoryMiB, limitedMemoryMiB) : limitedMemoryMiB,
+  };
+
+  if (size.vcpus > policy.maxVcpus) {
+    throw invalidArgument(
+      `pod needs ${size.vcpus} vCPUs (container CPU limits ${milliCpu}m + overhead ${policy.overheadVcpus}), ` +
+        `more than the ${policy.maxVcpus} a VM may have; lower the containers' CPU limits`,
+    );
+  }
+  if (size.memoryMiB > policy.maxMemoryMiB) {
+    throw invalidArgument(
+      `pod needs ${size.memoryMiB} MiB of memory (container limits ${Math.ceil(memoryBytes / MIB)} MiB + overhead ` +
+        `${policy.overheadMemoryMiB} MiB), more than the ${policy.maxMemoryMiB} MiB a VM may have; lower the containers' memory limits`,
+    );
+  }
+  return size;
+}
+
+function nonNegative(field: string, v: number): number {
+  if (!Number.isFinite(v) || v < 0) throw invalidArgument(`container ${field} must be a non-negative number, got ${v}`);
+  return v;
+}
+
+function checkPolicy(p: SizingPolicy): void {
+  for (const [k, v] of Object.entries(p)) {
+    if (!Number.isInteger(v) || v < 0) throw invalidArgument(`VM sizing: ${k} must be a non-negative integer, got ${v}`);
+  }
+  if (p.maxVcpus < 1 || p.defaultVcpus < 1) throw invalidArgument('VM sizing: defaultVcpus and maxVcpus must be at least 1');
+  if (p.defaultVcpus > p.maxVcpus) throw invalidArgument(`VM sizing: defaultVcpus ${p.defaultVcpus} exceeds maxVcpus ${p.maxVcpus}`);
+  if (p.defaultMemoryMiB > p.maxMemoryMiB) {
+    throw invalidArgument(`VM sizing: defaultMemoryMiB ${p.defaultMemoryMiB} exceeds maxMemoryMiB ${p.maxMemoryMiB}`);
+  }
+}
