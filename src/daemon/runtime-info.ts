@@ -1,8 +1,9 @@
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { createRequire } from 'node:module';
 import type { PodvisorConfig } from '../config/config.js';
 import { invalidArgument } from '../errors.js';
+import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 
 export const RUNTIME_NAME = 'podvisor';
 export const CRI_API_VERSION = 'v1';
@@ -28,12 +29,10 @@ export class RuntimeInfo {
 
   constructor(private readonly config: PodvisorConfig) {
     this.cidrFile = join(config.state, 'runtime-config.json');
-    if (existsSync(this.cidrFile)) {
-      try {
-        this.podCidr = (JSON.parse(readFileSync(this.cidrFile, 'utf8')) as { podCidr?: string }).podCidr ?? '';
-      } catch {
-        this.podCidr = ''; // a torn write from a crash: kubelet sends the CIDR again
-      }
+    try {
+      this.podCidr = readJsonFile<{ podCidr?: string }>(this.cidrFile)?.podCidr ?? '';
+    } catch {
+      this.podCidr = ''; // unreadable: kubelet sends the CIDR again on its next sync
     }
   }
 
@@ -84,13 +83,7 @@ export class RuntimeInfo {
   updatePodCidr(cidr: string): void {
     if (cidr === '') return;
     if (!isCidr(cidr)) throw invalidArgument(`pod_cidr "${cidr}" is not a CIDR such as 10.88.0.0/16 or fd00::/64`);
-    mkdirSync(this.config.state, { recursive: true });
-    const tmp = `${this.cidrFile}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ podCidr: cidr }));
-    const fd = openSync(tmp, 'r');
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, this.cidrFile);
+    writeJsonAtomicSync(this.cidrFile, { podCidr: cidr });
     this.podCidr = cidr;
   }
 }
