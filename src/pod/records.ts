@@ -1,4 +1,5 @@
 import type { Nanos } from './clock.js';
+import type { SandboxFiles } from './oci-spec.js';
 
 /**
  * The persisted shape of sandboxes and containers. These records are podvisor's
@@ -106,6 +107,8 @@ export interface SandboxRecord {
   vm?: VmInfo;
   network: { mode: 'loopback'; ips: string[] };
   images: PluggedImage[];
+  /** Guest paths of the hostname, resolv.conf and hosts files the sandbox setup wrote. */
+  guestFiles: SandboxFiles;
 }
 
 export interface Mount {
@@ -176,6 +179,8 @@ export interface ContainerRecord {
   imageRef: string;
   /** Absolute path of the CRI log file (sandbox log_directory joined with log_path), '' if none. */
   logFile: string;
-  /** Guest-side process id of the container's init, for stats and signals after a daemon restart. */
+  /** Guest-side process id of the container's init (another container may join its PID namespace). */
   guestPid?: number;
+  /** The image's StopSignal as a number (SIGTERM when the image names none). */
+  stopSignal: number;
 }

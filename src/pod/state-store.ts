@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic, syncDir } from './atomic-file.js';
+import { syncDirectory as syncDir, writeFileAtomic } from '../util/atomic-file.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
 import { logger } from '../log.js';
 
@@ -29,6 +29,11 @@ export class StateStore {
 
   sandboxDir(id: string): string {
     return join(this.root, id);
+  }
+
+  /** Makes the sandbox's directory before anything else exists, so a crash mid-create leaves a findable orphan. */
+  async prepareSandboxDir(id: string): Promise<void> {
+    await mkdir(join(this.sandboxDir(id), CONTAINERS_DIR), { recursive: true, mode: 0o700 });
   }
 
   async saveSandbox(record: SandboxRecord): Promise<void> {

@@ -30,6 +30,7 @@ export function sampleSandbox(over: Partial<SandboxRecord> = {}): SandboxRecord 
     createdAt: nowNanos(),
     network: { mode: 'loopback', ips: [] },
     images: [],
+    guestFiles: {},
     ...over,
   };
 }
@@ -74,6 +75,7 @@ export function sampleContainer(sandboxId: string, name: string, over: Partial<C
     imageId: 'sha256:' + 'a'.repeat(64),
     imageRef: 'docker.io/library/busybox@sha256:' + 'b'.repeat(64),
     logFile: '',
+    stopSignal: 15,
     ...over,
   };
 }

@@ -1,0 +1,372 @@
+import { isAbsolute, join, normalize } from 'node:path';
+import {
+  deadlineExceeded, failedPrecondition, invalidArgument, messageOf, notFound,
+} from '../errors.js';
+import { logger } from '../log.js';
+import { nowNanos, type Nanos } from './clock.js';
+import { CriLogWriter } from './cri-log-writer.js';
+import { filterContainers, type ContainerFilter } from './filters.js';
+import type { GuestExit } from './guest-agent.js';
+import { newId } from './ids.js';
+import { buildOciSpec, containerUserRequest, validateContainerConfig } from './oci-spec.js';
+import type { PodContext, SandboxRuntime } from './pod-context.js';
+import { containerNameKey } from './pod-index.js';
+import type { ContainerConfig, ContainerRecord, PluggedImage, SandboxRecord } from './records.js';
+import { parseStopSignal, SIGKILL } from './signals.js';
+import { assertContainerMove } from './state-machine.js';
+import { resolveUser } from './user.js';
+
+const log = logger('pod-containers');
+
+/** How long to wait for a container to die after SIGKILL before giving up on it. */
+const KILL_WAIT_MS = 15_000;
+
+/** Why a container stopped, in the words kubelet expects in ContainerStatus.reason. */
+export function exitReason(exitCode: number, oomKilled: boolean): string {
+  if (oomKilled) return 'OOMKilled';
+  return exitCode === 0 ? 'Completed' : 'Error';
+}
+
+/**
+ * Containers inside sandbox VMs: create (image disk, OCI spec, agent), start
+ * (logs), stop (signal, timeout, SIGKILL), remove, status, list, exec, reopen
+ * log. Exits reported by the agent land in `recordExit`.
+ */
+export class ContainerService {
+  /** Containers between the StartContainer call and the agent's answer, whose exit may arrive first. */
+  private readonly starting = new Map<string, GuestExit | null>();
+
+  constructor(private readonly ctx: PodContext) {}
+
+  // ---------------------------------------------------------------- create
+
+  async create(sandboxQuery: string, config: ContainerConfig): Promise<string> {
+    const sandbox = this.ctx.index.sandbox(sandboxQuery);
+    return this.ctx.locks.run(sandbox.id, () => this.createLocked(sandbox, config));
+  }
+
+  private async createLocked(sandbox: SandboxRecord, config: ContainerConfig): Promise<string> {
+    if (sandbox.state !== 'ready') {
+      throw failedPrecondition(`sandbox ${sandbox.id} is not ready (${sandbox.notReadyReason ?? 'it was stopped'}); containers cannot be created in it`);
+    }
+    validateContainerConfig(config);
+    const logFile = containerLogFile(sandbox, config);
+    const image = await this.ctx.images.find(config.image);
+    if (!image) throw notFound(`image "${config.image}" is not present on this node; pull it first (PullImage / crictl pull)`);
+    const stopSignal = parseStopSignal(image.config.StopSignal);
+    const rt = this.runtimeOf(sandbox);
+
+    const id = newId();
+    const nameKey = containerNameKey(sandbox.id, config.metadata);
+    this.ctx.index.reserveName(nameKey, id, 'container');
+    let createdInGuest = false;
+    try {
+      const plugged = await this.ensureImagePlugged(sandbox, rt, image.id);
+      const [passwd, group] = await Promise.all([
+        rt.agent.readImageFile(plugged.guestMountPoint, '/etc/passwd'),
+        rt.agent.readImageFile(plugged.guestMountPoint, '/etc/group'),
+      ]);
+      const user = resolveUser(containerUserRequest(config, image.config), passwd ?? '', group ?? '');
+      const spec = buildOciSpec({
+        containerId: id,
+        config,
+        sandbox: sandbox.config,
+        image: image.config,
+        user,
+        rootfsPath: rt.agent.containerRootfs(id),
+        sandboxFiles: sandbox.guestFiles,
+        cgroupsPath: `/podvisor/${id}`,
+        pidNamespacePath: this.pidNamespaceToJoin(sandbox, config),
+      });
+      const { pid } = await rt.agent.createContainer({
+        containerId: id, spec, imageMountPoint: plugged.guestMountPoint, stdin: config.stdin, stdinOnce: config.stdinOnce, tty: config.tty,
+      });
+      createdInGuest = true;
+      const record: ContainerRecord = {
+        id,
+        sandboxId: sandbox.id,
+        config,
+        state: 'created',
+        createdAt: nowNanos(),
+        imageId: image.id,
+        imageRef: image.repoDigests[0] ?? image.id,
+        logFile,
+        guestPid: pid,
+        stopSignal,
+      };
+      await this.ctx.store.saveContainer(record);
+      this.ctx.index.addContainer(record);
+      this.ctx.events.publish({ containerId: id, sandboxId: sandbox.id, type: 'CONTAINER_CREATED_EVENT', createdAt: record.createdAt });
+      log.info({ container: id, sandbox: sandbox.id, name: config.metadata.name, image: config.image }, 'container created');
+      return id;
+    } catch (e) {
+      this.ctx.index.releaseName(nameKey, id);
+      if (createdInGuest) await rt.agent.deleteContainer(id).catch((err) => log.warn({ container: id, err: messageOf(err) }, 'cleanup after failed create'));
+      throw e;
+    }
+  }
+
+  /** The PID namespace a container joins: another container's for TARGET (ephemeral containers). */
+  private pidNamespaceToJoin(sandbox: SandboxRecord, config: ContainerConfig): string | undefined {
+    const ns = config.security.namespaceOptions;
+    if (ns.pid !== 'TARGET') return undefined;
+    const target = this.ctx.index.findContainer(ns.targetId);
+    if (!target || target.sandboxId !== sandbox.id) {
+      throw notFound(`PID namespace target container "${ns.targetId}" is not in sandbox ${sandbox.id}`);
+    }
+    if (target.state !== 'running' || target.guestPid === undefined) {
+      throw failedPrecondition(`PID namespace target container ${target.id} is not running`);
+    }
+    return `/proc/${target.guestPid}/ns/pid`;
+  }
+
+  /**
+   * One disk per image per sandbox: the first container using an image plugs
+   * its erofs disk and has the agent mount it; later ones (and concurrent ones)
+   * share that mount, each with its own overlay.
+   */
+  private ensureImagePlugged(sandbox: SandboxRecord, rt: SandboxRuntime, imageId: string): Promise<PluggedImage> {
+    const known = sandbox.images.find((p) => p.imageId === imageId);
+    if (known) return Promise.resolve(known);
+    let pending = rt.imagePlugs.get(imageId);
+    if (!pending) {
+      pending = (async () => {
+        const path = await this.ctx.images.ensureDisk(imageId);
+        const diskId = `img-${imageId.replace(/^sha256:/, '').slice(0, 16)}`;
+        const address = await rt.vm.hotplugDisk({ id: diskId, path, readOnly: true });
+        try {
+          const { mountPoint } = await rt.agent.mountImage({ imageId, serial: address.serial });
+          const plugged: PluggedImage = { imageId, diskId, serial: address.serial, guestMountPoint: mountPoint };
+          sandbox.images.push(plugged);
+          await this.ctx.store.saveSandbox(sandbox);
+          return plugged;
+        } catch (e) {
+          await rt.vm.unplugDisk(diskId).catch(() => undefined);
+          throw e;
+        }
+      })();
+      rt.imagePlugs.set(imageId, pending);
+      pending.catch(() => rt.imagePlugs.delete(imageId));
+    }
+    return pending;
+  }
+
+  // ---------------------------------------------------------------- start
+
+  async start(query: string): Promise<void> {
+    const c = this.ctx.index.container(query);
+    await this.ctx.locks.run(c.id, async () => {
+      assertContainerMove(c.id, c.state, 'running', 'start');
+      const sandbox = this.ctx.index.sandbox(c.sandboxId);
+      if (sandbox.state !== 'ready') throw failedPrecondition(`sandbox ${sandbox.id} is not ready; cannot start container ${c.id}`);
+      const rt = this.runtimeOf(sandbox);
+      if (c.logFile) await this.openLog(c);
+      this.starting.set(c.id, null);
+      try {
+        await rt.agent.startContainer(c.id);
+      } catch (e) {
+        this.starting.delete(c.id);
+        await this.closeLog(c.id);
+        throw e;
+      }
+      const earlyExit = this.starting.get(c.id);
+      this.starting.delete(c.id);
+      c.state = 'running';
+      c.startedAt = nowNanos();
+      await this.ctx.store.saveContainer(c);
+      this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STARTED_EVENT', createdAt: c.startedAt });
+      log.info({ container: c.id }, 'container started');
+      if (earlyExit) await this.recordExit(earlyExit);
+    });
+  }
+
+  async openLog(c: ContainerRecord): Promise<void> {
+    if (this.ctx.logWriters.has(c.id) || !c.logFile) return;
+    this.ctx.logWriters.set(c.id, await CriLogWriter.open(c.logFile));
+  }
+
+  private async closeLog(id: string): Promise<void> {
+    const w = this.ctx.logWriters.get(id);
+    this.ctx.logWriters.delete(id);
+    await w?.close().catch((e) => log.warn({ container: id, err: messageOf(e) }, 'closing container log failed'));
+  }
+
+  /** Output from the agent; the container's log writer adds the CRI framing. */
+  handleOutput(ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }): void {
+    this.ctx.logWriters.get(ev.containerId)?.write(ev.stream, ev.data);
+  }
+
+  handleOutputEnd(ev: { containerId: string; stream: 'stdout' | 'stderr' }): void {
+    this.ctx.logWriters.get(ev.containerId)?.endStream(ev.stream);
+  }
+
+  // ---------------------------------------------------------------- exits
+
+  /** The agent says a container's process ended. */
+  async recordExit(exit: GuestExit): Promise<void> {
+    if (this.starting.has(exit.containerId)) {
+      // StartContainer has not returned yet: finish the start first, then record the exit.
+      this.starting.set(exit.containerId, exit);
+      return;
+    }
+    const c = this.ctx.index.findContainer(exit.containerId);
+    if (!c || c.id !== exit.containerId || c.state === 'exited') return;
+    const finishedAt = exit.exitedAtMs ? (BigInt(Math.round(exit.exitedAtMs * 1000)) * 1000n).toString() : nowNanos();
+    await this.markExited(c, { exitCode: exit.exitCode, reason: exitReason(exit.exitCode, exit.oomKilled), finishedAt });
+  }
+
+  /** Moves a container to EXITED (from an agent exit, a VM death, or recovery), persists it and tells everyone. */
+  async markExited(c: ContainerRecord, how: { exitCode: number; reason: string; message?: string; finishedAt?: Nanos }): Promise<void> {
+    if (c.state === 'exited') return;
+    c.state = 'exited';
+    c.exitCode = how.exitCode;
+    c.reason = how.reason;
+    if (how.message) c.message = how.message;
+    c.finishedAt = how.finishedAt ?? nowNanos();
+    // A container that never started has no start time; kubelet expects finished >= started.
+    c.guestPid = undefined;
+    const w = this.ctx.logWriters.get(c.id);
+    if (w) {
+      w.endStream('stdout');
+      w.endStream('stderr');
+    }
+    try {
+      await this.ctx.store.saveContainer(c);
+    } catch (e) {
+      log.error({ container: c.id, err: messageOf(e) }, 'cannot persist container exit');
+    }
+    this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STOPPED_EVENT', createdAt: c.finishedAt });
+    this.ctx.exits.emit(`exited:${c.id}`);
+    log.info({ container: c.id, exitCode: c.exitCode, reason: c.reason }, 'container exited');
+  }
+
+  private waitExited(c: ContainerRecord, timeoutMs: number): Promise<boolean> {
+    if (c.state === 'exited') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.ctx.exits.off(`exited:${c.id}`, onExit);
+        resolve(ok);
+      };
+      const onExit = () => done(true);
+      const timer = setTimeout(() => done(c.state === 'exited'), timeoutMs);
+      this.ctx.exits.on(`exited:${c.id}`, onExit);
+    });
+  }
+
+  // ---------------------------------------------------------------- stop / remove
+
+  /** The image's stop signal, then SIGKILL after `timeoutSec`; a container that is not running is left as is. */
+  async stop(query: string, timeoutSec: number): Promise<void> {
+    const c = this.ctx.index.container(query);
+    await this.ctx.locks.run(c.id, () => this.stopLocked(c, timeoutSec));
+  }
+
+  private async stopLocked(c: ContainerRecord, timeoutSec: number): Promise<void> {
+    if (c.state !== 'running' && c.state !== 'unknown') return;
+    const sandbox = this.ctx.index.sandbox(c.sandboxId);
+    const rt = this.ctx.runtimes.get(sandbox.id);
+    if (!rt) {
+      // No VM any more: the process cannot be running.
+      await this.markExited(c, { exitCode: 137, reason: 'Error', message: 'the pod VM is gone' });
+      return;
+    }
+    if (timeoutSec > 0) {
+      await this.signal(rt, c, c.stopSignal);
+      if (await this.waitExited(c, timeoutSec * 1000)) return;
+      log.info({ container: c.id, timeoutSec }, 'container ignored its stop signal; killing it');
+    }
+    await this.signal(rt, c, SIGKILL);
+    if (!(await this.waitExited(c, KILL_WAIT_MS))) {
+      throw deadlineExceeded(`container ${c.id} did not exit within ${KILL_WAIT_MS / 1000} s of SIGKILL`);
+    }
+  }
+
+  private async signal(rt: SandboxRuntime, c: ContainerRecord, signal: number): Promise<void> {
+    try {
+      await rt.agent.signalContainer(c.id, signal);
+    } catch (e) {
+      // The process may have exited between our check and the signal: ask the agent what is true now.
+      const st = await rt.agent.containerState(c.id).catch(() => undefined);
+      if (st?.status === 'exited') {
+        await this.recordExit({ containerId: c.id, exitCode: st.exitCode, oomKilled: st.oomKilled, exitedAtMs: st.exitedAtMs });
+        return;
+      }
+      if (st?.status === 'missing') {
+        await this.markExited(c, { exitCode: 137, reason: 'Error', message: 'the agent no longer knows this container' });
+        return;
+      }
+      throw e;
+    }
+  }
+
+  /** Removes a container, force-stopping it first; removing an unknown container is not an error. */
+  async remove(query: string): Promise<void> {
+    const c = this.ctx.index.findContainer(query);
+    if (!c) return;
+    await this.ctx.locks.run(c.id, async () => {
+      if (!this.ctx.index.findContainer(c.id)) return;
+      if (c.state === 'running' || c.state === 'unknown') await this.stopLocked(c, 0);
+      await this.forget(c, true);
+    });
+  }
+
+  /** Drops a container from the guest (if its VM lives), the store and the index. */
+  async forget(c: ContainerRecord, deleteInGuest: boolean): Promise<void> {
+    const rt = this.ctx.runtimes.get(c.sandboxId);
+    if (rt && deleteInGuest) await rt.agent.deleteContainer(c.id);
+    await this.closeLog(c.id);
+    await this.ctx.store.removeContainer(c.sandboxId, c.id);
+    this.ctx.index.deleteContainer(c.id);
+    this.ctx.index.releaseName(containerNameKey(c.sandboxId, c.config.metadata), c.id);
+    this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_DELETED_EVENT', createdAt: nowNanos() });
+    log.info({ container: c.id }, 'container removed');
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  status(query: string): ContainerRecord {
+    return this.ctx.index.container(query);
+  }
+
+  list(filter: ContainerFilter): ContainerRecord[] {
+    return filterContainers(this.ctx.index, filter);
+  }
+
+  // ---------------------------------------------------------------- exec / logs
+
+  async execSync(query: string, argv: string[], timeoutSec: number): Promise<{ stdout: Buffer; stderr: Buffer; exitCode: number }> {
+    const c = this.ctx.index.container(query);
+    if (argv.length === 0) throw invalidArgument('ExecSync needs a command');
+    if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state.toUpperCase()}, not RUNNING; cannot exec in it`);
+    const rt = this.runtimeOf(this.ctx.index.sandbox(c.sandboxId));
+    const res = await rt.agent.execSync({ containerId: c.id, argv, timeoutMs: timeoutSec > 0 ? timeoutSec * 1000 : 0 });
+    if (res.timedOut) throw deadlineExceeded(`command ${JSON.stringify(argv)} in container ${c.id} timed out after ${timeoutSec} s`);
+    return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };
+  }
+
+  /** kubelet rotated the log file (renamed it): write on in a new file at the same path. */
+  async reopenLog(query: string): Promise<void> {
+    const c = this.ctx.index.container(query);
+    if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is not running; its log is not open`);
+    const w = this.ctx.logWriters.get(c.id);
+    if (!w) throw failedPrecondition(`container ${c.id} has no log file (its sandbox has no log_directory or it has no log_path)`);
+    await w.reopen();
+  }
+
+  runtimeOf(sandbox: SandboxRecord): SandboxRuntime {
+    const rt = this.ctx.runtimes.get(sandbox.id);
+    if (!rt) throw failedPrecondition(`sandbox ${sandbox.id} has no running VM`);
+    return rt;
+  }
+}
+
+/** log_directory (sandbox) joined with log_path (container), as containerd does; '' when there is no log path. */
+export function containerLogFile(sandbox: SandboxRecord, config: ContainerConfig): string {
+  if (config.logPath === '') return '';
+  const path = normalize(join(sandbox.config.logDirectory, config.logPath));
+  if (!isAbsolute(path)) {
+    throw invalidArgument(`log path "${config.logPath}" with sandbox log_directory "${sandbox.config.logDirectory}" is not an absolute path`);
+  }
+  return path;
+}

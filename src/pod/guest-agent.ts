@@ -1,0 +1,94 @@
+import type { DnsConfig } from './records.js';
+import type { OciSpec, SandboxFiles } from './oci-spec.js';
+
+/**
+ * What the pod services need from the agent inside a sandbox VM. This is the
+ * pod module's port; `agent-adapter.ts` implements it on top of the real
+ * `AgentClient` (src/agent-client/), so the service logic reads in pod terms
+ * and does not move when the wire API does.
+ */
+export interface GuestAgent {
+  /** Hostname, /etc/resolv.conf from the pod's DNS config, /etc/hosts and sysctls for the whole VM. */
+  setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string> }): Promise<SandboxFiles>;
+  /** Mounts a hot-plugged read-only image disk (found by its serial) once; returns the guest mount point. */
+  mountImage(req: { imageId: string; serial: string }): Promise<{ mountPoint: string }>;
+  /** A file from a mounted image (e.g. /etc/passwd for user names), or undefined when the image has none. */
+  readImageFile(mountPoint: string, path: string): Promise<string | undefined>;
+  /** Where the agent will put a container's rootfs (the overlay over its image mount). */
+  containerRootfs(containerId: string): string;
+  /** Makes the overlay rootfs and creates (not starts) the container from the spec. */
+  createContainer(req: CreateContainerRequest): Promise<{ pid: number }>;
+  startContainer(containerId: string): Promise<void>;
+  signalContainer(containerId: string, signal: number): Promise<void>;
+  /** Deletes the container and its rootfs; a container that is already gone is not an error. */
+  deleteContainer(containerId: string): Promise<void>;
+  containerState(containerId: string): Promise<GuestContainerState>;
+  execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult>;
+  containerStats(containerIds: string[]): Promise<Map<string, GuestContainerStats>>;
+  /** Whole-guest numbers for pod stats (the VM is the pod). */
+  guestStats(): Promise<GuestStats>;
+  onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void;
+  onOutputEnd(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr' }) => void): void;
+  onExit(listener: (ev: GuestExit) => void): void;
+  /** The connection to the agent is gone (VM died, or closed). */
+  onClose(listener: (err?: Error) => void): void;
+  /** Asks the guest to power off; QEMU then exits. */
+  shutdown(): Promise<void>;
+  close(): void;
+}
+
+export interface CreateContainerRequest {
+  containerId: string;
+  spec: OciSpec;
+  imageMountPoint: string;
+  stdin: boolean;
+  stdinOnce: boolean;
+  tty: boolean;
+}
+
+export interface GuestExit {
+  containerId: string;
+  exitCode: number;
+  oomKilled: boolean;
+  /** When the agent saw the exit (ms since epoch); the host's clock is used when absent. */
+  exitedAtMs?: number;
+}
+
+export type GuestContainerState =
+  | { status: 'created' | 'running'; pid: number }
+  | { status: 'exited'; exitCode: number; oomKilled: boolean; exitedAtMs?: number }
+  | { status: 'missing' };
+
+export interface ExecSyncResult {
+  stdout: Buffer;
+  stderr: Buffer;
+  exitCode: number;
+  timedOut: boolean;
+}
+
+export interface GuestContainerStats {
+  timestampMs: number;
+  cpuUsageNanos: bigint;
+  memoryWorkingSetBytes: number;
+  memoryUsageBytes: number;
+  memoryRssBytes: number;
+  memoryAvailableBytes?: number;
+  pageFaults: number;
+  majorPageFaults: number;
+  /** Bytes the container's writable layer (tmpfs upper) uses. */
+  writableLayerBytes: number;
+  writableLayerInodes: number;
+  processCount: number;
+}
+
+export interface GuestStats {
+  timestampMs: number;
+  cpuUsageNanos: bigint;
+  memoryWorkingSetBytes: number;
+  memoryUsageBytes: number;
+  memoryRssBytes: number;
+  memoryAvailableBytes: number;
+  pageFaults: number;
+  majorPageFaults: number;
+  processCount: number;
+}

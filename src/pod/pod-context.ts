@@ -1,0 +1,56 @@
+import { EventEmitter } from 'node:events';
+import type { RuntimeProfileConfig } from '../config/config.js';
+import type { Vm } from '../vm/vm.js';
+import type { CriLogWriter } from './cri-log-writer.js';
+import { ContainerEventBus } from './events.js';
+import type { GuestAgent } from './guest-agent.js';
+import type { PodImages } from './images.js';
+import { KeyedLock } from './keyed-lock.js';
+import { PodIndex } from './pod-index.js';
+import type { PluggedImage } from './records.js';
+import type { StateStore } from './state-store.js';
+
+/** Connects to the agent of a VM whose port listens at `socketPath`, retrying until `deadline` (ms since epoch). */
+export type AgentConnector = (socketPath: string, deadline: number) => Promise<GuestAgent>;
+
+/** The live parts of a ready sandbox: its QEMU and the agent connection. Not persisted. */
+export interface SandboxRuntime {
+  vm: Vm;
+  agent: GuestAgent;
+  /** Set while podvisor itself stops the VM, so its exit is not taken for a crash. */
+  stopping: boolean;
+  /** Image disks being plugged or plugged, so concurrent creates share one disk. */
+  imagePlugs: Map<string, Promise<PluggedImage>>;
+}
+
+export interface PodSettings {
+  /** Where VM run directories go (`<dir>/<sandboxId>/`: sockets, pidfile, console log). */
+  vmRunRoot: string;
+  runtimes: Record<string, RuntimeProfileConfig>;
+  /** How long a VM may take from QEMU start to agent ready. */
+  bootTimeoutMs: number;
+}
+
+/**
+ * State shared by the sandbox, container and stats services: the index and
+ * store, per-id locks, the live VMs/agents, the open log writers and the event
+ * bus. One instance per daemon.
+ */
+export class PodContext {
+  readonly index = new PodIndex();
+  readonly locks = new KeyedLock();
+  readonly events = new ContainerEventBus();
+  readonly runtimes = new Map<string, SandboxRuntime>();
+  readonly logWriters = new Map<string, CriLogWriter>();
+  /** Emits `exited:<containerId>` when a container's record turns EXITED. */
+  readonly exits = new EventEmitter();
+
+  constructor(
+    readonly store: StateStore,
+    readonly images: PodImages,
+    readonly connectAgent: AgentConnector,
+    readonly settings: PodSettings,
+  ) {
+    this.exits.setMaxListeners(0);
+  }
+}

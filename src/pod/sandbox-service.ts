@@ -1,0 +1,224 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { invalidArgument, messageOf } from '../errors.js';
+import { logger } from '../log.js';
+import { Vm, type VmExitInfo } from '../vm/vm.js';
+import { nowNanos } from './clock.js';
+import type { ContainerService } from './container-service.js';
+import { filterSandboxes, type SandboxFilter } from './filters.js';
+import type { GuestAgent } from './guest-agent.js';
+import { rejectHostNamespaces } from './host-namespaces.js';
+import { newId } from './ids.js';
+import type { PodContext, SandboxRuntime } from './pod-context.js';
+import { sandboxNameKey } from './pod-index.js';
+import type { SandboxConfig, SandboxRecord } from './records.js';
+import { SIGKILL } from './signals.js';
+import { profileForHandler, sizeVm, vmProfileFor } from './vm-sizing.js';
+
+const log = logger('pod-sandboxes');
+
+/** How long StopPodSandbox waits for killed containers to report their exit before stopping the VM anyway. */
+const CONTAINER_KILL_WAIT_MS = 5_000;
+/** Each phase of a VM stop (agent shutdown, QMP quit, SIGKILL). */
+const VM_STOP_PHASE_MS = 5_000;
+
+/** Exit code recorded for a container whose VM went away under it (as if SIGKILLed). */
+const VM_DEATH_EXIT_CODE = 137;
+
+export function validateSandboxConfig(config: SandboxConfig): void {
+  const m = config.metadata;
+  for (const [field, v] of [['name', m.name], ['namespace', m.namespace], ['uid', m.uid]] as const) {
+    if (v === '') throw invalidArgument(`sandbox metadata.${field} is empty`);
+  }
+  if (config.hostname.length > 64 || /[^A-Za-z0-9.-]/.test(config.hostname)) {
+    throw invalidArgument(`sandbox hostname "${config.hostname}" is not a valid host name (at most 64 letters, digits, '.', '-')`);
+  }
+  rejectHostNamespaces(config.namespaceOptions, `pod "${m.namespace}/${m.name}"`);
+  for (const k of Object.keys(config.sysctls)) {
+    if (!/^[a-z0-9_.\/-]+$/.test(k) || k.includes('..')) throw invalidArgument(`sysctl name "${k}" is not valid`);
+  }
+}
+
+/**
+ * Pod sandboxes: one QEMU VM each, with the guest agent. RunPodSandbox undoes
+ * everything it made when any step fails; Stop/Remove are idempotent.
+ */
+export class SandboxService {
+  constructor(private readonly ctx: PodContext, private readonly containers: ContainerService) {}
+
+  // ---------------------------------------------------------------- run
+
+  async run(config: SandboxConfig, runtimeHandler: string): Promise<string> {
+    validateSandboxConfig(config);
+    const profile = profileForHandler(runtimeHandler, this.ctx.settings.runtimes);
+    const size = sizeVm(profile, config.resources, config.overhead);
+    const id = newId();
+    const nameKey = sandboxNameKey(config.metadata);
+    this.ctx.index.reserveName(nameKey, id, 'sandbox');
+    const undo: Array<[string, () => Promise<unknown>]> = [];
+    try {
+      // The directory first: if podvisord dies during the boot, recovery finds it without a record and cleans up.
+      await this.ctx.store.prepareSandboxDir(id);
+      undo.push(['remove sandbox directory', () => this.ctx.store.removeSandbox(id)]);
+      const runDir = this.runDir(id);
+      let agent: GuestAgent | undefined;
+      undo.push(['close agent connection', async () => agent?.close()]);
+      const vm = await Vm.launch({
+        id,
+        profile: vmProfileFor(profile, size),
+        runDir,
+        readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
+        waitReady: async (_vm, deadline) => {
+          agent = await this.ctx.connectAgent(_vm.agentSocket, deadline);
+        },
+      });
+      undo.push(['destroy VM', () => vm.destroy({ timeoutMs: VM_STOP_PHASE_MS })]);
+      if (!agent) throw new Error('the VM became ready without an agent connection');
+      const hostname = config.hostname || config.metadata.name.slice(0, 63);
+      const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls });
+      const record: SandboxRecord = {
+        id,
+        config,
+        runtimeHandler,
+        state: 'ready',
+        createdAt: nowNanos(),
+        vm: { runDir, pid: vm.pid, accelerator: vm.accel, profile: runtimeHandler, vcpus: size.vcpus, memoryMiB: size.memoryMiB },
+        network: { mode: 'loopback', ips: [] },
+        images: [],
+        guestFiles,
+      };
+      await this.ctx.store.saveSandbox(record);
+      this.ctx.index.addSandbox(record);
+      this.attach(record, vm, agent);
+      log.info({ sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size }, 'sandbox ready');
+      return id;
+    } catch (e) {
+      for (const [what, step] of undo.reverse()) {
+        await step().catch((err) => log.warn({ sandbox: id, step: what, err: messageOf(err) }, 'cleanup after failed RunPodSandbox'));
+      }
+      this.ctx.index.releaseName(nameKey, id);
+      throw e;
+    }
+  }
+
+  runDir(id: string): string {
+    return join(this.ctx.settings.vmRunRoot, id);
+  }
+
+  /** Makes a live VM and agent part of a sandbox: output, exits and the VM's death reach the records. */
+  attach(record: SandboxRecord, vm: Vm, agent: GuestAgent): SandboxRuntime {
+    const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map() };
+    this.ctx.runtimes.set(record.id, rt);
+    agent.onOutput((ev) => this.containers.handleOutput(ev));
+    agent.onOutputEnd((ev) => this.containers.handleOutputEnd(ev));
+    agent.onExit((ev) => {
+      this.containers.recordExit(ev).catch((e) => log.error({ container: ev.containerId, err: messageOf(e) }, 'recording a container exit failed'));
+    });
+    vm.once('exit', (info) => {
+      if (rt.stopping) return;
+      this.handleVmDeath(record.id, info).catch((e) => log.error({ sandbox: record.id, err: messageOf(e) }, 'handling VM death failed'));
+    });
+    return rt;
+  }
+
+  /** QEMU went away without being asked: the sandbox is NOTREADY and its containers EXITED, saying why. */
+  private async handleVmDeath(id: string, info: VmExitInfo): Promise<void> {
+    await this.ctx.locks.run(id, async () => {
+      const record = this.ctx.index.findSandbox(id);
+      if (!record || record.id !== id || record.state !== 'ready') return;
+      log.warn({ sandbox: id, reason: info.reason, detail: info.detail }, 'sandbox VM died');
+      const rt = this.ctx.runtimes.get(id);
+      this.ctx.runtimes.delete(id);
+      rt?.agent.close();
+      await this.markNotReady(record, `the pod VM exited unexpectedly (${info.reason}): ${info.detail}`);
+    });
+  }
+
+  /** Marks every unfinished container EXITED and the sandbox NOTREADY; used for VM death and failed recovery. */
+  async markNotReady(record: SandboxRecord, reason: string): Promise<void> {
+    for (const c of this.ctx.index.containersOf(record.id)) {
+      if (c.state === 'exited') continue;
+      await this.containers.markExited(c, {
+        exitCode: c.state === 'running' || c.state === 'unknown' ? VM_DEATH_EXIT_CODE : 255,
+        reason: 'PodVMExited',
+        message: reason,
+      });
+    }
+    record.state = 'notready';
+    record.notReadyReason = reason;
+    await this.ctx.store.saveSandbox(record);
+  }
+
+  // ---------------------------------------------------------------- stop / remove
+
+  /** Kills the pod's containers and stops its VM. Stopping a stopped sandbox is a no-op. */
+  async stop(query: string): Promise<void> {
+    const record = this.ctx.index.sandbox(query);
+    await this.ctx.locks.run(record.id, () => this.stopLocked(record));
+  }
+
+  private async stopLocked(record: SandboxRecord): Promise<void> {
+    const rt = this.ctx.runtimes.get(record.id);
+    if (rt) {
+      rt.stopping = true;
+      const live = this.ctx.index.containersOf(record.id).filter((c) => c.state === 'running' || c.state === 'unknown');
+      // SIGKILL first so that exit codes are the real ones, not "the VM vanished".
+      await Promise.all(live.map((c) => rt.agent.signalContainer(c.id, SIGKILL).catch(() => undefined)));
+      await Promise.all(live.map((c) => this.waitExit(c.id, CONTAINER_KILL_WAIT_MS)));
+      await rt.vm.stop({ graceful: () => rt.agent.shutdown(), timeoutMs: VM_STOP_PHASE_MS });
+      rt.agent.close();
+      this.ctx.runtimes.delete(record.id);
+    }
+    for (const c of this.ctx.index.containersOf(record.id)) {
+      if (c.state !== 'exited') {
+        await this.containers.markExited(c, { exitCode: c.state === 'created' ? 255 : 137, reason: 'Error', message: 'the pod sandbox was stopped' });
+      }
+    }
+    if (record.state !== 'notready' || rt) {
+      record.state = 'notready';
+      await this.ctx.store.saveSandbox(record);
+      log.info({ sandbox: record.id }, 'sandbox stopped');
+    }
+  }
+
+  private waitExit(containerId: string, ms: number): Promise<void> {
+    const c = this.ctx.index.findContainer(containerId);
+    if (!c || c.state === 'exited') return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(finish, ms);
+      this.ctx.exits.once(`exited:${containerId}`, finish);
+      function finish() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  /** Stops the sandbox if needed and removes it, its containers and its VM files. Unknown ids are fine. */
+  async remove(query: string): Promise<void> {
+    const found = this.ctx.index.findSandbox(query);
+    if (!found) return;
+    await this.ctx.locks.run(found.id, async () => {
+      const record = this.ctx.index.findSandbox(found.id);
+      if (!record) return;
+      await this.stopLocked(record);
+      for (const c of this.ctx.index.containersOf(record.id)) await this.containers.forget(c, false);
+      await rm(this.runDir(record.id), { recursive: true, force: true });
+      await this.ctx.store.removeSandbox(record.id);
+      this.ctx.index.deleteSandbox(record.id);
+      this.ctx.index.releaseName(sandboxNameKey(record.config.metadata), record.id);
+      log.info({ sandbox: record.id }, 'sandbox removed');
+    });
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  status(query: string): { record: SandboxRecord; runtime?: SandboxRuntime } {
+    const record = this.ctx.index.sandbox(query);
+    return { record, runtime: this.ctx.runtimes.get(record.id) };
+  }
+
+  list(filter: SandboxFilter): SandboxRecord[] {
+    return filterSandboxes(this.ctx.index, filter);
+  }
+}

@@ -1,0 +1,88 @@
+import { failedPrecondition } from '../errors.js';
+import { filterContainers, filterSandboxes, type ContainerFilter, type SandboxFilter } from './filters.js';
+import type { GuestContainerStats, GuestStats } from './guest-agent.js';
+import type { PodContext } from './pod-context.js';
+import type { ContainerRecord, SandboxRecord } from './records.js';
+
+export interface ContainerStatsView {
+  container: ContainerRecord;
+  stats: GuestContainerStats;
+  /** CPU use since the previous sample, in nanocores; undefined on the first sample. */
+  usageNanoCores?: number;
+}
+
+export interface SandboxStatsView {
+  sandbox: SandboxRecord;
+  guest: GuestStats;
+  usageNanoCores?: number;
+  containers: ContainerStatsView[];
+}
+
+/**
+ * Numbers from the guest's cgroups, read by the agent. kubelet wants a CPU
+ * rate (usage_nano_cores) next to the cumulative counter; it is the slope
+ * between this sample and the previous one of the same container or pod.
+ */
+export class StatsService {
+  private readonly lastCpu = new Map<string, { atMs: number; usage: bigint }>();
+
+  constructor(private readonly ctx: PodContext) {}
+
+  private rate(key: string, atMs: number, usage: bigint): number | undefined {
+    const prev = this.lastCpu.get(key);
+    this.lastCpu.set(key, { atMs, usage });
+    if (!prev || atMs <= prev.atMs || usage < prev.usage) return undefined;
+    return Math.round(Number(usage - prev.usage) / ((atMs - prev.atMs) / 1000));
+  }
+
+  async containerStats(query: string): Promise<ContainerStatsView> {
+    const c = this.ctx.index.container(query);
+    if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state.toUpperCase()}; stats exist only for running containers`);
+    const [view] = await this.statsFor([c]);
+    if (!view) throw failedPrecondition(`the agent has no stats for container ${c.id}`);
+    return view;
+  }
+
+  async listContainerStats(filter: ContainerFilter): Promise<ContainerStatsView[]> {
+    return this.statsFor(filterContainers(this.ctx.index, filter).filter((c) => c.state === 'running'));
+  }
+
+  private async statsFor(list: ContainerRecord[]): Promise<ContainerStatsView[]> {
+    const bySandbox = new Map<string, ContainerRecord[]>();
+    for (const c of list) bySandbox.set(c.sandboxId, [...(bySandbox.get(c.sandboxId) ?? []), c]);
+    const out: ContainerStatsView[] = [];
+    await Promise.all([...bySandbox].map(async ([sandboxId, cs]) => {
+      const rt = this.ctx.runtimes.get(sandboxId);
+      if (!rt) return;
+      const stats = await rt.agent.containerStats(cs.map((c) => c.id));
+      for (const c of cs) {
+        const s = stats.get(c.id);
+        if (s) out.push({ container: c, stats: s, usageNanoCores: this.rate(c.id, s.timestampMs, s.cpuUsageNanos) });
+      }
+    }));
+    return out.sort((a, b) => (a.container.createdAt < b.container.createdAt ? -1 : 1));
+  }
+
+  async sandboxStats(query: string): Promise<SandboxStatsView> {
+    const s = this.ctx.index.sandbox(query);
+    if (s.state !== 'ready' || !this.ctx.runtimes.has(s.id)) {
+      throw failedPrecondition(`sandbox ${s.id} is not ready; stats exist only for running pods`);
+    }
+    return (await this.sandboxStatsFor([s]))[0]!;
+  }
+
+  async listSandboxStats(filter: SandboxFilter): Promise<SandboxStatsView[]> {
+    return this.sandboxStatsFor(filterSandboxes(this.ctx.index, filter).filter((s) => s.state === 'ready'));
+  }
+
+  private async sandboxStatsFor(list: SandboxRecord[]): Promise<SandboxStatsView[]> {
+    const views = await Promise.all(list.map(async (sandbox): Promise<SandboxStatsView | undefined> => {
+      const rt = this.ctx.runtimes.get(sandbox.id);
+      if (!rt) return undefined;
+      const guest = await rt.agent.guestStats();
+      const containers = await this.statsFor(this.ctx.index.containersOf(sandbox.id).filter((c) => c.state === 'running'));
+      return { sandbox, guest, usageNanoCores: this.rate(`pod:${sandbox.id}`, guest.timestampMs, guest.cpuUsageNanos), containers };
+    }));
+    return views.filter((v): v is SandboxStatsView => v !== undefined);
+  }
+}
