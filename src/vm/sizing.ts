@@ -3,8 +3,10 @@ import { invalidArgument } from '../errors.js';
 /**
  * How big a pod's VM is. The VM must hold every container at its limit plus the guest's own
  * needs (kernel, agent, page cache): the sum of the container limits plus a configured
- * overhead. A container without a limit may use anything, so a pod with one gets at least
- * the profile default. Sizes beyond the profile's bounds are refused before anything starts.
+ * overhead, and never less than the profile's default (a container without a limit counts
+ * as zero and lives within the default). Sizes beyond the profile's bounds are refused
+ * before anything starts. Pod-level totals (LinuxPodSandboxConfig.resources) can be passed
+ * as a single entry.
  */
 
 export interface ContainerLimits {
@@ -45,22 +47,13 @@ export function sizeVm(containers: ContainerLimits[], policy: SizingPolicy): VmS
   checkPolicy(policy);
   let milliCpu = 0;
   let memoryBytes = 0;
-  let cpuUnbounded = containers.length === 0;
-  let memoryUnbounded = containers.length === 0;
   for (const c of containers) {
-    const cpu = milliCpuOf(c);
-    if (cpu === undefined) cpuUnbounded = true;
-    else milliCpu += cpu;
-    const mem = c.memoryBytes === undefined ? 0 : nonNegative('memoryBytes', c.memoryBytes);
-    if (mem === 0) memoryUnbounded = true;
-    else memoryBytes += mem;
+    milliCpu += milliCpuOf(c) ?? 0;
+    memoryBytes += c.memoryBytes === undefined ? 0 : nonNegative('memoryBytes', c.memoryBytes);
   }
-
-  const limitedVcpus = Math.ceil(milliCpu / 1000) + policy.overheadVcpus;
-  const limitedMemoryMiB = Math.ceil(memoryBytes / MIB) + policy.overheadMemoryMiB;
   const size: VmSize = {
-    vcpus: Math.max(1, cpuUnbounded ? Math.max(policy.defaultVcpus, limitedVcpus) : limitedVcpus),
-    memoryMiB: memoryUnbounded ? Math.max(policy.defaultMemoryMiB, limitedMemoryMiB) : limitedMemoryMiB,
+    vcpus: Math.max(policy.defaultVcpus, Math.ceil(milliCpu / 1000) + policy.overheadVcpus),
+    memoryMiB: Math.max(policy.defaultMemoryMiB, Math.ceil(memoryBytes / MIB) + policy.overheadMemoryMiB),
   };
 
   if (size.vcpus > policy.maxVcpus) {
