@@ -111,7 +111,9 @@ export function qemuHasSandbox(binary: string): boolean {
     try {
       const help = execFileSync(binary, ['-help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 });
       known = /^-sandbox /m.test(help);
-    } catch {
+    } catch (e) {
+      // A binary that does not run at all is reported by the launch itself.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       known = false;
     }
     seccompSupport.set(binary, known);
