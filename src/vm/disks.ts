@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { alreadyExists, invalidArgument, messageOf, notFound, resourceExhausted } from '../errors.js';
 import { logger } from '../log.js';
-import { readJsonFile, writeJsonAtomic } from './json-file.js';
+import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { SCSI_BUS, SYSTEM_DISK_SCSI_ID } from './qemu-args.js';
 import type { QmpClient } from './qmp-client.js';
 
@@ -143,6 +143,6 @@ export class DiskSet {
   }
 
   private persist(): void {
-    writeJsonAtomic(this.file, [...this.disks.values()]);
+    writeJsonAtomicSync(this.file, [...this.disks.values()]);
   }
 }

@@ -9,7 +9,7 @@ import {
 import { logger, type Logger } from '../log.js';
 import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
-import { readJsonFile, writeJsonAtomic } from './json-file.js';
+import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { isProcessAlive, readCmdline, readProcStat } from './proc.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type TapDevice } from './qemu-args.js';
@@ -201,7 +201,7 @@ export class Vm extends EventEmitter<VmEvents> {
       const record: VmRecord = {
         id: opts.id, pid, startTime: stat.startTime, qemuBinary, accel, launchedAt: new Date().toISOString(),
       };
-      writeJsonAtomic(paths.stateFile, record);
+      writeJsonAtomicSync(paths.stateFile, record);
       const diskSet = DiskSet.create(paths.disksFile);
       const vm = new Vm(record, paths, qmp, diskSet, child);
       if (childExit) vm.childExit = childExit;
