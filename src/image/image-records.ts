@@ -1,0 +1,83 @@
+import { readFile, stat } from 'node:fs/promises';
+import { failedPrecondition } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import type { Descriptor } from './manifest.js';
+
+/** What podvisor remembers about one image (keyed by its id, the config digest). */
+export interface ImageRecord {
+  readonly id: string;
+  repoTags: string[];
+  repoDigests: string[];
+  /** the platform manifest the image was built from */
+  readonly manifestDigest: string;
+  readonly layers: readonly Pick<Descriptor, 'digest' | 'mediaType' | 'size'>[];
+  readonly diffIds: readonly string[];
+  /** every blob this image keeps alive in the content store (indexes, manifest, config, layers) */
+  blobs: string[];
+  /** manifest + config + layers, compressed, as containerd reports it */
+  readonly size: number;
+  readonly createdAt: string;
+}
+
+interface RecordsFile {
+  readonly version: 1;
+  readonly images: ImageRecord[];
+}
+
+/**
+ * The image table, kept in `images.json` (written atomically). It is reloaded when the file
+ * changed on disk, so an `image import` run by the CLI shows up in a running daemon.
+ */
+export class ImageRecords {
+  private images = new Map<string, ImageRecord>();
+  private loadedStamp = '';
+  private lock: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly file: string) {}
+
+  async refresh(): Promise<void> {
+    let stamp: string;
+    try {
+      const st = await stat(this.file);
+      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+    } catch {
+      stamp = 'missing';
+    }
+    if (stamp === this.loadedStamp) return;
+    if (stamp === 'missing') {
+      this.images = new Map();
+    } else {
+      let parsed: RecordsFile;
+      try {
+        parsed = JSON.parse(await readFile(this.file, 'utf8'));
+      } catch (e) {
+        throw failedPrecondition(`image table ${this.file} is unreadable (${(e as Error).message}); move it away to start with an empty image store`, e);
+      }
+      this.images = new Map(parsed.images.map((r) => [r.id, r]));
+    }
+    this.loadedStamp = stamp;
+  }
+
+  all(): ImageRecord[] {
+    return [...this.images.values()];
+  }
+
+  get(id: string): ImageRecord | undefined {
+    return this.images.get(id);
+  }
+
+  /** Runs a change to the table and saves it; changes are serialised. */
+  async update<T>(change: (images: Map<string, ImageRecord>) => T): Promise<T> {
+    const run = this.lock.then(async () => {
+      await this.refresh();
+      const result = change(this.images);
+      const body: RecordsFile = { version: 1, images: [...this.images.values()] };
+      await writeFileAtomic(this.file, JSON.stringify(body, null, 1) + '\n');
+      const st = await stat(this.file);
+      this.loadedStamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      return result;
+    });
+    this.lock = run.catch(() => {});
+    return run;
+  }
+}

@@ -1,0 +1,102 @@
+import { failedPrecondition } from '../errors.js';
+import type { ContentStore } from './content-store.js';
+import {
+  parseImageConfig, parseManifestDocument, selectPlatform, type Descriptor, type ImageConfig, type ImageManifest,
+} from './manifest.js';
+import { formatReference, type ImageReference } from './reference.js';
+import type { RegistryClient } from './registry-client.js';
+import type { SingleFlight } from './single-flight.js';
+
+/** An image whose blobs are all in the content store, ready to be converted and recorded. */
+export interface FetchedImage {
+  /** digest the reference resolved to (an index or a manifest); undefined for archives without one */
+  readonly topDigest?: string;
+  readonly manifestDigest: string;
+  readonly manifest: ImageManifest;
+  /** bytes of the platform manifest */
+  readonly manifestSize: number;
+  readonly configDigest: string;
+  readonly config: ImageConfig;
+  /** all blobs the image needs kept */
+  readonly blobs: readonly string[];
+}
+
+export interface PullContext {
+  readonly store: ContentStore;
+  /** one download per blob digest, shared by concurrent pulls */
+  readonly blobFlights: SingleFlight<void>;
+  /** digests this pull holds against garbage collection until it is recorded */
+  readonly lease: Set<string>;
+  readonly layerConcurrency: number;
+}
+
+/**
+ * Fetches an image from one registry endpoint into the content store: resolves the tag (HEAD, so
+ * nothing is transferred when the manifest is already here), picks linux/amd64 from an index,
+ * then the config and layers that are not stored yet. Everything is verified against its digest.
+ */
+export async function fetchImage(ctx: PullContext, client: RegistryClient, ref: ImageReference): Promise<FetchedImage> {
+  const name = formatReference(ref);
+  const reference = ref.digest ?? ref.tag!;
+  let topDigest = ref.digest ?? (await client.resolveDigest(reference));
+  const top = await manifestBlob(ctx, client, reference, topDigest, `manifest of ${name}`);
+  topDigest = top.digest;
+
+  let doc = parseManifestDocument(top.body, top.mediaType, `manifest of ${name}`);
+  let manifestDigest = top.digest;
+  let manifestSize = top.body.length;
+  if (doc.kind === 'index') {
+    const chosen: Descriptor = selectPlatform(doc.index, `image index of ${name}`);
+    const child = await manifestBlob(ctx, client, chosen.digest, chosen.digest, `linux/amd64 manifest of ${name}`);
+    if (child.body.length !== chosen.size) {
+      throw failedPrecondition(`linux/amd64 manifest of ${name} is ${child.body.length} bytes, the index says ${chosen.size}`);
+    }
+    doc = parseManifestDocument(child.body, child.mediaType, `linux/amd64 manifest of ${name}`);
+    if (doc.kind !== 'manifest') throw failedPrecondition(`image index of ${name} points at another index for linux/amd64; nested indexes are not supported`);
+    manifestDigest = child.digest;
+    manifestSize = child.body.length;
+  }
+  const manifest = doc.manifest;
+
+  await blob(ctx, client, manifest.config, `image config of ${name}`);
+  const config = parseImageConfig(await ctx.store.read(manifest.config.digest), manifest, name);
+
+  const queue = manifest.layers.map((layer, i) => ({ layer, what: `layer ${i + 1}/${manifest.layers.length} of ${name}` }));
+  const workers = Array.from({ length: Math.min(ctx.layerConcurrency, queue.length) }, async () => {
+    for (let job = queue.shift(); job; job = queue.shift()) await blob(ctx, client, job.layer, job.what);
+  });
+  await Promise.all(workers);
+
+  return {
+    topDigest,
+    manifestDigest,
+    manifest,
+    manifestSize,
+    configDigest: manifest.config.digest,
+    config,
+    blobs: [...new Set([topDigest, manifestDigest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)])],
+  };
+}
+
+/** A manifest from the store when its digest is known and present, else from the registry (then stored). */
+async function manifestBlob(ctx: PullContext, client: RegistryClient, reference: string, digest: string | undefined, what: string) {
+  if (digest !== undefined) {
+    ctx.lease.add(digest);
+    if (await ctx.store.has(digest)) return { digest, body: await ctx.store.read(digest), mediaType: '' };
+  }
+  const fetched = await client.getManifest(reference, digest);
+  ctx.lease.add(fetched.digest);
+  await ctx.store.put(fetched.digest, fetched.body, what);
+  return fetched;
+}
+
+/** Makes sure a blob is in the store, downloading it once however many pulls want it. */
+async function blob(ctx: PullContext, client: RegistryClient, d: Descriptor, what: string): Promise<void> {
+  ctx.lease.add(d.digest);
+  if (await ctx.store.has(d.digest)) return;
+  await ctx.blobFlights.run(d.digest, async () => {
+    if (await ctx.store.has(d.digest)) return;
+    const body = await client.openBlob(d.digest);
+    await ctx.store.ingest(d.digest, body, what, d.size);
+  });
+}
