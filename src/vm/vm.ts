@@ -192,6 +192,7 @@ export class Vm extends EventEmitter<VmEvents> {
     });
 
     let qmp: QmpClient | undefined;
+    let vm: Vm;
     try {
       qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.startTimeoutMs ?? 30_000, signal: exited.signal });
       const pid = readPidFile(paths.pidFile) ?? child.pid;
@@ -203,12 +204,10 @@ export class Vm extends EventEmitter<VmEvents> {
       };
       writeJsonAtomicSync(paths.stateFile, record);
       const diskSet = DiskSet.create(paths.disksFile);
-      const vm = new Vm(record, paths, qmp, diskSet, child);
+      vm = new Vm(record, paths, qmp, diskSet, child);
       if (childExit) vm.childExit = childExit;
       const status = await qmp.execute('query-status');
       vm.log.info({ status: status.status }, 'QEMU is up');
-      if (opts.waitReady) await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
-      return vm;
     } catch (e) {
       qmp?.close();
       await killChild(child, childExit);
@@ -222,6 +221,15 @@ export class Vm extends EventEmitter<VmEvents> {
       if (isPodvisorError(e) && !spawnError && !childExit) throw e;
       throw failedPrecondition(`VM ${opts.id} failed to start: ${why}`, e);
     }
+    if (opts.waitReady) {
+      try {
+        await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
+      } catch (e) {
+        removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
+        throw e;
+      }
+    }
+    return vm;
   }
 
   private async runReadyHook(hook: NonNullable<VmLaunchOptions['waitReady']>, timeoutMs: number): Promise<void> {
@@ -229,7 +237,7 @@ export class Vm extends EventEmitter<VmEvents> {
     try {
       await withDeadline(hook(this, deadline), timeoutMs, `VM ${this.id} was not ready within ${timeoutMs} ms`);
     } catch (e) {
-      this.log.warn({ err: messageOf(e) }, 'VM did not become ready; stopping it');
+      this.log.warn({ err: messageOf(e), console: tail(this.paths.consoleLog, 2000) }, 'VM did not become ready; stopping it');
       await this.stop({ timeoutMs: 5000 });
       throw e;
     }

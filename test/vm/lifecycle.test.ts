@@ -140,6 +140,59 @@ describe('VM lifecycle', () => {
     assert.equal(info.reason, 'guest-shutdown', info.detail);
   });
 
+  it('moves on to QMP quit when the graceful hook hangs', async () => {
+    const vm = await launch('graceful-hang');
+    let hookCalled = false;
+    const info = await vm.stop({
+      timeoutMs: 300,
+      graceful: () => {
+        hookCalled = true;
+        return new Promise(() => undefined);
+      },
+    });
+    assert.ok(hookCalled);
+    assert.equal(info.reason, 'stopped');
+    assert.match(info.detail, /host-qmp-quit/);
+  });
+
+  it('falls back to SIGKILL when QEMU does not answer quit', async () => {
+    const vm = await launch('frozen');
+    // A stopped process cannot answer QMP, but SIGKILL still ends it.
+    process.kill(vm.pid, 'SIGSTOP');
+    const info = await vm.stop({ timeoutMs: 500 });
+    assert.equal(info.reason, 'stopped');
+    assert.equal(info.signal, 'SIGKILL');
+    assert.deepEqual(qemuProcessesUsing(vm.paths.dir), []);
+    assert.deepEqual(readdirSync(vm.paths.dir).sort(), ['console.log', 'qemu.log']);
+  });
+
+  it('stops the VM and removes its files when the readiness hook fails', async () => {
+    const runDir = join(root.dir, 'not-ready');
+    let hookVm: Vm | undefined;
+    await assert.rejects(
+      Vm.launch({
+        id: 'life-not-ready', profile: guestProfile(), runDir, readyTimeoutMs: 200,
+        waitReady: async (v) => {
+          hookVm = v;
+          await new Promise(() => undefined);
+        },
+      }),
+      { code: 'DEADLINE_EXCEEDED', message: /not ready within 200 ms/ },
+    );
+    assert.equal(hookVm?.state, 'exited');
+    assert.deepEqual(qemuProcessesUsing(runDir), []);
+    assert.equal(existsSync(runDir), false);
+  });
+
+  it('boots the q35 machine with the same device set on PCI', async () => {
+    const vm = await Vm.launch({ id: 'life-q35', profile: guestProfile({ machine: 'q35' }), runDir: join(root.dir, 'q35') });
+    launched.push(vm);
+    assert.equal(await vm.status(), 'running');
+    const blocks = await vm.qmp.execute('query-block');
+    assert.ok(blocks.some((b) => b.qdev === 'system-disk' && b.inserted?.ro));
+    assert.equal((await vm.stop({ timeoutMs: 5000 })).reason, 'stopped');
+  });
+
   it('refuses reattach to a run directory whose VM is gone', async () => {
     await assert.rejects(Vm.reattach(join(root.dir, 'kill')), { code: 'NOT_FOUND' });
   });
