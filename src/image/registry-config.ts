@@ -18,9 +18,11 @@ export interface RegistryMirror {
 
 export interface RegistryConfig {
   readonly mirrors: Readonly<Record<string, RegistryMirror>>;
+  /** registry hosts spoken to in plain HTTP without a mirror entry (loopback hosts always are) */
+  readonly insecure?: readonly string[];
 }
 
-export const EMPTY_REGISTRY_CONFIG: RegistryConfig = { mirrors: {} };
+export const EMPTY_REGISTRY_CONFIG: RegistryConfig = { mirrors: {}, insecure: [] };
 
 /**
  * Checks the raw `registry` table (as parsed from TOML) and returns it typed. Errors name the
@@ -31,7 +33,11 @@ export function validateRegistryConfig(raw: unknown, where = 'registry'): Regist
   if (raw === undefined || raw === null) return EMPTY_REGISTRY_CONFIG;
   if (!isTable(raw)) throw invalidArgument(`${where} must be a table`);
   for (const key of Object.keys(raw)) {
-    if (key !== 'mirrors') throw invalidArgument(`${where}.${key} is not a known setting (known: mirrors)`);
+    if (key !== 'mirrors' && key !== 'insecure') throw invalidArgument(`${where}.${key} is not a known setting (known: mirrors, insecure)`);
+  }
+  const insecure = asList(raw.insecure, `${where}.insecure`);
+  for (const host of insecure) {
+    if (!HOST.test(host)) throw invalidArgument(`${where}.insecure: "${host}" is not a registry host (expected e.g. 127.0.0.1:5000)`);
   }
   const mirrorsRaw = raw.mirrors ?? {};
   if (!isTable(mirrorsRaw)) throw invalidArgument(`${where}.mirrors must be a table of registry host → { endpoints = [...] }`);
@@ -39,7 +45,7 @@ export function validateRegistryConfig(raw: unknown, where = 'registry'): Regist
   const mirrors: Record<string, RegistryMirror> = {};
   for (const [host, entry] of Object.entries(mirrorsRaw)) {
     const at = `${where}.mirrors."${host}"`;
-    if (host !== '*' && !/^[A-Za-z0-9.-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$/.test(host)) {
+    if (host !== '*' && !HOST.test(host)) {
       throw invalidArgument(`${at}: "${host}" is not a registry host (expected e.g. registry.k8s.io or 127.0.0.1:5000)`);
     }
     if (!isTable(entry)) throw invalidArgument(`${at} must be a table with endpoints = ["https://..."]`);
@@ -50,8 +56,10 @@ export function validateRegistryConfig(raw: unknown, where = 'registry'): Regist
     if (list.length === 0) throw invalidArgument(`${at}.endpoints must list at least one URL`);
     mirrors[host] = { endpoints: list.map((e, i) => normaliseEndpoint(e, `${at}.endpoints[${i}]`)) };
   }
-  return { mirrors };
+  return { mirrors, insecure };
 }
+
+const HOST = /^[A-Za-z0-9.-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$/;
 
 /** `http(s)://host[:port][/prefix]` without a trailing slash; anything else is an error. */
 function normaliseEndpoint(value: string, at: string): string {

@@ -12,12 +12,14 @@ const DOCKER_HUB_API = 'registry-1.docker.io';
 
 /**
  * Endpoints to try for a registry host, in order: its configured mirrors (or the `"*"` mirrors),
- * then the registry itself — containerd's order. Loopback registries are spoken to in plain HTTP
- * (a local test or air-gap registry rarely has a certificate); every other registry over HTTPS.
+ * then the registry itself — containerd's order. Loopback registries and those listed in
+ * `insecure` are spoken to in plain HTTP (a local test or air-gap registry rarely has a
+ * certificate); every other registry over HTTPS.
  */
 export function endpointsFor(domain: string, config: RegistryConfig): RegistryEndpoint[] {
   const mirrors = config.mirrors[domain] ?? config.mirrors['*'];
-  const upstream = `${isLoopback(domain) ? 'http' : 'https'}://${domain === DEFAULT_DOMAIN ? DOCKER_HUB_API : domain}`;
+  const plain = isLoopback(domain) || (config.insecure ?? []).includes(domain);
+  const upstream = `${plain ? 'http' : 'https'}://${domain === DEFAULT_DOMAIN ? DOCKER_HUB_API : domain}`;
   const list: RegistryEndpoint[] = (mirrors?.endpoints ?? []).map((baseUrl) => ({ baseUrl, mirror: baseUrl !== upstream }));
   if (!list.some((e) => e.baseUrl === upstream)) list.push({ baseUrl: upstream, mirror: false });
   return list;
