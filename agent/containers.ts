@@ -1,0 +1,223 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../src/errors.js';
+import type {
+  ContainerInfo, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest, ProcessRef, SignalProcessRequest,
+} from '../src/agent-client/types.js';
+import { logger } from '../src/log.js';
+import type { EventHub } from './events.js';
+import { GuestProcess, type ExitStatus } from './process.js';
+import { run } from './run.js';
+import { cgroupStats, flatKeyed } from './stats.js';
+import { checkGuestPath, checkId } from './validate.js';
+
+const log = logger('agent-containers');
+const BUNDLES = '/run/podvisor/bundles';
+const CGROUP_ROOT = '/sys/fs/cgroup';
+/** Every container gets /podvisor/<id> (all its processes) with crun's cgroup /podvisor/<id>/c below it. */
+const CGROUP_PARENT = 'podvisor';
+
+interface OciSpec {
+  ociVersion?: string;
+  process?: { terminal?: boolean; args?: string[]; env?: string[]; cwd?: string; user?: { uid: number; gid: number; additionalGids?: number[] }; consoleSize?: { height: number; width: number } } & Record<string, unknown>;
+  root?: { path?: string; readonly?: boolean };
+  linux?: { cgroupsPath?: string } & Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+class Container {
+  init: GuestProcess | undefined;
+  readonly execs = new Map<string, GuestProcess>();
+  constructor(readonly id: string, readonly bundle: string, readonly spec: OciSpec, readonly stdin: boolean) {}
+  get groupDir(): string { return `${CGROUP_ROOT}/${CGROUP_PARENT}/${this.id}`; }
+  get limitDir(): string { return `${this.groupDir}/c`; }
+  get state(): ContainerInfo['state'] {
+    if (!this.init) return 'created';
+    return this.init.running ? 'running' : 'stopped';
+  }
+  oomKills(): number {
+    try {
+      return flatKeyed(readFileSync(`${this.groupDir}/memory.events`, 'utf8')).get('oom_kill') ?? 0;
+    } catch {
+      return 0;
+    }
+  }
+}
+
+/** Containers in this guest, run with crun from OCI specs the host sends. */
+export class ContainerManager {
+  private readonly containers = new Map<string, Container>();
+
+  constructor(private readonly hub: EventHub) {}
+
+  async create(req: CreateContainerRequest): Promise<void> {
+    const id = checkId('container id', req.containerId);
+    if (this.containers.has(id)) throw alreadyExists(`container ${id} already exists in the guest`);
+    let spec: OciSpec;
+    try {
+      spec = JSON.parse(Buffer.from(req.ociSpecJson).toString('utf8')) as OciSpec;
+    } catch (err) {
+      throw invalidArgument(`container ${id}: the OCI spec is not JSON: ${(err as Error).message}`);
+    }
+    if (typeof spec !== 'object' || spec === null || !spec.process?.args?.length) throw invalidArgument(`container ${id}: the OCI spec needs process.args`);
+    const rootPath = checkGuestPath('root.path', spec.root?.path ?? '');
+    if (!existsSync(rootPath)) throw failedPrecondition(`container ${id}: root ${rootPath} does not exist in the guest (mount its image first)`);
+    const bundle = `${BUNDLES}/${id}`;
+    spec.linux = { ...(spec.linux ?? {}), cgroupsPath: `/${CGROUP_PARENT}/${id}/c` };
+    await mkdir(bundle, { recursive: true, mode: 0o700 });
+    await writeFile(`${bundle}/config.json`, JSON.stringify(spec));
+    await this.prepareCgroup(id);
+    this.containers.set(id, new Container(id, bundle, spec, !!req.stdin));
+    log.info({ containerId: id, root: rootPath, tty: !!spec.process.terminal }, 'container created');
+  }
+
+  async start(containerId: string): Promise<number> {
+    const c = this.get(containerId);
+    if (c.init) throw failedPrecondition(`container ${c.id} was already started (${c.state})`);
+    c.init = new GuestProcess({
+      containerId: c.id,
+      execId: '',
+      crunArgs: ['run', '--bundle', c.bundle, '--pid-file', `${c.bundle}/init.pid`, c.id],
+      cwd: c.bundle,
+      pidFile: `${c.bundle}/init.pid`,
+      stdin: c.stdin,
+      tty: !!c.spec.process?.terminal,
+      hub: this.hub,
+      oomKills: () => c.oomKills(),
+    });
+    const pid = await c.init.started();
+    if (!pid) {
+      const status = await c.init.exited;
+      throw failedPrecondition(`container ${c.id} did not start (crun exited with ${status.exitCode}); see the agent log`);
+    }
+    return pid;
+  }
+
+  async exec(req: ExecProcessRequest): Promise<number> {
+    const c = this.get(req.containerId);
+    const execId = checkId('exec id', req.execId);
+    if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state}, not running`);
+    if (c.execs.get(execId)?.running) throw alreadyExists(`exec ${execId} is already running in container ${c.id}`);
+    if (!req.args?.length) throw invalidArgument('exec needs args');
+    const base = c.spec.process ?? {};
+    const proc = {
+      ...base,
+      args: req.args,
+      env: req.env?.length ? req.env : base.env,
+      cwd: req.cwd || base.cwd || '/',
+      user: req.user ? { uid: req.user.uid, gid: req.user.gid, additionalGids: req.user.additionalGids } : base.user,
+      terminal: !!req.tty,
+      ...(req.tty && req.ttySize?.rows ? { consoleSize: { height: req.ttySize.rows, width: req.ttySize.cols } } : {}),
+    };
+    const dir = `${c.bundle}/exec-${execId}`;
+    await mkdir(dir, { recursive: true });
+    await rm(`${dir}/pid`, { force: true });
+    await writeFile(`${dir}/process.json`, JSON.stringify(proc));
+    const p = new GuestProcess({
+      containerId: c.id,
+      execId,
+      crunArgs: ['exec', '--process', `${dir}/process.json`, '--pid-file', `${dir}/pid`, c.id],
+      cwd: dir,
+      pidFile: `${dir}/pid`,
+      stdin: !!req.stdin,
+      tty: !!req.tty,
+      hub: this.hub,
+      oomKills: () => c.oomKills(),
+    });
+    c.execs.set(execId, p);
+    const pid = await p.started();
+    if (!pid) {
+      const status = await p.exited;
+      throw failedPrecondition(`exec ${execId} in container ${c.id} did not start (crun exited with ${status.exitCode})`);
+    }
+    return pid;
+  }
+
+  async signal(req: SignalProcessRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    if (!req.signal || req.signal > 64) throw invalidArgument(`signal ${req.signal} is not a signal number`);
+    if (req.all && !req.execId) {
+      if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state}, not running`);
+      await run('crun', ['kill', '--all', c.id, String(req.signal)], { what: `signalling container ${c.id}`, code: 'FAILED_PRECONDITION' });
+      return;
+    }
+    this.process(req).signal(req.signal);
+  }
+
+  wait(ref: ProcessRef): Promise<ExitStatus> {
+    return this.process(ref).exited;
+  }
+
+  writeStdin(ref: ProcessRef, data: Uint8Array): Promise<number> {
+    return this.process(ref).writeStdin(data);
+  }
+
+  closeStdin(ref: ProcessRef): void {
+    this.process(ref).closeStdin();
+  }
+
+  resize(ref: ProcessRef, rows: number, cols: number): Promise<void> {
+    if (!rows || !cols || rows > 10000 || cols > 10000) throw invalidArgument(`tty size ${rows}x${cols} is not valid`);
+    return this.process(ref).resize(rows, cols);
+  }
+
+  stats(containerId: string): ContainerStatsResponse {
+    const c = this.get(containerId);
+    return cgroupStats(c.groupDir, c.limitDir);
+  }
+
+  list(): ContainerInfo[] {
+    return [...this.containers.values()].map((c) => ({ containerId: c.id, state: c.state, pid: c.init?.pid ?? 0, exitCode: c.init?.exitStatus?.exitCode ?? 0 }));
+  }
+
+  async delete(req: DeleteContainerRequest): Promise<void> {
+    const c = this.containers.get(req.containerId);
+    if (!c) return; // deleting twice is not an error
+    if (c.state === 'running') {
+      if (!req.force) throw failedPrecondition(`container ${c.id} is still running; stop it first or delete with force`);
+      await run('crun', ['kill', '--all', c.id, 'KILL']).catch(() => undefined);
+      await c.init!.exited;
+    }
+    for (const e of c.execs.values()) if (e.running) await e.exited;
+    // crun run removes its own state when the process ends; this covers a crun that died first.
+    await run('crun', ['delete', '--force', c.id]).catch(() => undefined);
+    await rm(c.bundle, { recursive: true, force: true });
+    await rmdir(c.limitDir).catch(() => undefined);
+    await rmdir(c.groupDir).catch((err) => log.warn({ containerId: c.id, err: (err as Error).message }, 'cgroup not removed'));
+    this.containers.delete(c.id);
+    log.info({ containerId: c.id }, 'container deleted');
+  }
+
+  /** Kills everything (shutdown). */
+  async deleteAll(): Promise<void> {
+    for (const id of [...this.containers.keys()]) await this.delete({ containerId: id, force: true }).catch(() => undefined);
+  }
+
+  private get(containerId: string): Container {
+    const c = this.containers.get(containerId);
+    if (!c) throw notFound(`no container ${JSON.stringify(containerId)} in the guest`);
+    return c;
+  }
+
+  private process(ref: ProcessRef): GuestProcess {
+    const c = this.get(ref.containerId);
+    if (!ref.execId) {
+      if (!c.init) throw failedPrecondition(`container ${c.id} has not been started`);
+      return c.init;
+    }
+    const p = c.execs.get(ref.execId);
+    if (!p) throw notFound(`no exec ${JSON.stringify(ref.execId)} in container ${c.id}`);
+    return p;
+  }
+
+  private async prepareCgroup(id: string): Promise<void> {
+    const parent = `${CGROUP_ROOT}/${CGROUP_PARENT}`;
+    await mkdir(`${parent}/${id}`, { recursive: true });
+    // Delegate every controller down to crun's leaf so it can apply the spec's limits.
+    const controllers = readFileSync(`${parent}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    const enable = controllers.map((c) => `+${c}`).join(' ');
+    for (const dir of [parent, `${parent}/${id}`]) {
+      await writeFile(`${dir}/cgroup.subtree_control`, enable).catch((err) => log.warn({ dir, err: (err as Error).message }, 'cannot enable controllers'));
+    }
+  }
+}

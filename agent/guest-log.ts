@@ -1,0 +1,60 @@
+import { Writable } from 'node:stream';
+import { logger } from '../src/log.js';
+import type { EventHub } from './events.js';
+import { openCharDevice } from './channel.js';
+
+const PINO_LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+const KERNEL_LEVELS = ['emerg', 'alert', 'crit', 'err', 'warning', 'notice', 'info', 'debug'];
+
+/**
+ * The agent's pino destination: every JSON line goes to the console (the VM's
+ * serial log on the host) and, as a GuestLog event, through the channel.
+ */
+export function agentLogDestination(hub: EventHub, console: NodeJS.WritableStream = process.stderr): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      console.write(chunk);
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line) continue;
+        let level = 'info';
+        let time = Date.now();
+        try {
+          const rec = JSON.parse(line) as { level?: number; time?: number };
+          level = PINO_LEVELS[rec.level ?? 30] ?? 'info';
+          time = rec.time ?? time;
+        } catch {
+          // not JSON: forward as is
+        }
+        hub.publish({ log: { source: 'AGENT', level, message: line, timeUnixNanos: time * 1e6 } });
+      }
+      done();
+    },
+  });
+}
+
+/** Parses one /dev/kmsg record: "prio,seq,usec,flags;text\n continuation...". */
+export function parseKmsg(record: string, bootTimeMs: number): { level: string; message: string; timeUnixNanos: number } | undefined {
+  const semi = record.indexOf(';');
+  if (semi < 0) return undefined;
+  const [prio, , usec] = record.slice(0, semi).split(',');
+  const text = record.slice(semi + 1).split('\n')[0];
+  return { level: KERNEL_LEVELS[Number(prio) & 7] ?? 'info', message: text, timeUnixNanos: Math.round((bootTimeMs + Number(usec) / 1000) * 1e6) };
+}
+
+/** Forwards the kernel log (from the start of the ring buffer) as GuestLog events. */
+export function forwardKernelLog(hub: EventHub, uptimeSeconds: () => number): void {
+  const log = logger('agent-kmsg');
+  try {
+    // /dev/kmsg is pollable: the same evented handle as the agent port.
+    const socket = openCharDevice('/dev/kmsg');
+    const bootTimeMs = Date.now() - uptimeSeconds() * 1000;
+    socket.on('data', (chunk: Buffer) => {
+      // Each read returns exactly one record.
+      const rec = parseKmsg(chunk.toString('utf8'), bootTimeMs);
+      if (rec) hub.publish({ log: { source: 'KERNEL', ...rec } });
+    });
+    socket.on('error', (err) => log.warn({ err: err.message }, 'kernel log forwarding stopped'));
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'cannot read /dev/kmsg');
+  }
+}

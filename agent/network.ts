@@ -1,0 +1,59 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { invalidArgument, notFound } from '../src/errors.js';
+import type { ConfigureNetworkRequest } from '../src/agent-client/types.js';
+import { logger } from '../src/log.js';
+import { run } from './run.js';
+
+const log = logger('agent-network');
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+const CIDR = /^[0-9a-fA-F.:]+\/\d{1,3}$/;
+const IP = /^[0-9a-fA-F.:]+$/;
+
+function interfaceByMac(mac: string): string | undefined {
+  for (const name of readdirSync('/sys/class/net')) {
+    try {
+      if (readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim() === mac) return name;
+    } catch {
+      // vanished
+    }
+  }
+  return undefined;
+}
+
+function check(re: RegExp, what: string, value: string | undefined): string {
+  if (!value || !re.test(value)) throw invalidArgument(`${what} ${JSON.stringify(value)} is not valid`);
+  return value;
+}
+
+const ip = (args: string[], what: string) => run('ip', args, { what, code: 'INVALID_ARGUMENT' });
+
+/** Guest NICs from the host's network plan: name, MTU, addresses, routes, ARP entries (busybox ip). */
+export async function configureNetwork(req: ConfigureNetworkRequest): Promise<void> {
+  for (const nic of req.interfaces ?? []) {
+    const mac = check(MAC, 'MAC address', nic.mac?.toLowerCase());
+    const name = check(IFNAME, 'interface name', nic.name);
+    const current = interfaceByMac(mac);
+    if (!current) throw notFound(`no guest network interface has MAC ${mac}`);
+    await ip(['link', 'set', 'dev', current, 'down'], `taking ${current} down`);
+    if (current !== name) await ip(['link', 'set', 'dev', current, 'name', name], `renaming ${current} to ${name}`);
+    if (nic.mtu) await ip(['link', 'set', 'dev', name, 'mtu', String(nic.mtu)], `setting the MTU of ${name}`);
+    await ip(['addr', 'flush', 'dev', name], `flushing addresses of ${name}`);
+    for (const addr of nic.addresses ?? []) {
+      await ip(['addr', 'add', check(CIDR, 'address', addr.cidr), 'dev', name], `adding ${addr.cidr} to ${name}`);
+    }
+    await ip(['link', 'set', 'dev', name, 'up'], `bringing ${name} up`);
+    log.info({ mac, name, mtu: nic.mtu, addresses: nic.addresses?.map((a) => a.cidr) }, 'configured interface');
+  }
+  for (const route of req.routes ?? []) {
+    const args = ['route', 'replace', route.destination === 'default' ? 'default' : check(CIDR, 'route destination', route.destination)];
+    if (route.gateway) args.push('via', check(IP, 'gateway', route.gateway));
+    if (route.device) args.push('dev', check(IFNAME, 'route device', route.device));
+    if (route.source) args.push('src', check(IP, 'route source', route.source));
+    if (route.metric) args.push('metric', String(route.metric));
+    await ip(args, `adding route ${route.destination}`);
+  }
+  for (const n of req.neighbors ?? []) {
+    await ip(['neigh', 'replace', check(IP, 'neighbour IP', n.ip), 'lladdr', check(MAC, 'neighbour MAC', n.mac?.toLowerCase()), 'dev', check(IFNAME, 'neighbour device', n.device), 'nud', 'permanent'], `adding neighbour ${n.ip}`);
+  }
+}

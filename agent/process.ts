@@ -1,0 +1,143 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { failedPrecondition, invalidArgument } from '../src/errors.js';
+import { logger } from '../src/log.js';
+import type { EventHub } from './events.js';
+import { run } from './run.js';
+
+const log = logger('agent-process');
+
+export interface ExitStatus {
+  exitCode: number;
+  oomKilled: boolean;
+  exitedAtUnixNanos: number;
+}
+
+export interface GuestProcessOptions {
+  containerId: string;
+  /** '' for the container's init process. */
+  execId: string;
+  /** The crun command line (`run ...` or `exec ...`), which stays in the foreground. */
+  crunArgs: string[];
+  cwd: string;
+  pidFile: string;
+  stdin: boolean;
+  tty: boolean;
+  hub: EventHub;
+  /** The container's cumulative OOM-kill counter, to tell whether this process died of OOM. */
+  oomKills: () => number;
+}
+
+/**
+ * One process in a container, run by a foreground crun (`crun run` for init,
+ * `crun exec` for extra processes): crun's exit status is the process's, and
+ * crun's stdio is the process's stdio (or the tty crun proxies). Output is
+ * published as events; the exit event follows the last output.
+ */
+export class GuestProcess {
+  readonly containerId: string;
+  readonly execId: string;
+  readonly tty: boolean;
+  readonly exited: Promise<ExitStatus>;
+  exitStatus: ExitStatus | undefined;
+  /** The process's pid in the guest (not crun's), once crun has written it. */
+  pid = 0;
+  private readonly child: ChildProcess;
+  private readonly oomAtStart: number;
+  private readonly pidKnown: Promise<number>;
+
+  constructor(private readonly opts: GuestProcessOptions) {
+    this.containerId = opts.containerId;
+    this.execId = opts.execId;
+    this.tty = opts.tty;
+    this.oomAtStart = opts.oomKills();
+    this.child = spawn('crun', opts.crunArgs, { cwd: opts.cwd, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    this.child.stdin?.on('error', (err) => log.debug({ err: err.message, containerId: this.containerId, execId: this.execId }, 'stdin closed by the process'));
+    this.pump('STDOUT', this.child.stdout!);
+    this.pump('STDERR', this.child.stderr!);
+    this.exited = new Promise((resolve) => {
+      this.child.on('error', (err) => {
+        log.error({ err: err.message }, 'cannot run crun');
+        this.finish(resolve, 127);
+      });
+      this.child.on('close', (code, signal) => {
+        this.finish(resolve, code ?? 128 + (signal ? osConstants.signals[signal] : 0));
+      });
+    });
+    this.pidKnown = this.waitForPid();
+  }
+
+  get running(): boolean {
+    return this.exitStatus === undefined;
+  }
+
+  /** Resolves with the process pid once crun has started it (or 0 if it ended first). */
+  started(): Promise<number> {
+    return this.pidKnown;
+  }
+
+  async writeStdin(data: Uint8Array): Promise<number> {
+    const stdin = this.child.stdin;
+    if (!stdin) throw failedPrecondition(`${this.label()} was started without stdin`);
+    if (stdin.destroyed || stdin.writableEnded) throw failedPrecondition(`stdin of ${this.label()} is closed`);
+    await new Promise<void>((resolve, reject) => stdin.write(data, (err) => (err ? reject(failedPrecondition(`writing to ${this.label()}: ${err.message}`)) : resolve())));
+    return data.length;
+  }
+
+  closeStdin(): void {
+    this.child.stdin?.end();
+  }
+
+  signal(signal: number): void {
+    if (!this.running) throw failedPrecondition(`${this.label()} has already exited`);
+    if (!this.pid) throw failedPrecondition(`${this.label()} has not started yet`);
+    try {
+      process.kill(this.pid, signal);
+    } catch (err) {
+      throw invalidArgument(`cannot send signal ${signal} to ${this.label()}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Sets the window size on the process's terminal; the kernel sends it SIGWINCH. */
+  async resize(rows: number, cols: number): Promise<void> {
+    if (!this.tty) throw failedPrecondition(`${this.label()} has no tty`);
+    if (!this.running) throw failedPrecondition(`${this.label()} has already exited`);
+    const pid = await this.pidKnown;
+    await run('stty', ['-F', `/proc/${pid}/fd/0`, 'rows', String(rows), 'cols', String(cols)], { what: `resizing the tty of ${this.label()}` });
+  }
+
+  label(): string {
+    return this.execId ? `exec ${this.execId} in container ${this.containerId}` : `container ${this.containerId}`;
+  }
+
+  private pump(stream: 'STDOUT' | 'STDERR', source: NodeJS.ReadableStream): void {
+    source.on('data', (data: Buffer) => {
+      this.opts.hub.publish({ output: { containerId: this.containerId, execId: this.execId, stream, data } });
+    });
+  }
+
+  private async waitForPid(): Promise<number> {
+    while (this.running) {
+      try {
+        const pid = Number((await readFile(this.opts.pidFile, 'utf8')).trim());
+        if (pid > 0) {
+          this.pid = pid;
+          return pid;
+        }
+      } catch {
+        // not written yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return 0;
+  }
+
+  private finish(resolve: (s: ExitStatus) => void, exitCode: number): void {
+    if (this.exitStatus) return;
+    this.exitStatus = { exitCode, oomKilled: this.opts.oomKills() > this.oomAtStart, exitedAtUnixNanos: Date.now() * 1e6 };
+    this.opts.hub.publish({ exit: { containerId: this.containerId, execId: this.execId, ...this.exitStatus } });
+    log.info({ containerId: this.containerId, execId: this.execId, ...this.exitStatus }, 'process exited');
+    resolve(this.exitStatus);
+  }
+}

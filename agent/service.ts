@@ -1,0 +1,99 @@
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { agentCodecs, eventCodec } from '../src/agent-client/api.js';
+import { AGENT_API_VERSION, AGENT_SERVICE } from '../src/agent-client/schema.js';
+import type { AgentApi, AgentMethod } from '../src/agent-client/types.js';
+import { invalidArgument, messageOf } from '../src/errors.js';
+import { logger } from '../src/log.js';
+import { TtrpcServer } from '../src/ttrpc/index.js';
+import type { ContainerManager } from './containers.js';
+import type { EventHub } from './events.js';
+import { configureNetwork } from './network.js';
+import { run } from './run.js';
+import { setupSandbox } from './sandbox.js';
+import { mountDisk, mountOverlay, unmount } from './storage.js';
+
+const log = logger('agent');
+
+declare const __AGENT_VERSION__: string | undefined;
+const AGENT_VERSION = typeof __AGENT_VERSION__ === 'string' ? __AGENT_VERSION__ : 'dev';
+
+export interface AgentDeps {
+  hub: EventHub;
+  containers: ContainerManager;
+  starts: number;
+  uptimeSeconds: () => number;
+  /** Stops the agent and powers the VM off; called after the Shutdown reply is on its way. */
+  powerOff: () => void;
+}
+
+type Handlers = { [M in AgentMethod]: (req: AgentApi[M][0]) => Promise<AgentApi[M][1]> };
+
+let crunVersion: string | undefined;
+
+/** The agent API on a ttRPC server: one handler per RPC in proto/agent.proto. */
+export function agentServer(deps: AgentDeps): TtrpcServer {
+  const { containers, hub } = deps;
+  const handlers: Handlers = {
+    Health: async () => ({ status: 'SERVING', uptimeSeconds: deps.uptimeSeconds(), agentPid: process.pid, starts: deps.starts }),
+    Version: async () => {
+      crunVersion ??= (await run('crun', ['--version'])).stdout.split('\n')[0].replace(/^crun version /, '');
+      return {
+        agentVersion: AGENT_VERSION,
+        apiVersion: AGENT_API_VERSION,
+        kernelRelease: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+        nodeVersion: process.version,
+        crunVersion,
+      };
+    },
+    SetupSandbox: async (req) => { await setupSandbox(req); return {}; },
+    MountDisk: (req) => mountDisk(req),
+    MountOverlay: (req) => mountOverlay(req),
+    Unmount: async (req) => { await unmount(req); return {}; },
+    CreateContainer: async (req) => { await containers.create(req); return {}; },
+    StartContainer: async (req) => ({ pid: await containers.start(req.containerId) }),
+    ExecProcess: async (req) => ({ pid: await containers.exec(req) }),
+    SignalProcess: async (req) => { await containers.signal(req); return {}; },
+    WaitProcess: (req) => containers.wait(req),
+    DeleteContainer: async (req) => { await containers.delete(req); return {}; },
+    ListContainers: async () => ({ containers: containers.list() }),
+    WriteStdin: async (req) => ({ written: await containers.writeStdin(req, req.data) }),
+    CloseStdin: async (req) => { containers.closeStdin(req); return {}; },
+    ResizeTty: async (req) => { await containers.resize(req, req.rows, req.cols); return {}; },
+    ContainerStats: async (req) => containers.stats(req.containerId),
+    ConfigureNetwork: async (req) => { await configureNetwork(req); return {}; },
+    Shutdown: async () => {
+      log.info('shutdown requested');
+      await containers.deleteAll();
+      await run('sync', []);
+      await writeFile('/run/podvisor/poweroff', '');
+      // Give the reply time to leave before the process exits.
+      setTimeout(deps.powerOff, 50);
+      return {};
+    },
+  };
+
+  const server = new TtrpcServer();
+  const codecs = agentCodecs();
+  for (const method of Object.keys(handlers) as AgentMethod[]) {
+    const { request, response } = codecs[method];
+    const handler = handlers[method] as (req: unknown) => Promise<unknown>;
+    server.unary(AGENT_SERVICE, method, async (payload) => {
+      let req: unknown;
+      try {
+        req = request.decode(payload);
+      } catch (err) {
+        throw invalidArgument(`${method}: malformed request: ${messageOf(err)}`);
+      }
+      return response.encode((await handler(req)) as never);
+    });
+  }
+
+  const events = eventCodec();
+  server.stream(AGENT_SERVICE, 'GetEvents', async (_payload, stream) => {
+    const unsubscribe = hub.subscribe((event) => stream.send(events.encode(event)));
+    await stream.whenClosed;
+    unsubscribe();
+  });
+  return server;
+}

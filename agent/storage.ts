@@ -1,0 +1,113 @@
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { deadlineExceeded, invalidArgument } from '../src/errors.js';
+import type { MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, UnmountRequest } from '../src/agent-client/types.js';
+import { logger } from '../src/log.js';
+import { run } from './run.js';
+import { checkGuestPath } from './validate.js';
+
+const log = logger('agent-storage');
+const UPPER_ROOT = '/run/podvisor/upper';
+
+interface ScsiDisk { device: string; serial: string; scsiId: number; lun: number }
+
+/** SCSI disks the guest sees now, with their serial (VPD page 0x80) and address. */
+export function scsiDisks(): ScsiDisk[] {
+  const disks: ScsiDisk[] = [];
+  for (const name of safeReaddir('/sys/block')) {
+    if (!name.startsWith('sd')) continue;
+    try {
+      // .../host0/target0:0:3/0:0:3:0 -> H:C:T:L
+      const [, , target, lun] = realpathSync(`/sys/block/${name}/device`).split('/').pop()!.split(':').map(Number);
+      disks.push({ device: `/dev/${name}`, serial: vpdSerial(name), scsiId: target, lun });
+    } catch {
+      // the disk went away while we looked
+    }
+  }
+  return disks;
+}
+
+function vpdSerial(name: string): string {
+  try {
+    // VPD page 0x80: 4-byte header (page length in byte 3), then the serial.
+    const page = readFileSync(`/sys/block/${name}/device/vpd_pg80`);
+    return page.subarray(4, 4 + page[3]).toString('latin1').trim();
+  } catch {
+    return '';
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+async function findDisk(req: MountDiskRequest): Promise<string> {
+  const wanted = req.serial ? `serial ${JSON.stringify(req.serial)}` : `SCSI id ${req.scsiId ?? 0} lun ${req.lun ?? 0}`;
+  const deadline = Date.now() + (req.waitMs || 5000);
+  for (;;) {
+    const disk = scsiDisks().find((d) => (req.serial ? d.serial === req.serial : d.scsiId === (req.scsiId ?? 0) && d.lun === (req.lun ?? 0)));
+    if (disk && existsSync(disk.device)) return disk.device;
+    if (Date.now() > deadline) {
+      const seen = scsiDisks().map((d) => `${d.device} (serial ${d.serial || '-'}, id ${d.scsiId}, lun ${d.lun})`).join(', ') || 'none';
+      throw deadlineExceeded(`no disk with ${wanted} appeared within ${req.waitMs || 5000} ms; disks present: ${seen}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+export async function mountDisk(req: MountDiskRequest): Promise<MountDiskResponse> {
+  const mountPoint = checkGuestPath('mount_point', req.mountPoint);
+  if (!req.serial && req.scsiId === undefined) throw invalidArgument('MountDisk needs a serial or a SCSI id');
+  const fsType = req.fsType || 'erofs';
+  if (!/^[a-z0-9]+$/.test(fsType)) throw invalidArgument(`fs_type ${JSON.stringify(fsType)} is not a filesystem name`);
+  const device = await findDisk(req);
+  await mkdir(mountPoint, { recursive: true });
+  await run('mount', ['-t', fsType, '-o', req.readWrite ? 'rw' : 'ro', device, mountPoint], { what: `mounting ${device} on ${mountPoint}` });
+  log.info({ device, mountPoint, fsType }, 'mounted disk');
+  return { device };
+}
+
+function upperFor(target: string): string {
+  return `${UPPER_ROOT}/${createHash('sha256').update(target).digest('hex').slice(0, 16)}`;
+}
+
+/** An overlay of read-only lower dirs with a private tmpfs for the writable layer. */
+export async function mountOverlay(req: MountOverlayRequest): Promise<MountOverlayResponse> {
+  const target = checkGuestPath('target', req.target);
+  if (!req.lowerDirs?.length) throw invalidArgument('MountOverlay needs at least one lower dir');
+  const lowers = req.lowerDirs.map((d) => checkGuestPath('lower dir', d));
+  if (lowers.some((d) => d.includes(':') || d.includes(','))) throw invalidArgument('lower dirs may not contain ":" or ","');
+  const upperRoot = upperFor(target);
+  await mkdir(upperRoot, { recursive: true });
+  const size = req.upperSizeBytes ? `,size=${req.upperSizeBytes}` : '';
+  await run('mount', ['-t', 'tmpfs', '-o', `mode=0755${size}`, 'tmpfs', upperRoot], { what: `mounting the tmpfs upper for ${target}` });
+  try {
+    await mkdir(`${upperRoot}/upper`);
+    await mkdir(`${upperRoot}/work`);
+    await mkdir(target, { recursive: true });
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lowers.join(':')},upperdir=${upperRoot}/upper,workdir=${upperRoot}/work`, target], { what: `mounting the overlay on ${target}` });
+  } catch (err) {
+    await run('umount', [upperRoot]).catch(() => undefined);
+    await rm(upperRoot, { recursive: true, force: true });
+    throw err;
+  }
+  return { upperDir: `${upperRoot}/upper` };
+}
+
+function isMounted(path: string): boolean {
+  return readFileSync('/proc/self/mounts', 'utf8').split('\n').some((line) => line.split(' ')[1] === path);
+}
+
+export async function unmount(req: UnmountRequest): Promise<void> {
+  const path = checkGuestPath('path', req.path);
+  if (isMounted(path)) await run('umount', [path], { what: `unmounting ${path}`, code: 'FAILED_PRECONDITION' });
+  const upperRoot = upperFor(path);
+  if (isMounted(upperRoot)) await run('umount', [upperRoot], { what: `unmounting the upper of ${path}` });
+  await rm(upperRoot, { recursive: true, force: true });
+  if (req.removeDir) await rmdir(path).catch(() => undefined);
+}

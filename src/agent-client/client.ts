@@ -1,0 +1,195 @@
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { deadlineExceeded, isPodvisorError, messageOf, unavailable } from '../errors.js';
+import { logger } from '../log.js';
+import { TtrpcClient } from '../ttrpc/index.js';
+import { agentCodecs, eventCodec } from './api.js';
+import { AGENT_SERVICE } from './schema.js';
+import type {
+  AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
+  GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
+  ProcessOutput, ProcessRef, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
+} from './types.js';
+
+const log = logger('agent-client');
+
+export interface AgentConnectOptions {
+  /** Give up connecting (or reconnecting) after this long. */
+  deadlineMs: number;
+  /** How long one Health probe may take before the connection is retried. */
+  probeTimeoutMs?: number;
+  /** Default per-call timeout (WaitProcess has none). */
+  callTimeoutMs?: number;
+}
+
+export interface AgentClientEvents {
+  output: [ProcessOutput];
+  exit: [ProcessExit];
+  log: [GuestLog];
+  /** The channel dropped; calls wait for `connect` to succeed again or fail. */
+  disconnect: [reason: string];
+  /** A new channel is up and the event stream resubscribed. */
+  reconnect: [];
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Host side of the agent API over the VM's agent socket (a QEMU chardev unix
+ * socket). `connect` retries until the agent answers Health, then subscribes
+ * to GetEvents and re-emits output, exit and log events. If the channel drops
+ * the client reconnects on its own (within the deadline) and resubscribes.
+ */
+export class AgentClient extends EventEmitter<AgentClientEvents> {
+  private ttrpc: TtrpcClient | undefined;
+  private connecting: Promise<void> | undefined;
+  private closedByUser = false;
+  private lastSequence = 0;
+  private readonly codecs = agentCodecs();
+
+  private constructor(readonly socketPath: string, private readonly options: Required<AgentConnectOptions>) {
+    super();
+  }
+
+  static async connect(socketPath: string, options: AgentConnectOptions): Promise<AgentClient> {
+    const client = new AgentClient(socketPath, { probeTimeoutMs: 1000, callTimeoutMs: 60_000, ...options });
+    await client.establish();
+    return client;
+  }
+
+  /** Events dropped by the guest's bounded queue while no host listened (sequence gaps). */
+  droppedEvents = 0;
+
+  get connected(): boolean {
+    return !!this.ttrpc && !this.ttrpc.closed;
+  }
+
+  /** Drops the current connection (the guest sees the host leave) and connects again. */
+  async reconnect(): Promise<void> {
+    this.ttrpc?.close();
+    await this.establish();
+  }
+
+  close(): void {
+    this.closedByUser = true;
+    this.ttrpc?.close();
+    this.ttrpc = undefined;
+  }
+
+  health(): Promise<HealthResponse> { return this.call('Health', {}); }
+  version(): Promise<VersionResponse> { return this.call('Version', {}); }
+  setupSandbox(req: SetupSandboxRequest): Promise<void> { return this.call('SetupSandbox', req).then(() => undefined); }
+  mountDisk(req: MountDiskRequest): Promise<MountDiskResponse> { return this.call('MountDisk', req); }
+  mountOverlay(req: MountOverlayRequest): Promise<MountOverlayResponse> { return this.call('MountOverlay', req); }
+  unmount(req: UnmountRequest): Promise<void> { return this.call('Unmount', req).then(() => undefined); }
+  createContainer(req: CreateContainerRequest): Promise<void> { return this.call('CreateContainer', req).then(() => undefined); }
+  async startContainer(containerId: string): Promise<number> { return (await this.call('StartContainer', { containerId })).pid; }
+  async execProcess(req: ExecProcessRequest): Promise<number> { return (await this.call('ExecProcess', req)).pid; }
+  signalProcess(req: SignalProcessRequest): Promise<void> { return this.call('SignalProcess', req).then(() => undefined); }
+  /** Waits for the process to exit (no timeout). */
+  waitProcess(ref: ProcessRef): Promise<WaitProcessResponse> { return this.call('WaitProcess', ref, 0); }
+  deleteContainer(req: DeleteContainerRequest): Promise<void> { return this.call('DeleteContainer', req).then(() => undefined); }
+  listContainers(): Promise<ListContainersResponse> { return this.call('ListContainers', {}); }
+  async writeStdin(ref: ProcessRef, data: Uint8Array): Promise<number> { return (await this.call('WriteStdin', { ...ref, data })).written; }
+  closeStdin(ref: ProcessRef): Promise<void> { return this.call('CloseStdin', ref).then(() => undefined); }
+  resizeTty(ref: ProcessRef, rows: number, cols: number): Promise<void> { return this.call('ResizeTty', { ...ref, rows, cols }).then(() => undefined); }
+  containerStats(containerId: string): Promise<ContainerStatsResponse> { return this.call('ContainerStats', { containerId }); }
+  configureNetwork(req: ConfigureNetworkRequest): Promise<void> { return this.call('ConfigureNetwork', req).then(() => undefined); }
+  /** Asks the guest to stop its containers and power off; the VM exits shortly after. */
+  async shutdown(): Promise<void> {
+    await this.call('Shutdown', {}, 30_000);
+    // The guest is going away: do not try to reconnect to it.
+    this.close();
+  }
+
+  /** The raw ttRPC client of the current connection (benchmarks and robustness tests). */
+  async channel(): Promise<TtrpcClient> {
+    await this.ready();
+    return this.ttrpc!;
+  }
+
+  async call<M extends AgentMethod>(method: M, req: AgentApi[M][0], timeoutMs = this.options.callTimeoutMs): Promise<AgentApi[M][1]> {
+    await this.ready();
+    const { request, response } = this.codecs[method];
+    const payload = await this.ttrpc!.call(AGENT_SERVICE, method, request.encode(req), timeoutMs ? { timeoutMs } : {});
+    return response.decode(payload);
+  }
+
+  private async ready(): Promise<void> {
+    if (this.closedByUser) throw unavailable(`agent client for ${this.socketPath} is closed`);
+    if (this.connected) return;
+    await (this.connecting ?? this.establish());
+  }
+
+  private establish(): Promise<void> {
+    this.connecting ??= this.connectLoop().finally(() => { this.connecting = undefined; });
+    return this.connecting;
+  }
+
+  private async connectLoop(): Promise<void> {
+    const deadline = Date.now() + this.options.deadlineMs;
+    let lastError = 'no attempt made';
+    let attempts = 0;
+    while (!this.closedByUser) {
+      if (Date.now() > deadline) {
+        throw deadlineExceeded(`the agent at ${this.socketPath} did not answer within ${this.options.deadlineMs} ms after ${attempts} attempts (last: ${lastError})`);
+      }
+      attempts++;
+      let ttrpc: TtrpcClient | undefined;
+      try {
+        const socket = await openSocket(this.socketPath);
+        ttrpc = new TtrpcClient(socket);
+        // Until the guest opens its end, what we send is dropped: probe until Health answers.
+        for (;;) {
+          try {
+            await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: this.options.probeTimeoutMs });
+            break;
+          } catch (err) {
+            if (!isPodvisorError(err, 'DEADLINE_EXCEEDED') || Date.now() > deadline) throw err;
+          }
+        }
+        this.adopt(ttrpc);
+        return;
+      } catch (err) {
+        lastError = messageOf(err);
+        ttrpc?.close();
+        await sleep(50);
+      }
+    }
+    throw unavailable(`agent client for ${this.socketPath} is closed`);
+  }
+
+  private adopt(ttrpc: TtrpcClient): void {
+    const wasConnected = this.ttrpc !== undefined;
+    this.ttrpc = ttrpc;
+    const events = eventCodec();
+    ttrpc
+      .stream(AGENT_SERVICE, 'GetEvents', new Uint8Array(), (bytes) => {
+        const event = events.decode(bytes);
+        if (this.lastSequence && event.sequence > this.lastSequence + 1) this.droppedEvents += event.sequence - this.lastSequence - 1;
+        this.lastSequence = Math.max(this.lastSequence, event.sequence);
+        if (event.output) this.emit('output', event.output);
+        else if (event.exit) this.emit('exit', event.exit);
+        else if (event.log) this.emit('log', event.log);
+      })
+      .catch(() => undefined); // ends with the connection; handled by 'close'
+    ttrpc.once('close', (reason) => {
+      if (this.ttrpc !== ttrpc || this.closedByUser) return;
+      log.warn({ socket: this.socketPath, reason }, 'agent channel dropped; reconnecting');
+      this.emit('disconnect', reason);
+      this.establish().catch((err) => log.error({ socket: this.socketPath, err: messageOf(err) }, 'agent reconnect failed'));
+    });
+    if (wasConnected) this.emit('reconnect');
+  }
+}
+
+function openSocket(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    socket.once('connect', () => {
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}

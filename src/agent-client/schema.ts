@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
+
+/**
+ * The agent API schema (proto/agent.proto), loaded once for host and guest.
+ * The guest bundle has the proto text compiled in (esbuild defines
+ * __AGENT_PROTO_TEXT__); on the host it is read from the repository.
+ */
+declare const __AGENT_PROTO_TEXT__: string | undefined;
+
+export const AGENT_SERVICE = 'podvisor.agent.v1.Agent';
+export const AGENT_API_VERSION = 'podvisor.agent.v1';
+
+function protoText(): string {
+  if (typeof __AGENT_PROTO_TEXT__ === 'string') return __AGENT_PROTO_TEXT__;
+  return readFileSync(fileURLToPath(new URL('../../proto/agent.proto', import.meta.url)), 'utf8');
+}
+
+let cached: protobuf.Root | undefined;
+
+function root(): protobuf.Root {
+  cached ??= protobuf.parse(protoText(), { keepCase: false }).root;
+  return cached;
+}
+
+export interface MessageCodec<T> {
+  encode(value: T): Uint8Array;
+  /** Throws on malformed bytes. */
+  decode(bytes: Uint8Array): T;
+}
+
+const toObjectOptions = { longs: Number, enums: String, defaults: true, arrays: true, oneofs: true } as const;
+
+export function codec<T>(messageName: string): MessageCodec<T> {
+  const type = root().lookupType(`${AGENT_API_VERSION}.${messageName}`);
+  return {
+    encode: (value) => type.encode(type.fromObject(value as Record<string, unknown>)).finish(),
+    decode: (bytes) => type.toObject(type.decode(bytes), toObjectOptions) as T,
+  };
+}
+
+/** Request and response message names of every RPC, from the service definition. */
+export function agentMethods(): Map<string, { requestType: string; responseType: string; serverStreaming: boolean }> {
+  const service = root().lookupService(AGENT_SERVICE);
+  return new Map(service.methodsArray.map((m) => [m.name, { requestType: m.requestType, responseType: m.responseType, serverStreaming: !!m.responseStream }]));
+}

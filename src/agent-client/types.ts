@@ -1,0 +1,96 @@
+/**
+ * TypeScript shapes of the agent API messages (proto/agent.proto) as
+ * protobufjs presents them: camelCase fields, 64-bit integers as numbers,
+ * enums as their names, bytes as Uint8Array. Requests may leave fields out.
+ */
+export type Empty = Record<string, never>;
+
+export interface HealthResponse { status: string; uptimeSeconds: number; agentPid: number; starts: number }
+export interface VersionResponse { agentVersion: string; apiVersion: string; kernelRelease: string; nodeVersion: string; crunVersion: string }
+
+export interface HostEntry { ip: string; names: string[] }
+export interface DnsConfig { servers?: string[]; searches?: string[]; options?: string[] }
+export interface SetupSandboxRequest {
+  hostname?: string;
+  dns?: DnsConfig;
+  hosts?: HostEntry[];
+  sysctls?: Record<string, string>;
+  clockUnixNanos?: number;
+  entropy?: Uint8Array;
+}
+
+export interface MountDiskRequest { serial?: string; scsiId?: number; lun?: number; mountPoint: string; fsType?: string; readWrite?: boolean; waitMs?: number }
+export interface MountDiskResponse { device: string }
+export interface MountOverlayRequest { lowerDirs: string[]; target: string; upperSizeBytes?: number }
+export interface MountOverlayResponse { upperDir: string }
+export interface UnmountRequest { path: string; removeDir?: boolean }
+
+export interface CreateContainerRequest { containerId: string; ociSpecJson: Uint8Array; stdin?: boolean }
+export interface StartContainerRequest { containerId: string }
+export interface StartContainerResponse { pid: number }
+export interface User { uid: number; gid: number; additionalGids?: number[] }
+export interface TtySize { rows: number; cols: number }
+export interface ExecProcessRequest {
+  containerId: string;
+  execId: string;
+  args: string[];
+  env?: string[];
+  cwd?: string;
+  user?: User;
+  tty?: boolean;
+  stdin?: boolean;
+  ttySize?: TtySize;
+}
+export interface ExecProcessResponse { pid: number }
+export interface ProcessRef { containerId: string; execId?: string }
+export interface SignalProcessRequest extends ProcessRef { signal: number; all?: boolean }
+export interface WaitProcessResponse { exitCode: number; oomKilled: boolean; exitedAtUnixNanos: number }
+export interface DeleteContainerRequest { containerId: string; force?: boolean }
+export interface ContainerInfo { containerId: string; state: 'created' | 'running' | 'stopped'; pid: number; exitCode: number }
+export interface ListContainersResponse { containers: ContainerInfo[] }
+export interface WriteStdinRequest extends ProcessRef { data: Uint8Array }
+export interface WriteStdinResponse { written: number }
+export interface ResizeTtyRequest extends ProcessRef { rows: number; cols: number }
+
+export interface ContainerStatsResponse {
+  cpu: { usageUsec: number; userUsec: number; systemUsec: number; throttledUsec: number };
+  memory: { currentBytes: number; limitBytes: number; anonBytes: number; fileBytes: number; workingSetBytes: number; oomKills: number };
+  pids: { current: number; limit: number };
+  io: { readBytes: number; writeBytes: number; readOps: number; writeOps: number };
+  timestampUnixNanos: number;
+}
+
+export interface NetworkInterface { mac: string; name: string; mtu?: number; addresses?: { cidr: string }[] }
+export interface Route { destination: string; gateway?: string; device?: string; source?: string; metric?: number }
+export interface Neighbor { ip: string; mac: string; device: string }
+export interface ConfigureNetworkRequest { interfaces?: NetworkInterface[]; routes?: Route[]; neighbors?: Neighbor[] }
+
+export interface ProcessOutput { containerId: string; execId: string; stream: 'STDOUT' | 'STDERR'; data: Uint8Array }
+export interface ProcessExit { containerId: string; execId: string; exitCode: number; oomKilled: boolean; exitedAtUnixNanos: number }
+export interface GuestLog { source: 'AGENT' | 'KERNEL'; level: string; message: string; timeUnixNanos: number }
+export interface AgentEvent { output?: ProcessOutput; exit?: ProcessExit; log?: GuestLog; event?: 'output' | 'exit' | 'log'; sequence: number }
+
+/** Every RPC: request and response types, keyed by method name. */
+export interface AgentApi {
+  Health: [Empty, HealthResponse];
+  Version: [Empty, VersionResponse];
+  SetupSandbox: [SetupSandboxRequest, Empty];
+  MountDisk: [MountDiskRequest, MountDiskResponse];
+  MountOverlay: [MountOverlayRequest, MountOverlayResponse];
+  Unmount: [UnmountRequest, Empty];
+  CreateContainer: [CreateContainerRequest, Empty];
+  StartContainer: [StartContainerRequest, StartContainerResponse];
+  ExecProcess: [ExecProcessRequest, ExecProcessResponse];
+  SignalProcess: [SignalProcessRequest, Empty];
+  WaitProcess: [ProcessRef, WaitProcessResponse];
+  DeleteContainer: [DeleteContainerRequest, Empty];
+  ListContainers: [Empty, ListContainersResponse];
+  WriteStdin: [WriteStdinRequest, WriteStdinResponse];
+  CloseStdin: [ProcessRef, Empty];
+  ResizeTty: [ResizeTtyRequest, Empty];
+  ContainerStats: [{ containerId: string }, ContainerStatsResponse];
+  ConfigureNetwork: [ConfigureNetworkRequest, Empty];
+  Shutdown: [Empty, Empty];
+}
+
+export type AgentMethod = keyof AgentApi;
