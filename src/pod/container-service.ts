@@ -14,7 +14,7 @@ import { containerNameKey } from './pod-index.js';
 import type { ContainerConfig, ContainerRecord, PluggedImage, SandboxRecord } from './records.js';
 import { parseStopSignal, SIGKILL } from './signals.js';
 import { assertContainerMove } from './state-machine.js';
-import { resolveUser } from './user.js';
+import { needsImageFiles, resolveUser } from './user.js';
 
 const log = logger('pod-containers');
 
@@ -53,7 +53,7 @@ export class ContainerService {
     const logFile = containerLogFile(sandbox, config);
     const image = await this.ctx.images.find(config.image);
     if (!image) throw notFound(`image "${config.image}" is not present on this node; pull it first (PullImage / crictl pull)`);
-    const stopSignal = parseStopSignal(image.config.StopSignal);
+    const stopSignal = parseStopSignal(config.stopSignal ?? image.config.StopSignal);
     const rt = this.runtimeOf(sandbox);
 
     const id = newId();
@@ -62,11 +62,15 @@ export class ContainerService {
     let createdInGuest = false;
     try {
       const plugged = await this.ensureImagePlugged(sandbox, rt, image.id);
-      const [passwd, group] = await Promise.all([
-        rt.agent.readImageFile(plugged.guestMountPoint, '/etc/passwd'),
-        rt.agent.readImageFile(plugged.guestMountPoint, '/etc/group'),
-      ]);
-      const user = resolveUser(containerUserRequest(config, image.config), passwd ?? '', group ?? '');
+      const userRequest = containerUserRequest(config, image.config);
+      // Numeric ids need no lookup (crun fills in HOME); names mean something only in the image's own files.
+      const [passwd, group] = needsImageFiles(userRequest)
+        ? await Promise.all([
+          rt.agent.readImageFile(plugged.guestMountPoint, '/etc/passwd'),
+          rt.agent.readImageFile(plugged.guestMountPoint, '/etc/group'),
+        ])
+        : ['', ''];
+      const user = resolveUser(userRequest, passwd ?? '', group ?? '');
       const spec = buildOciSpec({
         containerId: id,
         config,
@@ -78,7 +82,7 @@ export class ContainerService {
         cgroupsPath: `/podvisor/${id}`,
         pidNamespacePath: this.pidNamespaceToJoin(sandbox, config),
       });
-      const { pid } = await rt.agent.createContainer({
+      await rt.agent.createContainer({
         containerId: id, spec, imageMountPoint: plugged.guestMountPoint, stdin: config.stdin, stdinOnce: config.stdinOnce, tty: config.tty,
       });
       createdInGuest = true;
@@ -91,7 +95,6 @@ export class ContainerService {
         imageId: image.id,
         imageRef: image.repoDigests[0] ?? image.id,
         logFile,
-        guestPid: pid,
         stopSignal,
       };
       await this.ctx.store.saveContainer(record);
@@ -162,8 +165,9 @@ export class ContainerService {
       const rt = this.runtimeOf(sandbox);
       if (c.logFile) await this.openLog(c);
       this.starting.set(c.id, null);
+      let pid: number;
       try {
-        await rt.agent.startContainer(c.id);
+        ({ pid } = await rt.agent.startContainer(c.id));
       } catch (e) {
         this.starting.delete(c.id);
         await this.closeLog(c.id);
@@ -173,6 +177,7 @@ export class ContainerService {
       this.starting.delete(c.id);
       c.state = 'running';
       c.startedAt = nowNanos();
+      c.guestPid = pid;
       await this.ctx.store.saveContainer(c);
       this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STARTED_EVENT', createdAt: c.startedAt });
       log.info({ container: c.id }, 'container started');
@@ -194,10 +199,6 @@ export class ContainerService {
   /** Output from the agent; the container's log writer adds the CRI framing. */
   handleOutput(ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }): void {
     this.ctx.logWriters.get(ev.containerId)?.write(ev.stream, ev.data);
-  }
-
-  handleOutputEnd(ev: { containerId: string; stream: 'stdout' | 'stderr' }): void {
-    this.ctx.logWriters.get(ev.containerId)?.endStream(ev.stream);
   }
 
   // ---------------------------------------------------------------- exits

@@ -17,18 +17,16 @@ export interface GuestAgent {
   /** Where the agent will put a container's rootfs (the overlay over its image mount). */
   containerRootfs(containerId: string): string;
   /** Makes the overlay rootfs and creates (not starts) the container from the spec. */
-  createContainer(req: CreateContainerRequest): Promise<{ pid: number }>;
-  startContainer(containerId: string): Promise<void>;
+  createContainer(req: CreateContainerRequest): Promise<void>;
+  /** Starts the container's process; returns its guest pid. */
+  startContainer(containerId: string): Promise<{ pid: number }>;
   signalContainer(containerId: string, signal: number): Promise<void>;
   /** Deletes the container and its rootfs; a container that is already gone is not an error. */
   deleteContainer(containerId: string): Promise<void>;
   containerState(containerId: string): Promise<GuestContainerState>;
   execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult>;
   containerStats(containerIds: string[]): Promise<Map<string, GuestContainerStats>>;
-  /** Whole-guest numbers for pod stats (the VM is the pod). */
-  guestStats(): Promise<GuestStats>;
   onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void;
-  onOutputEnd(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr' }) => void): void;
   onExit(listener: (ev: GuestExit) => void): void;
   /** The connection to the agent is gone (VM died, or closed). */
   onClose(listener: (err?: Error) => void): void;
@@ -75,19 +73,18 @@ export interface GuestContainerStats {
   memoryAvailableBytes?: number;
   pageFaults: number;
   majorPageFaults: number;
-  /** Bytes the container's writable layer (tmpfs upper) uses. */
-  writableLayerBytes: number;
-  writableLayerInodes: number;
+  /** Bytes and inodes the container's writable layer uses, when the agent can tell. */
+  writableLayer?: { bytes: number; inodes: number };
   processCount: number;
 }
 
+/** Pod-level numbers: the sum over the pod's containers (the VM is the pod). */
 export interface GuestStats {
   timestampMs: number;
   cpuUsageNanos: bigint;
   memoryWorkingSetBytes: number;
   memoryUsageBytes: number;
   memoryRssBytes: number;
-  memoryAvailableBytes: number;
   pageFaults: number;
   majorPageFaults: number;
   processCount: number;

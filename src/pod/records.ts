@@ -157,6 +157,8 @@ export interface ContainerConfig {
   stdinOnce: boolean;
   tty: boolean;
   resources?: LinuxResources;
+  /** CRI stop_signal (e.g. "SIGQUIT"); the image's StopSignal applies when absent. */
+  stopSignal?: string;
   security: ContainerSecurity;
 }
 

@@ -110,7 +110,6 @@ export class SandboxService {
     const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map() };
     this.ctx.runtimes.set(record.id, rt);
     agent.onOutput((ev) => this.containers.handleOutput(ev));
-    agent.onOutputEnd((ev) => this.containers.handleOutputEnd(ev));
     agent.onExit((ev) => {
       this.containers.recordExit(ev).catch((e) => log.error({ container: ev.containerId, err: messageOf(e) }, 'recording a container exit failed'));
     });

@@ -77,12 +77,30 @@ export class StatsService {
 
   private async sandboxStatsFor(list: SandboxRecord[]): Promise<SandboxStatsView[]> {
     const views = await Promise.all(list.map(async (sandbox): Promise<SandboxStatsView | undefined> => {
-      const rt = this.ctx.runtimes.get(sandbox.id);
-      if (!rt) return undefined;
-      const guest = await rt.agent.guestStats();
+      if (!this.ctx.runtimes.has(sandbox.id)) return undefined;
       const containers = await this.statsFor(this.ctx.index.containersOf(sandbox.id).filter((c) => c.state === 'running'));
+      const guest = sumStats(containers.map((c) => c.stats));
       return { sandbox, guest, usageNanoCores: this.rate(`pod:${sandbox.id}`, guest.timestampMs, guest.cpuUsageNanos), containers };
     }));
     return views.filter((v): v is SandboxStatsView => v !== undefined);
   }
+}
+
+/** A pod's numbers as the sum of its containers' cgroups. */
+export function sumStats(list: GuestContainerStats[]): GuestStats {
+  const sum: GuestStats = {
+    timestampMs: Date.now(), cpuUsageNanos: 0n, memoryWorkingSetBytes: 0, memoryUsageBytes: 0, memoryRssBytes: 0,
+    pageFaults: 0, majorPageFaults: 0, processCount: 0,
+  };
+  for (const s of list) {
+    sum.timestampMs = Math.max(sum.timestampMs, s.timestampMs);
+    sum.cpuUsageNanos += s.cpuUsageNanos;
+    sum.memoryWorkingSetBytes += s.memoryWorkingSetBytes;
+    sum.memoryUsageBytes += s.memoryUsageBytes;
+    sum.memoryRssBytes += s.memoryRssBytes;
+    sum.pageFaults += s.pageFaults;
+    sum.majorPageFaults += s.majorPageFaults;
+    sum.processCount += s.processCount;
+  }
+  return sum;
 }

@@ -18,8 +18,8 @@ export interface ResolvedUser {
   uid: number;
   gid: number;
   additionalGids: number[];
-  /** HOME from the passwd entry, for the environment when the image sets none. */
-  home: string;
+  /** HOME from the passwd entry when there is one; otherwise crun fills it in inside the container. */
+  home?: string;
 }
 
 /** Parses an image's USER: "name", "uid", "uid:gid", "name:group", "uid:group", "name:gid". */
@@ -63,6 +63,11 @@ function parseGroup(text: string): GroupEntry[] {
   return out;
 }
 
+/** Whether resolving needs the image's /etc/passwd and /etc/group (a name is involved). */
+export function needsImageFiles(req: UserRequest): boolean {
+  return req.username !== undefined || req.groupname !== undefined;
+}
+
 /**
  * Resolves a user against the image's /etc/passwd and /etc/group contents
  * ('' when the image has no such file), following runc/containerd: a numeric
@@ -92,5 +97,7 @@ export function resolveUser(req: UserRequest, passwdText: string, groupText: str
   const additional = new Set<number>();
   if (entry) for (const g of groups) if (g.members.includes(entry.name) && g.gid !== gid) additional.add(g.gid);
   for (const g of req.supplementalGroups) if (g !== gid) additional.add(g);
-  return { uid, gid, additionalGids: [...additional].sort((a, b) => a - b), home: entry?.home ?? '/' };
+  const out: ResolvedUser = { uid, gid, additionalGids: [...additional].sort((a, b) => a - b) };
+  if (entry?.home) out.home = entry.home;
+  return out;
 }

@@ -44,8 +44,8 @@ test('users resolve against the image files: names, numeric ids, groups', () => 
   assert.deepEqual(resolveUser({ uid: 1000, groupname: 'staff', supplementalGroups: [7] }, passwd, group),
     { uid: 1000, gid: 50, additionalGids: [7, 10], home: '/home/app' });
   // A uid that is not in passwd runs with gid 0, as runc does.
-  assert.deepEqual(resolveUser({ uid: 4242, supplementalGroups: [] }, passwd, group), { uid: 4242, gid: 0, additionalGids: [], home: '/' });
-  assert.deepEqual(resolveUser({ uid: 0, supplementalGroups: [] }, '', ''), { uid: 0, gid: 0, additionalGids: [], home: '/' });
+  assert.deepEqual(resolveUser({ uid: 4242, supplementalGroups: [] }, passwd, group), { uid: 4242, gid: 0, additionalGids: [] });
+  assert.deepEqual(resolveUser({ uid: 0, supplementalGroups: [] }, '', ''), { uid: 0, gid: 0, additionalGids: [] });
   assert.throws(() => resolveUser({ username: 'nobody', supplementalGroups: [] }, passwd, group), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /nobody/.test(e.message));
   assert.throws(() => resolveUser({ uid: 1, groupname: 'nope', supplementalGroups: [] }, passwd, group), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
 });

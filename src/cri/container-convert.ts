@@ -1,0 +1,112 @@
+import { invalidArgument } from '../errors.js';
+import type { ContainerFilter } from '../pod/filters.js';
+import type { ContainerConfig, ContainerRecord, ContainerState, Mount } from '../pod/records.js';
+import { CRI_CONTAINER_STATE } from '../pod/state-machine.js';
+import type { Container } from './generated/runtime/v1/Container.js';
+import type { ContainerConfig__Output } from './generated/runtime/v1/ContainerConfig.js';
+import type { ContainerFilter__Output } from './generated/runtime/v1/ContainerFilter.js';
+import type { ContainerStatsFilter__Output } from './generated/runtime/v1/ContainerStatsFilter.js';
+import type { ContainerStatus } from './generated/runtime/v1/ContainerStatus.js';
+import { int, namespaceOptionsFromCri, resourcesFromCri } from './sandbox-convert.js';
+
+const PROPAGATIONS = ['PRIVATE', 'HOST_TO_CONTAINER', 'BIDIRECTIONAL'] as const;
+const PROPAGATION_NAMES: Record<string, Mount['propagation']> = {
+  PROPAGATION_PRIVATE: 'PRIVATE', PROPAGATION_HOST_TO_CONTAINER: 'HOST_TO_CONTAINER', PROPAGATION_BIDIRECTIONAL: 'BIDIRECTIONAL',
+};
+
+export function containerConfigFromCri(c: ContainerConfig__Output | null | undefined): ContainerConfig {
+  if (!c) throw invalidArgument('the request has no container config');
+  if (!c.metadata) throw invalidArgument('the container config has no metadata');
+  if (!c.image?.image) throw invalidArgument('the container config names no image');
+  const sec = c.linux?.security_context;
+  return {
+    metadata: { name: c.metadata.name, attempt: c.metadata.attempt },
+    image: c.image.image,
+    command: c.command,
+    args: c.args,
+    workingDir: c.working_dir,
+    envs: c.envs.map((e) => ({ key: e.key, value: e.value })),
+    mounts: c.mounts.map((m) => ({
+      containerPath: m.container_path,
+      hostPath: m.host_path,
+      readonly: m.readonly,
+      selinuxRelabel: m.selinux_relabel,
+      propagation: typeof m.propagation === 'number' ? PROPAGATIONS[m.propagation] ?? 'PRIVATE' : PROPAGATION_NAMES[m.propagation] ?? 'PRIVATE',
+    })),
+    devices: [...c.devices, ...c.CDI_devices.map((d) => ({ container_path: d.name, host_path: d.name, permissions: '' }))].map((d) => ({
+      containerPath: d.container_path, hostPath: d.host_path, permissions: d.permissions,
+    })),
+    labels: c.labels,
+    annotations: c.annotations,
+    logPath: c.log_path,
+    stdin: c.stdin,
+    stdinOnce: c.stdin_once,
+    tty: c.tty,
+    ...(c.linux?.resources ? { resources: resourcesFromCri(c.linux.resources) } : {}),
+    ...(c.stop_signal && c.stop_signal !== 'RUNTIME_DEFAULT' ? { stopSignal: String(c.stop_signal) } : {}),
+    security: {
+      privileged: sec?.privileged ?? false,
+      readonlyRootfs: sec?.readonly_rootfs ?? false,
+      ...(sec?.run_as_user ? { runAsUser: int(sec.run_as_user.value, 'run_as_user') } : {}),
+      ...(sec?.run_as_group ? { runAsGroup: int(sec.run_as_group.value, 'run_as_group') } : {}),
+      runAsUsername: sec?.run_as_username ?? '',
+      supplementalGroups: (sec?.supplemental_groups ?? []).map((g) => int(g, 'supplemental_groups')),
+      addCapabilities: sec?.capabilities?.add_capabilities ?? [],
+      dropCapabilities: sec?.capabilities?.drop_capabilities ?? [],
+      noNewPrivs: sec?.no_new_privs ?? false,
+      // kubelet sends the lists only when it means them (it also sends empty lists for "unmasked" /proc).
+      ...(sec && (sec.masked_paths.length > 0 || sec.readonly_paths.length > 0)
+        ? { maskedPaths: sec.masked_paths, readonlyPaths: sec.readonly_paths } : {}),
+      namespaceOptions: namespaceOptionsFromCri(sec?.namespace_options),
+    },
+  };
+}
+
+const STATES: Record<string, ContainerState> = {
+  CONTAINER_CREATED: 'created', CONTAINER_RUNNING: 'running', CONTAINER_EXITED: 'exited', CONTAINER_UNKNOWN: 'unknown',
+};
+const STATE_BY_NUMBER: ContainerState[] = ['created', 'running', 'exited', 'unknown'];
+
+export function containerFilterFromCri(f: ContainerFilter__Output | ContainerStatsFilter__Output | null | undefined): ContainerFilter {
+  if (!f) return {};
+  let state: ContainerState | undefined;
+  if ('state' in f && f.state) state = typeof f.state.state === 'number' ? STATE_BY_NUMBER[f.state.state] : STATES[f.state.state];
+  return { id: f.id, podSandboxId: f.pod_sandbox_id, state, labelSelector: f.label_selector };
+}
+
+export function containerToCri(r: ContainerRecord): Container {
+  return {
+    id: r.id,
+    pod_sandbox_id: r.sandboxId,
+    metadata: { name: r.config.metadata.name, attempt: r.config.metadata.attempt },
+    // As containerd: the image as asked for, and the image id as image_ref.
+    image: { image: r.config.image, user_specified_image: r.config.image },
+    image_ref: r.imageId,
+    image_id: r.imageId,
+    state: CRI_CONTAINER_STATE[r.state] as Container['state'],
+    created_at: r.createdAt,
+    labels: r.config.labels,
+    annotations: r.config.annotations,
+  };
+}
+
+export function containerStatusToCri(r: ContainerRecord): ContainerStatus {
+  return {
+    id: r.id,
+    metadata: { name: r.config.metadata.name, attempt: r.config.metadata.attempt },
+    state: CRI_CONTAINER_STATE[r.state] as ContainerStatus['state'],
+    created_at: r.createdAt,
+    started_at: r.startedAt ?? '0',
+    finished_at: r.finishedAt ?? '0',
+    exit_code: r.exitCode ?? 0,
+    image: { image: r.config.image, user_specified_image: r.config.image },
+    image_ref: r.imageRef,
+    image_id: r.imageId,
+    reason: r.reason ?? '',
+    message: r.message ?? '',
+    labels: r.config.labels,
+    annotations: r.config.annotations,
+    mounts: [],
+    log_path: r.logFile,
+  };
+}

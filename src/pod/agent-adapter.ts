@@ -1,0 +1,193 @@
+import { randomBytes } from 'node:crypto';
+import { AgentClient, type ProcessExit, type ProcessOutput } from '../agent-client/index.js';
+import { isPodvisorError, messageOf, unimplemented } from '../errors.js';
+import { logger } from '../log.js';
+import type { AgentConnector } from './pod-context.js';
+import type {
+  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit,
+} from './guest-agent.js';
+import type { SandboxFiles } from './oci-spec.js';
+import type { DnsConfig } from './records.js';
+
+const log = logger('pod-agent');
+
+/** Guest paths podvisor chooses for its mounts (under the guest's private /run). */
+const IMAGES_DIR = '/run/podvisor/images';
+const CONTAINERS_DIR = '/run/podvisor/containers';
+
+/**
+ * The pod module's GuestAgent on top of the agent API client: picks guest
+ * paths, turns container output and exits into pod events, and builds the
+ * composite operations (overlay + create, delete + unmount, exec + collect).
+ */
+export class AgentAdapter implements GuestAgent {
+  private readonly execWaiters = new Map<string, (exit: ProcessExit) => void>();
+  private readonly execOutput = new Map<string, { stdout: Buffer[]; stderr: Buffer[] }>();
+
+  constructor(private readonly client: AgentClient) {
+    client.on('output', (o) => this.routeExecOutput(o));
+    client.on('exit', (e) => {
+      if (e.execId) this.execWaiters.get(execKey(e.containerId, e.execId))?.(e);
+    });
+    client.on('log', (l) => log.debug({ source: l.source, level: l.level, message: l.message }, 'guest log'));
+  }
+
+  async setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string> }): Promise<SandboxFiles> {
+    await this.client.setupSandbox({
+      hostname: req.hostname,
+      ...(req.dns ? { dns: req.dns } : {}),
+      // The pod's own name resolves to itself, as in any pod's /etc/hosts.
+      hosts: [{ ip: '127.0.0.1', names: [req.hostname] }],
+      sysctls: req.sysctls,
+      clockUnixNanos: Date.now() * 1e6,
+      entropy: randomBytes(32),
+    });
+    const hasDns = !!req.dns && (req.dns.servers.length > 0 || req.dns.searches.length > 0 || req.dns.options.length > 0);
+    return { hostname: '/etc/hostname', hosts: '/etc/hosts', ...(hasDns ? { resolvConf: '/etc/resolv.conf' } : {}) };
+  }
+
+  async mountImage(req: { imageId: string; serial: string }): Promise<{ mountPoint: string }> {
+    const mountPoint = `${IMAGES_DIR}/${req.imageId.replace(/^sha256:/, '').slice(0, 32)}`;
+    await this.client.mountDisk({ serial: req.serial, mountPoint, fsType: 'erofs' });
+    return { mountPoint };
+  }
+
+  async readImageFile(): Promise<string | undefined> {
+    throw unimplemented('user and group names need the image\'s /etc/passwd and /etc/group, and the agent API has no call to read ' +
+      'a file from an image yet; give a numeric run_as_user / image USER for now');
+  }
+
+  containerRootfs(containerId: string): string {
+    return `${CONTAINERS_DIR}/${containerId}/rootfs`;
+  }
+
+  async createContainer(req: CreateContainerRequest): Promise<void> {
+    const target = this.containerRootfs(req.containerId);
+    await this.client.mountOverlay({ lowerDirs: [req.imageMountPoint], target });
+    try {
+      await this.client.createContainer({
+        containerId: req.containerId,
+        ociSpecJson: Buffer.from(JSON.stringify(req.spec)),
+        stdin: req.stdin,
+      });
+    } catch (e) {
+      await this.client.unmount({ path: target, removeDir: true }).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async startContainer(containerId: string): Promise<{ pid: number }> {
+    return { pid: await this.client.startContainer(containerId) };
+  }
+
+  signalContainer(containerId: string, signal: number): Promise<void> {
+    return this.client.signalProcess({ containerId, signal });
+  }
+
+  async deleteContainer(containerId: string): Promise<void> {
+    await this.client.deleteContainer({ containerId, force: true });
+    await this.client.unmount({ path: this.containerRootfs(containerId), removeDir: true });
+  }
+
+  async containerState(containerId: string): Promise<GuestContainerState> {
+    const { containers } = await this.client.listContainers();
+    const info = containers.find((c) => c.containerId === containerId);
+    if (!info) return { status: 'missing' };
+    if (info.state === 'created' || info.state === 'running') return { status: info.state, pid: info.pid };
+    const exit = await this.client.waitProcess({ containerId });
+    return { status: 'exited', exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAtMs: exit.exitedAtUnixNanos / 1e6 || undefined };
+  }
+
+  async execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult> {
+    const execId = `sync-${randomBytes(8).toString('hex')}`;
+    const key = execKey(req.containerId, execId);
+    const output = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    this.execOutput.set(key, output);
+    // The exit event comes after the process's last output on the same stream, so waiting for it collects everything.
+    const exited = new Promise<ProcessExit>((resolve) => this.execWaiters.set(key, resolve));
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await this.client.execProcess({ containerId: req.containerId, execId, args: req.argv });
+      const timeout = req.timeoutMs > 0
+        ? new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), req.timeoutMs); })
+        : new Promise<never>(() => undefined);
+      const result = await Promise.race([exited, timeout]);
+      if (result === 'timeout') {
+        await this.client.signalProcess({ containerId: req.containerId, execId, signal: 9 }).catch(() => undefined);
+        return { stdout: Buffer.concat(output.stdout), stderr: Buffer.concat(output.stderr), exitCode: -1, timedOut: true };
+      }
+      return { stdout: Buffer.concat(output.stdout), stderr: Buffer.concat(output.stderr), exitCode: result.exitCode, timedOut: false };
+    } finally {
+      clearTimeout(timer);
+      this.execWaiters.delete(key);
+      this.execOutput.delete(key);
+    }
+  }
+
+  async containerStats(containerIds: string[]): Promise<Map<string, GuestContainerStats>> {
+    const out = new Map<string, GuestContainerStats>();
+    await Promise.all(containerIds.map(async (id) => {
+      try {
+        const s = await this.client.containerStats(id);
+        out.set(id, {
+          timestampMs: s.timestampUnixNanos / 1e6,
+          cpuUsageNanos: BigInt(s.cpu.usageUsec) * 1000n,
+          memoryWorkingSetBytes: s.memory.workingSetBytes,
+          memoryUsageBytes: s.memory.currentBytes,
+          memoryRssBytes: s.memory.anonBytes,
+          ...(s.memory.limitBytes > 0 ? { memoryAvailableBytes: Math.max(0, s.memory.limitBytes - s.memory.workingSetBytes) } : {}),
+          // cgroup v2 memory.stat pgfault/pgmajfault are not in the agent's answer yet.
+          pageFaults: 0,
+          majorPageFaults: 0,
+          processCount: s.pids.current,
+        });
+      } catch (e) {
+        // A container that exited between listing and asking has no stats; that is not an error for a list.
+        if (!isPodvisorError(e)) log.warn({ container: id, err: messageOf(e) }, 'container stats failed');
+      }
+    }));
+    return out;
+  }
+
+  onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void {
+    this.client.on('output', (o) => {
+      if (!o.execId) listener({ containerId: o.containerId, stream: o.stream === 'STDERR' ? 'stderr' : 'stdout', data: o.data });
+    });
+  }
+
+  onExit(listener: (ev: GuestExit) => void): void {
+    this.client.on('exit', (e) => {
+      if (!e.execId) {
+        listener({ containerId: e.containerId, exitCode: e.exitCode, oomKilled: e.oomKilled, exitedAtMs: e.exitedAtUnixNanos / 1e6 || undefined });
+      }
+    });
+  }
+
+  onClose(listener: (err?: Error) => void): void {
+    this.client.on('disconnect', (reason) => listener(new Error(reason)));
+  }
+
+  shutdown(): Promise<void> {
+    return this.client.shutdown();
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private routeExecOutput(o: ProcessOutput): void {
+    if (!o.execId) return;
+    const sink = this.execOutput.get(execKey(o.containerId, o.execId));
+    if (sink) (o.stream === 'STDERR' ? sink.stderr : sink.stdout).push(Buffer.from(o.data));
+  }
+}
+
+function execKey(containerId: string, execId: string): string {
+  return `${containerId}/${execId}`;
+}
+
+/** The connector podvisord uses: the real agent client, wrapped. */
+export const connectAgent: AgentConnector = async (socketPath, deadline) => {
+  const client = await AgentClient.connect(socketPath, { deadlineMs: Math.max(1000, deadline - Date.now()) });
+  return new AgentAdapter(client);
+};
