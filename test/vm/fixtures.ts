@@ -1,5 +1,5 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { locateGuestImage } from '../../src/vm/guest-image.js';
 import { withProfileDefaults, type VmProfile } from '../../src/vm/profile.js';
 
 /**
@@ -7,20 +7,13 @@ import { withProfileDefaults, type VmProfile } from '../../src/vm/profile.js';
  * scratch root for run directories, and a scan for QEMU processes left behind.
  */
 
-export function guestDir(): string {
-  return resolve(process.env.PODVISOR_GUEST_DIR ?? 'out/guest');
-}
-
+/** A profile for the built guest image (hack/build-guest-image; PODVISOR_GUEST_DIR elsewhere). */
 export function guestProfile(overrides: Partial<VmProfile> = {}): VmProfile {
-  const dir = guestDir();
-  const kernel = join(dir, 'vmlinux');
-  if (!existsSync(kernel)) {
-    throw new Error(`no guest kernel at ${kernel}: run hack/build-guest-image first (or set PODVISOR_GUEST_DIR)`);
-  }
+  const image = locateGuestImage();
   return withProfileDefaults({
-    kernel,
-    initrd: join(dir, 'initrd.img'),
-    systemDisk: join(dir, 'system.erofs'),
+    kernel: image.kernel,
+    initrd: image.initrd,
+    systemDisk: image.systemDisk,
     memoryMiB: 512,
     ...overrides,
   });
