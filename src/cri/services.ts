@@ -1,5 +1,7 @@
 import type { PodvisorConfig } from '../config/config.js';
 import type { RuntimeInfo } from '../daemon/runtime-info.js';
+import type { ImageService } from '../image/image-service.js';
+import type { PodServices } from '../pod/pod-services.js';
 
 /**
  * The domain services CRI handlers call. Handlers get this object and nothing
@@ -9,6 +11,10 @@ import type { RuntimeInfo } from '../daemon/runtime-info.js';
 export interface CriServices {
   config: PodvisorConfig;
   runtime: RuntimeInfo;
+  /** The node's images (pull, status, erofs disks). */
+  images: ImageService;
+  /** Pod sandboxes and their containers. */
+  pods: PodServices;
   /** Aborted when the daemon shuts down, so long-lived streams can end. */
   shutdown: AbortSignal;
 }

@@ -3,6 +3,10 @@ import type { PodvisorConfig } from '../config/config.js';
 import { startCriServer } from '../cri/server.js';
 import type { CriServices } from '../cri/services.js';
 import { RuntimeInfo } from './runtime-info.js';
+import { ImageService } from '../image/image-service.js';
+import { connectAgent } from '../pod/agent-adapter.js';
+import { podImages } from '../pod/image-adapter.js';
+import { createPodServices, podDirs } from '../pod/pod-services.js';
 
 export interface Daemon {
   services: CriServices;
@@ -13,9 +17,20 @@ export interface Daemon {
 /** Builds the domain services and serves them over the CRI socket. */
 export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
   const shutdown = new AbortController();
+  const images = new ImageService({ root: config.root, registry: config.registry, maxUnpackedBytes: config.images.maxUnpackedBytes });
+  await images.init();
+  const dirs = podDirs(config.root, config.state);
+  const pods = await createPodServices({
+    recordsDir: dirs.recordsDir,
+    settings: { vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: 120_000 },
+    images: podImages(images),
+    connectAgent,
+  });
   const services: CriServices = {
     config,
     runtime: new RuntimeInfo(config),
+    images,
+    pods,
     shutdown: shutdown.signal,
   };
   const server = await startCriServer(services, config.listen);
@@ -24,6 +39,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     async stop() {
       shutdown.abort(); // lets event streams end so in-flight calls can drain
       await server.close();
+      await pods.detach();
       rmSync(config.listen, { force: true });
     },
   };

@@ -1,0 +1,101 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ImageService } from '../../src/image/image-service.js';
+import { startDaemon, unary, type DaemonOptions, type RunningDaemon } from '../helpers/daemon.js';
+import { pushTestImages, startRegistry, type TestRegistry } from '../helpers/registry.js';
+
+/**
+ * A real podvisord on a temp socket, with a real registry holding the test
+ * images, for the pod end-to-end tests. The daemon can be killed and started
+ * again on the same folders (restart tests).
+ */
+export interface PodTestEnv {
+  registry: TestRegistry;
+  dir: string;
+  daemon: RunningDaemon;
+  /** `127.0.0.1:PORT/podvisor-test/busybox:latest` */
+  busybox: string;
+  /** Pulls an image into the daemon's store. */
+  pull(ref: string): Promise<string>;
+  /** SIGKILLs podvisord (VMs keep running) and starts a new one on the same folders. */
+  restartHard(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+export function daemonConfig(registryHost: string): string {
+  return `[registry]\ninsecure = ["${registryHost}"]\n`;
+}
+
+export async function startPodTestEnv(opts: DaemonOptions = {}): Promise<PodTestEnv> {
+  const registry = await startRegistry();
+  let dir: string | undefined;
+  try {
+    await pushTestImages(registry);
+    dir = mkdtempSync(join(tmpdir(), 'pvp-'));
+    const daemonOpts: DaemonOptions = { config: daemonConfig(registry.host), logLevel: 'info', ...opts, dir };
+    const env: PodTestEnv = {
+      registry,
+      dir,
+      daemon: await startDaemon(daemonOpts),
+      busybox: `${registry.host}/podvisor-test/busybox:latest`,
+      async pull(ref) {
+        try {
+          const res = await unary(env.daemon.client.image, 'PullImage', { image: { image: ref } });
+          return res.image_ref;
+        } catch (e) {
+          if ((e as { code?: number }).code !== 12) throw e; // UNIMPLEMENTED: pull with the store directly
+          const images = new ImageService({ root: env.daemon.root, registry: { mirrors: {}, insecure: [registry.host] } });
+          await images.init();
+          return images.pull(ref);
+        }
+      },
+      async restartHard() {
+        env.daemon.client.close();
+        await env.daemon.stop('SIGKILL');
+        env.daemon = await startDaemon(daemonOpts);
+      },
+      async dispose() {
+        // Pods outlive podvisord on purpose, so remove them through the CRI first, then make sure no VM is left.
+        try {
+          const { items } = await unary(env.daemon.client.runtime, 'ListPodSandbox', {});
+          for (const s of items) await unary(env.daemon.client.runtime, 'RemovePodSandbox', { pod_sandbox_id: s.id });
+        } catch {
+          /* the daemon may be gone; the pidfiles below catch what is left */
+        }
+        await env.daemon.dispose();
+        killLeftoverVms(join(dir!, 'state', 'vms'));
+        await registry.stop();
+        rmSync(dir!, { recursive: true, force: true });
+      },
+    };
+    return env;
+  } catch (e) {
+    await registry.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Kills QEMU processes whose pidfiles are under `vmsDir` (only VMs this test started). */
+export function killLeftoverVms(vmsDir: string): number {
+  let killed = 0;
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(vmsDir);
+  } catch {
+    return 0;
+  }
+  for (const id of entries) {
+    try {
+      const pid = Number(readFileSync(join(vmsDir, id, 'qemu.pid'), 'utf8').trim());
+      if (pid > 0) {
+        process.kill(pid, 'SIGKILL');
+        killed++;
+      }
+    } catch {
+      /* no pidfile or already gone */
+    }
+  }
+  return killed;
+}
