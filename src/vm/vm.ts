@@ -1,21 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, openSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  alreadyExists, deadlineExceeded, failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound,
-} from '../errors.js';
+import { deadlineExceeded, failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound } from '../errors.js';
 import { logger, type Logger } from '../log.js';
+import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
-import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
-import { isProcessAlive, readCmdline, readProcStat } from './proc.js';
+import { isProcessAlive, readProcStat } from './proc.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
 import type { QmpEvent, RunState } from './qmp-types.js';
-import { runDirPaths, transientFiles, type RunDirPaths } from './run-dir.js';
+import { looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
 
 /**
  * One QEMU process per sandbox. QEMU runs in its own session, detached from podvisord, so
@@ -438,51 +436,6 @@ function checkReadable(what: string, path: string): void {
   }
 }
 
-/** Makes the run directory (0700) and refuses one that a live VM still uses. Returns whether it was created. */
-function prepareRunDir(paths: RunDirPaths): boolean {
-  const created = !existsSync(paths.dir);
-  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
-  chmodSync(paths.dir, 0o700);
-  const pid = readPidFile(paths.pidFile);
-  if (pid !== undefined && isProcessAlive(pid) && looksLikeOurQemu(pid, paths)) {
-    throw alreadyExists(`a VM (QEMU pid ${pid}) is already running in ${paths.dir}`);
-  }
-  // Leftovers of a VM that died while nobody watched.
-  removeRunFiles(paths, { keepLogs: true, removeDir: false });
-  return created;
-}
-
-function readPidFile(path: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The pid is a QEMU whose QMP socket is this run directory's: not a recycled pid. */
-function looksLikeOurQemu(pid: number, paths: RunDirPaths): boolean {
-  const argv = readCmdline(pid);
-  if (!argv || argv.length === 0) return false;
-  return basename(argv[0]).startsWith('qemu-system') && argv.some((a) => a.includes(`path=${paths.qmpSocket}`));
-}
-
-function removeRunFiles(paths: RunDirPaths, opts: { keepLogs: boolean; removeDir: boolean }): void {
-  const files = opts.keepLogs ? transientFiles(paths) : [...transientFiles(paths), paths.consoleLog, paths.qemuLog];
-  for (const f of files) rmSync(f, { force: true });
-  if (opts.removeDir) {
-    rmSync(paths.dir, { recursive: true, force: true });
-  } else if (!opts.keepLogs) {
-    // Only remove a directory we emptied; never someone else's files.
-    try {
-      if (readdirSync(paths.dir).length === 0) rmdirSync(paths.dir);
-    } catch {
-      /* already gone */
-    }
-  }
-}
-
 async function killChild(child: ChildProcess, exited: unknown): Promise<void> {
   if (exited || child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
   const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -496,16 +449,6 @@ async function killChild(child: ChildProcess, exited: unknown): Promise<void> {
 
 function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
-}
-
-/** The last lines of a log file, for error messages. */
-function tail(path: string, maxChars = 600): string {
-  try {
-    const text = readFileSync(path, 'utf8').trim();
-    return text.length > maxChars ? `…${text.slice(-maxChars)}` : text;
-  } catch {
-    return '';
-  }
 }
 
 function consoleShowsPanic(path: string): boolean {
