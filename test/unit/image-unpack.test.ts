@@ -5,29 +5,14 @@ import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { pack as tarPack, type Headers } from 'tar-stream';
+import { pack as tarPack } from 'tar-stream';
+import { tarOf, type Entry } from '../helpers/tar.js';
 import { isPodvisorError } from '../../src/errors.js';
 import { sha256Digest } from '../../src/image/digest.js';
 import { unpackLayers, UnpackBudget, type LayerSource } from '../../src/image/unpack.js';
 
 const work = mkdtempSync(join(tmpdir(), 'podvisor-unpack-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-type Entry = Partial<Headers> & { name: string; body?: string };
-
-/** A tar stream built in memory with tar-stream's packer. */
-async function tarOf(entries: Entry[]): Promise<Buffer> {
-  const p = tarPack();
-  const chunks: Buffer[] = [];
-  p.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => p.on('end', r));
-  for (const { body, ...header } of entries) {
-    await new Promise<void>((resolve, reject) => p.entry(header as Headers, body ?? '', (e) => (e ? reject(e) : resolve())));
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 function asAsync(data: Buffer): () => AsyncIterable<Uint8Array> {
   return async function* () { yield data; };
@@ -162,7 +147,7 @@ test('a file that claims more than the limit is refused before its data is read'
   // a header that says 1 TiB: tar-stream would wait for the bytes; the budget refuses at the header
   const p = tarPack();
   const chunks: Buffer[] = [];
-  p.on('data', (c: Buffer) => chunks.push(c));
+  p.on('data', (c: unknown) => chunks.push(c as Buffer));
   const entry = p.entry({ name: 'huge', size: 2 ** 40 });
   entry.write(Buffer.alloc(1024));
   await new Promise((r) => setTimeout(r, 20));
