@@ -1,5 +1,6 @@
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   deadlineExceeded, failedPrecondition, messageOf, notFound, permissionDenied, PodvisorError,
@@ -265,8 +266,9 @@ export class RegistryClient {
     }
     const scope = params.scope ?? `repository:${this.opts.repository}:pull`;
     const creds = this.opts.credentials;
-    const who = creds?.kind === 'basic' ? `basic:${creds.username}` : creds?.kind === 'identity' ? `identity:${creds.username}` : 'anonymous';
-    const key = JSON.stringify([realm, params.service ?? '', scope, who]);
+    const who = creds?.kind === 'basic' || creds?.kind === 'identity' ? 'credentials' : 'anonymous';
+    // tokens are cached per secret (hashed, never kept in clear): other credentials never reuse them
+    const key = JSON.stringify([realm, params.service ?? '', scope, credentialKey(creds)]);
     const cached = RegistryClient.tokens.get(key);
     if (cached && cached.expiresAt > Date.now()) return cached.authorization;
 
@@ -323,6 +325,12 @@ export class RegistryClient {
       req.end(form);
     });
   }
+}
+
+function credentialKey(creds: Credentials | undefined): string {
+  if (!creds) return 'anonymous';
+  const secret = creds.kind === 'basic' ? `${creds.username}\0${creds.password}` : creds.kind === 'identity' ? `${creds.username}\0${creds.refreshToken}` : creds.token;
+  return `${creds.kind}:${createHash('sha256').update(secret).digest('hex')}`;
 }
 
 function isTransient(e: unknown): boolean {
