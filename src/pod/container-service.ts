@@ -35,6 +35,8 @@ export function exitReason(exitCode: number, oomKilled: boolean): string {
 export class ContainerService {
   /** Containers between the StartContainer call and the agent's answer, whose exit may arrive first. */
   private readonly starting = new Map<string, GuestExit | null>();
+  /** Containers whose exit is being recorded (their log is being flushed). */
+  private readonly exiting = new Set<string>();
 
   constructor(private readonly ctx: PodContext) {}
 
@@ -203,8 +205,12 @@ export class ContainerService {
 
   // ---------------------------------------------------------------- exits
 
-  /** The agent says a container's process ended. */
-  async recordExit(exit: GuestExit): Promise<void> {
+  /**
+   * The agent says a container's process ended. `live` exits are stamped with
+   * the host's clock when they arrive; an exit found during recovery happened
+   * while nobody listened, so the guest's own time is the better guess.
+   */
+  async recordExit(exit: GuestExit, live = true): Promise<void> {
     if (this.starting.has(exit.containerId)) {
       // StartContainer has not returned yet: finish the start first, then record the exit.
       this.starting.set(exit.containerId, exit);
@@ -212,24 +218,29 @@ export class ContainerService {
     }
     const c = this.ctx.index.findContainer(exit.containerId);
     if (!c || c.id !== exit.containerId || c.state === 'exited') return;
-    const finishedAt = exit.exitedAtMs ? (BigInt(Math.round(exit.exitedAtMs * 1000)) * 1000n).toString() : nowNanos();
-    await this.markExited(c, { exitCode: exit.exitCode, reason: exitReason(exit.exitCode, exit.oomKilled), finishedAt });
+    await this.markExited(c, { exitCode: exit.exitCode, reason: exitReason(exit.exitCode, exit.oomKilled), finishedAt: finishedTime(c, exit, live) });
   }
 
   /** Moves a container to EXITED (from an agent exit, a VM death, or recovery), persists it and tells everyone. */
   async markExited(c: ContainerRecord, how: { exitCode: number; reason: string; message?: string; finishedAt?: Nanos }): Promise<void> {
-    if (c.state === 'exited') return;
-    c.state = 'exited';
-    c.exitCode = how.exitCode;
-    c.reason = how.reason;
-    if (how.message) c.message = how.message;
-    c.finishedAt = how.finishedAt ?? nowNanos();
-    // A container that never started has no start time; kubelet expects finished >= started.
-    c.guestPid = undefined;
-    const w = this.ctx.logWriters.get(c.id);
-    if (w) {
-      w.endStream('stdout');
-      w.endStream('stderr');
+    if (c.state === 'exited' || this.exiting.has(c.id)) return;
+    this.exiting.add(c.id);
+    try {
+      // The agent sends a process's last output before its exit: once the log has it, EXITED means the log is complete.
+      const w = this.ctx.logWriters.get(c.id);
+      if (w) {
+        w.endStream('stdout');
+        w.endStream('stderr');
+        await w.flush().catch(() => undefined);
+      }
+      c.state = 'exited';
+      c.exitCode = how.exitCode;
+      c.reason = how.reason;
+      if (how.message) c.message = how.message;
+      c.finishedAt = how.finishedAt ?? nowNanos();
+      c.guestPid = undefined;
+    } finally {
+      this.exiting.delete(c.id);
     }
     try {
       await this.ctx.store.saveContainer(c);
@@ -370,4 +381,16 @@ export function containerLogFile(sandbox: SandboxRecord, config: ContainerConfig
     throw invalidArgument(`log path "${config.logPath}" with sandbox log_directory "${sandbox.config.logDirectory}" is not an absolute path`);
   }
   return path;
+}
+
+/**
+ * The guest clock is set from the host's to the second only, so a guest
+ * timestamp may fall before the container's recorded start; never report a
+ * finish before the start.
+ */
+function finishedTime(c: ContainerRecord, exit: GuestExit, live: boolean): Nanos {
+  if (live || !exit.exitedAtMs) return nowNanos();
+  const guest = BigInt(Math.round(exit.exitedAtMs * 1000)) * 1000n;
+  const floor = BigInt(c.startedAt ?? c.createdAt);
+  return (guest > floor ? guest : floor).toString();
 }

@@ -63,7 +63,7 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
         if (c.state === 'exited') continue;
         const st = await rt.agent.containerState(c.id);
         if (st.status === 'exited') {
-          await containers.recordExit({ containerId: c.id, exitCode: st.exitCode, oomKilled: st.oomKilled, exitedAtMs: st.exitedAtMs });
+          await containers.recordExit({ containerId: c.id, exitCode: st.exitCode, oomKilled: st.oomKilled, exitedAtMs: st.exitedAtMs }, false);
         } else if (st.status === 'missing') {
           await containers.markExited(c, { exitCode: 255, reason: 'Error', message: 'the agent did not know this container after podvisord restarted' });
         } else if (st.status === 'running' && c.state !== 'running') {

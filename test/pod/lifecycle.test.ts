@@ -1,0 +1,289 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { unary } from '../helpers/daemon.js';
+import { startPodTestEnv, type PodTestEnv } from './env.js';
+import {
+  containerConfig, containerState, readCriLog, rejectsWith, runToExit, sandboxConfig, waitContainerState, waitFor,
+} from './cri.js';
+import type { ContainerEventResponse__Output } from '../../src/cri/generated/runtime/v1/ContainerEventResponse.js';
+
+/**
+ * The pod and container lifecycle through the real CRI socket: one podvisord,
+ * one real registry, and one sandbox VM shared by the tests in this file.
+ */
+describe('pod and container lifecycle', () => {
+  let env: PodTestEnv;
+  let sandboxId: string;
+  let sandboxCfg: ReturnType<typeof sandboxConfig>;
+  let logDir: string;
+  const rt = () => env.daemon.client.runtime;
+
+  before(async () => {
+    env = await startPodTestEnv();
+    await env.pull(env.busybox);
+    logDir = join(env.dir, 'logs', 'web');
+    sandboxCfg = sandboxConfig('web', logDir, {
+      dns_config: { servers: ['10.96.0.10'], searches: ['e2e.svc.cluster.local'], options: ['ndots:5'] },
+      linux: { sysctls: { 'net.ipv4.ip_unprivileged_port_start': '80' } },
+    });
+    sandboxId = (await unary(rt(), 'RunPodSandbox', { config: sandboxCfg })).pod_sandbox_id;
+  });
+
+  after(async () => {
+    await env?.dispose();
+  });
+
+  test('the sandbox is READY with its metadata, and verbose status names the VM', async () => {
+    assert.match(sandboxId, /^[0-9a-f]{64}$/);
+    const res = await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId.slice(0, 12), verbose: true });
+    const st = res.status!;
+    assert.equal(st.id, sandboxId);
+    assert.equal(st.state, 'SANDBOX_READY');
+    assert.deepEqual(st.metadata, { name: 'web', namespace: 'e2e', uid: 'uid-web', attempt: 0 });
+    assert.deepEqual(st.labels, { app: 'web' });
+    assert.equal(st.runtime_handler, '');
+    assert.ok(BigInt(st.created_at) > 0n);
+    assert.equal(st.network!.ip, '', 'loopback only: no pod IP yet');
+    const info = JSON.parse(res.info.info!);
+    assert.ok(Number.isInteger(info.vm.pid) && info.vm.pid > 0);
+    assert.ok(existsSync(`/proc/${info.vm.pid}`), 'the QEMU process exists');
+    assert.match(info.vm.accelerator, /^(tcg|kvm)$/);
+    assert.match(info.network.note, /loopback/);
+  });
+
+  test('ListPodSandbox filters by id prefix, state and labels', async () => {
+    const all = (await unary(rt(), 'ListPodSandbox', {})).items;
+    assert.ok(all.some((s) => s.id === sandboxId));
+    const byId = (await unary(rt(), 'ListPodSandbox', { filter: { id: sandboxId.slice(0, 10) } })).items;
+    assert.deepEqual(byId.map((s) => s.id), [sandboxId]);
+    const ready = (await unary(rt(), 'ListPodSandbox', { filter: { state: { state: 'SANDBOX_READY' } } })).items;
+    assert.ok(ready.some((s) => s.id === sandboxId));
+    const notReady = (await unary(rt(), 'ListPodSandbox', { filter: { state: { state: 'SANDBOX_NOTREADY' } } })).items;
+    assert.ok(!notReady.some((s) => s.id === sandboxId));
+    assert.deepEqual((await unary(rt(), 'ListPodSandbox', { filter: { label_selector: { app: 'nope' } } })).items, []);
+    assert.equal((await unary(rt(), 'ListPodSandbox', { filter: { label_selector: { app: 'web' } } })).items[0]?.id, sandboxId);
+  });
+
+  test('a duplicate sandbox name is AlreadyExists and boots no second VM', async () => {
+    await rejectsWith(unary(rt(), 'RunPodSandbox', { config: sandboxCfg }), 'ALREADY_EXISTS', new RegExp(sandboxId));
+    const same = (await unary(rt(), 'ListPodSandbox', { filter: { label_selector: { app: 'web' } } })).items;
+    assert.equal(same.length, 1);
+  });
+
+  test('what a VM cannot do, and unknown handlers, are refused with a reason', async () => {
+    await rejectsWith(unary(rt(), 'RunPodSandbox', { config: sandboxConfig('x', logDir), runtime_handler: 'gvisor' }), 'INVALID_ARGUMENT', /unknown runtime handler "gvisor"/);
+    const hostNet = sandboxConfig('hostnet', logDir, { linux: { security_context: { namespace_options: { network: 'NODE' } } } });
+    await rejectsWith(unary(rt(), 'RunPodSandbox', { config: hostNet }), 'INVALID_ARGUMENT', /hostNetwork.*own VM/);
+    await rejectsWith(unary(rt(), 'RunPodSandbox', { config: { metadata: { name: 'x' } } }), 'INVALID_ARGUMENT', /namespace/);
+  });
+
+  test('CreateContainer with an image that is not on the node is NotFound', async () => {
+    await rejectsWith(unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('missing', `${env.registry.host}/podvisor-test/nothing:here`, ['true']),
+    }), 'NOT_FOUND', /not present on this node/);
+    await rejectsWith(unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: 'f'.repeat(64), sandbox_config: sandboxCfg, config: containerConfig('x', env.busybox, ['true']),
+    }), 'NOT_FOUND');
+  });
+
+  test('a container runs to completion: Completed, exit code 0, output in the kubelet log format', async () => {
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('hello', env.busybox, ['sh', '-c', 'echo hello; echo oops >&2; printf partial']));
+    assert.equal(r.status.exit_code, 0);
+    assert.equal(r.status.reason, 'Completed');
+    assert.equal(r.status.log_path, join(logDir, 'hello.log'));
+    assert.ok(BigInt(r.status.started_at) >= BigInt(r.status.created_at));
+    assert.ok(BigInt(r.status.finished_at) >= BigInt(r.status.started_at));
+    assert.match(r.status.image_ref, /podvisor-test\/busybox@sha256:[0-9a-f]{64}$/);
+    assert.match(r.status.image_id, /^sha256:[0-9a-f]{64}$/);
+    assert.deepEqual(r.log.map((l) => [l.stream, l.tag, l.text]).sort(), [['stderr', 'F', 'oops'], ['stdout', 'F', 'hello'], ['stdout', 'F', 'partial']]);
+    for (const l of r.log) assert.ok(!Number.isNaN(Date.parse(l.time)));
+  });
+
+  test('a failing container is Error with its exit code', async () => {
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('fail', env.busybox, ['sh', '-c', 'exit 3']));
+    assert.equal(r.status.exit_code, 3);
+    assert.equal(r.status.reason, 'Error');
+  });
+
+  test('command, args, env, working dir and user follow kubelet\'s rules', async () => {
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('env', env.busybox, ['sh', '-c'], {
+      args: ['echo "A=$A B=$B H=$HOSTNAME"; pwd; id -u; id -g; cat /etc/resolv.conf; cat /etc/hostname'],
+      envs: [{ key: 'A', value: 'one' }, { key: 'B', value: 'x=y' }],
+      working_dir: '/tmp',
+      linux: { security_context: { run_as_user: { value: 1000 }, run_as_group: { value: 1001 } } },
+    }));
+    const out = r.log.map((l) => l.text);
+    assert.equal(r.status.exit_code, 0, out.join('\n'));
+    assert.deepEqual(out.slice(0, 4), ['A=one B=x=y H=web', '/tmp', '1000', '1001']);
+    assert.ok(out.includes('nameserver 10.96.0.10'));
+    assert.ok(out.includes('search e2e.svc.cluster.local'));
+    assert.ok(out.includes('web'));
+  });
+
+  test('the image USER applies when the config names no user', async () => {
+    await env.pull(`${env.registry.host}/podvisor-test/busybox:uid`);
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('imguser', `${env.registry.host}/podvisor-test/busybox:uid`, ['id', '-u']));
+    assert.deepEqual(r.log.map((l) => l.text), ['1234']);
+  });
+
+  test('lines longer than 16 KiB are split into P records', async () => {
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('long', env.busybox, ['sh', '-c', 'head -c 40000 /dev/zero | tr "\\0" x; echo; echo short']));
+    assert.deepEqual(r.log.map((l) => [l.tag, l.text.length]), [['P', 16384], ['P', 16384], ['F', 40000 - 32768], ['F', 5]]);
+  });
+
+  describe('a running container', () => {
+    let id: string;
+    before(async () => {
+      ({ container_id: id } = await unary(rt(), 'CreateContainer', {
+        pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+        // PID 1 of a container ignores SIGTERM unless it handles it, so this one does.
+        config: containerConfig('server', env.busybox, ['sh', '-c', 'trap "echo bye; exit 0" TERM; i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.1; done']),
+      }));
+      assert.equal((await containerState(env.daemon.client, id)).state, 'CONTAINER_CREATED');
+      await unary(rt(), 'StartContainer', { container_id: id });
+    });
+
+    test('is RUNNING and listed with filters', async () => {
+      const st = await containerState(env.daemon.client, id);
+      assert.equal(st.state, 'CONTAINER_RUNNING');
+      const list = (await unary(rt(), 'ListContainers', { filter: { pod_sandbox_id: sandboxId, state: { state: 'CONTAINER_RUNNING' } } })).containers;
+      assert.deepEqual(list.map((c) => c.id), [id]);
+      const byLabel = (await unary(rt(), 'ListContainers', { filter: { label_selector: { name: 'server' } } })).containers;
+      assert.deepEqual(byLabel.map((c) => c.id), [id]);
+      const byPrefix = (await unary(rt(), 'ListContainers', { filter: { id: id.slice(0, 8) } })).containers;
+      assert.equal(byPrefix[0]?.pod_sandbox_id, sandboxId);
+      await rejectsWith(unary(rt(), 'StartContainer', { container_id: id }), 'FAILED_PRECONDITION', /RUNNING/);
+    });
+
+    test('a second container with the same name is AlreadyExists', async () => {
+      await rejectsWith(unary(rt(), 'CreateContainer', {
+        pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig('server', env.busybox, ['true']),
+      }), 'ALREADY_EXISTS');
+    });
+
+    test('ExecSync returns output and exit code, and times out', async () => {
+      const ok = await unary(rt(), 'ExecSync', { container_id: id, cmd: ['sh', '-c', 'echo out; echo err >&2; exit 4'], timeout: 30 });
+      assert.equal(ok.stdout.toString(), 'out\n');
+      assert.equal(ok.stderr.toString(), 'err\n');
+      assert.equal(ok.exit_code, 4);
+      await rejectsWith(unary(rt(), 'ExecSync', { container_id: id, cmd: ['sleep', '30'], timeout: 1 }), 'DEADLINE_EXCEEDED', /timed out/);
+    });
+
+    test('stats come from the guest cgroups', async () => {
+      const s = (await unary(rt(), 'ContainerStats', { container_id: id })).stats!;
+      assert.equal(s.attributes!.id, id);
+      assert.ok(BigInt(s.cpu!.usage_core_nano_seconds!.value) > 0n);
+      assert.ok(BigInt(s.memory!.working_set_bytes!.value) > 0n);
+      const list = (await unary(rt(), 'ListContainerStats', { filter: { pod_sandbox_id: sandboxId } })).stats;
+      assert.deepEqual(list.map((x) => x.attributes!.id), [id]);
+      const second = (await unary(rt(), 'ContainerStats', { container_id: id })).stats!;
+      assert.ok(BigInt(second.cpu!.usage_core_nano_seconds!.value) >= BigInt(s.cpu!.usage_core_nano_seconds!.value));
+      const pod = (await unary(rt(), 'PodSandboxStats', { pod_sandbox_id: sandboxId })).stats!;
+      assert.equal(pod.attributes!.id, sandboxId);
+      assert.ok(BigInt(pod.linux!.cpu!.usage_core_nano_seconds!.value) > 0n);
+      assert.ok(BigInt(pod.linux!.process!.process_count!.value) >= 1n);
+      assert.deepEqual(pod.linux!.containers.map((c) => c.attributes!.id), [id]);
+      const pods = (await unary(rt(), 'ListPodSandboxStats', { filter: { id: sandboxId } })).stats;
+      assert.equal(pods.length, 1);
+    });
+
+    test('ReopenContainerLog after a rotation loses no line', async () => {
+      const path = join(logDir, 'server.log');
+      await waitFor('some log lines', async () => ((await readCriLog(path)).length >= 5 ? true : undefined));
+      await rename(path, `${path}.1`);
+      await unary(rt(), 'ReopenContainerLog', { container_id: id });
+      await waitFor('lines in the new file', async () => ((await readCriLog(path)).length >= 5 ? true : undefined));
+      const lines = [...await readCriLog(`${path}.1`), ...await readCriLog(path)].map((l) => l.text);
+      const ticks = lines.filter((t) => t !== 'bye').map((t) => Number(/^tick (\d+)$/.exec(t)?.[1]));
+      assert.ok(ticks.every((n) => Number.isInteger(n)), lines.join('\n'));
+      assert.deepEqual(ticks, ticks.map((_, i) => i), 'consecutive ticks across both files');
+    });
+
+    test('StopContainer with a timeout: SIGTERM first; RemoveContainer then forgets it', async () => {
+      await unary(rt(), 'StopContainer', { container_id: id, timeout: 10 });
+      const st = await containerState(env.daemon.client, id);
+      assert.equal(st.state, 'CONTAINER_EXITED');
+      assert.equal(st.exit_code, 0, 'the TERM trap ran and exited 0');
+      assert.equal((await readCriLog(st.log_path)).at(-1)?.text, 'bye');
+      await unary(rt(), 'StopContainer', { container_id: id, timeout: 10 }); // idempotent
+      await unary(rt(), 'RemoveContainer', { container_id: id });
+      await rejectsWith(unary(rt(), 'ContainerStatus', { container_id: id }), 'NOT_FOUND');
+      await unary(rt(), 'RemoveContainer', { container_id: id }); // idempotent
+    });
+  });
+
+  test('a container that ignores SIGTERM is killed after the timeout', async () => {
+    const { container_id: id } = await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('stubborn', env.busybox, ['sh', '-c', 'trap "echo got TERM" TERM; while true; do sleep 0.2; done']),
+    });
+    await unary(rt(), 'StartContainer', { container_id: id });
+    await waitFor('the trap to be set', async () => ((await unary(rt(), 'ExecSync', { container_id: id, cmd: ['true'], timeout: 10 })).exit_code === 0 ? true : undefined));
+    await unary(rt(), 'StopContainer', { container_id: id, timeout: 2 });
+    const st = await containerState(env.daemon.client, id);
+    assert.equal(st.exit_code, 137, 'SIGKILL after the timeout');
+    assert.ok((await readCriLog(st.log_path)).some((l) => l.text === 'got TERM'));
+  });
+
+  test('RemoveContainer force-stops a running container', async () => {
+    const { container_id: id } = await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig('doomed', env.busybox, ['sleep', '1000']),
+    });
+    await unary(rt(), 'StartContainer', { container_id: id });
+    await unary(rt(), 'RemoveContainer', { container_id: id });
+    assert.deepEqual((await unary(rt(), 'ListContainers', { filter: { id } })).containers, []);
+  });
+
+  test('GetContainerEvents streams created, started, stopped and deleted', async () => {
+    const events: ContainerEventResponse__Output[] = [];
+    const stream = rt().GetContainerEvents({});
+    stream.on('data', (e: ContainerEventResponse__Output) => events.push(e));
+    stream.on('error', () => undefined); // cancelled below
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // the subscription is made when the call arrives
+      const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('evented', env.busybox, ['true']));
+      await unary(rt(), 'RemoveContainer', { container_id: r.id });
+      const mine = await waitFor('four events', async () => {
+        const m = events.filter((e) => e.container_id === r.id);
+        return m.length >= 4 ? m : undefined;
+      }, 20_000);
+      assert.deepEqual(mine.map((e) => e.container_event_type), [
+        'CONTAINER_CREATED_EVENT', 'CONTAINER_STARTED_EVENT', 'CONTAINER_STOPPED_EVENT', 'CONTAINER_DELETED_EVENT',
+      ]);
+      assert.equal(mine[0]!.pod_sandbox_status!.id, sandboxId);
+    } finally {
+      stream.cancel();
+    }
+  });
+
+  test('StopPodSandbox stops everything; Stop and Remove are idempotent and leave nothing', async () => {
+    const { container_id: id } = await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig('last', env.busybox, ['sleep', '1000']),
+    });
+    await unary(rt(), 'StartContainer', { container_id: id });
+    const pid = JSON.parse((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId, verbose: true })).info.info!).vm.pid as number;
+    await unary(rt(), 'StopPodSandbox', { pod_sandbox_id: sandboxId });
+    assert.equal((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId })).status!.state, 'SANDBOX_NOTREADY');
+    const st = await containerState(env.daemon.client, id);
+    assert.equal(st.state, 'CONTAINER_EXITED');
+    assert.equal(st.exit_code, 137);
+    assert.ok(!existsSync(`/proc/${pid}`), 'QEMU is gone');
+    await unary(rt(), 'StopPodSandbox', { pod_sandbox_id: sandboxId });
+    await rejectsWith(unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig('late', env.busybox, ['true']),
+    }), 'FAILED_PRECONDITION', /not ready/);
+    await unary(rt(), 'RemovePodSandbox', { pod_sandbox_id: sandboxId });
+    await unary(rt(), 'RemovePodSandbox', { pod_sandbox_id: sandboxId });
+    await rejectsWith(unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId }), 'NOT_FOUND');
+    assert.deepEqual((await unary(rt(), 'ListContainers', { filter: { pod_sandbox_id: sandboxId } })).containers, []);
+    assert.ok(!existsSync(join(env.daemon.state, 'vms', sandboxId)), 'the VM run directory is removed');
+    assert.ok(!existsSync(join(env.daemon.root, 'pods', sandboxId)), 'the records are removed');
+    // The name is free again.
+    const again = (await unary(rt(), 'RunPodSandbox', { config: sandboxCfg })).pod_sandbox_id;
+    await unary(rt(), 'RemovePodSandbox', { pod_sandbox_id: again });
+  });
+});
