@@ -1,3 +1,4 @@
+import { invalidArgument } from '../errors.js';
 import type { VmProfile } from './profile.js';
 import type { RunDirPaths } from './run-dir.js';
 
@@ -22,6 +23,13 @@ export interface TapDevice {
   mac?: string;
 }
 
+/** A virtio-fs share served by a vhost-user daemon (virtiofsd) on a unix socket. */
+export interface SharedFs {
+  socket: string;
+  /** Mount tag the guest uses: `mount -t virtiofs <tag> <dir>`. */
+  tag: string;
+}
+
 export interface QemuArgsInput {
   id: string;
   profile: VmProfile;
@@ -31,6 +39,7 @@ export interface QemuArgsInput {
   /** Whether this QEMU build has seccomp (`-sandbox`). */
   sandbox: boolean;
   tap?: TapDevice;
+  sharedFs?: SharedFs;
   /** Start paused, waiting for `migrate-incoming` (VM template clones). */
   incomingDefer?: boolean;
 }
@@ -59,12 +68,12 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   const microvm = profile.machine === 'microvm';
   // microvm has virtio-mmio only; q35 takes the PCI flavour of the same devices.
   const virtio = (kind: string) => (microvm ? `virtio-${kind}-device` : `virtio-${kind}-pci`);
-  const fileMemory = profile.memory?.kind === 'file' ? profile.memory : undefined;
+  const ramBackend = memoryBackend(input);
 
   const machineOpts = microvm
     ? ['microvm', 'x-option-roms=off', 'isa-serial=on', 'rtc=on']
     : ['q35'];
-  if (fileMemory) machineOpts.push('memory-backend=ram0');
+  if (ramBackend) machineOpts.push('memory-backend=ram0');
 
   const args: string[] = [
     '-name', `${e(id)},process=podvisor-${id.slice(0, 6)}`,
@@ -74,12 +83,7 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     '-smp', String(profile.vcpus),
     '-m', `${profile.memoryMiB}M`,
   ];
-  if (fileMemory) {
-    args.push('-object', [
-      'memory-backend-file', 'id=ram0', `size=${profile.memoryMiB}M`,
-      `mem-path=${e(fileMemory.memPath)}`, `share=${fileMemory.share ? 'on' : 'off'}`,
-    ].join(','));
-  }
+  if (ramBackend) args.push('-object', ramBackend);
   args.push(
     '-nodefaults', '-no-user-config', '-nographic',
     // Guest reboot (and panic, through panic=-1) ends the VM instead of looping.
@@ -119,6 +123,12 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
       '-device', nic.join(','),
     );
   }
+  if (input.sharedFs) {
+    args.push(
+      '-chardev', `socket,id=fs0,path=${e(input.sharedFs.socket)}`,
+      '-device', `${microvm ? 'vhost-user-fs-device' : 'vhost-user-fs-pci'},chardev=fs0,id=fs0dev,tag=${e(input.sharedFs.tag)}`,
+    );
+  }
   if (profile.systemDisk) {
     args.push(
       '-blockdev', `driver=file,node-name=system-file,filename=${e(profile.systemDisk)},read-only=on`,
@@ -128,4 +138,22 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   }
   if (input.incomingDefer) args.push('-incoming', 'defer');
   return args;
+}
+
+/**
+ * The `-object` for guest RAM, when it is not plain anonymous memory: a file for VM templates,
+ * or shared memfd RAM when a vhost-user device (virtio-fs) must map it from another process.
+ */
+function memoryBackend(input: QemuArgsInput): string | undefined {
+  const { profile } = input;
+  const size = `size=${profile.memoryMiB}M`;
+  const mem = profile.memory ?? { kind: 'anonymous' };
+  if (mem.kind === 'file') {
+    if (input.sharedFs && !mem.share) {
+      throw invalidArgument('a shared filesystem (virtio-fs) needs shared guest RAM; file-backed memory with share=false cannot have one');
+    }
+    return ['memory-backend-file', 'id=ram0', size, `mem-path=${escapeOptionValue(mem.memPath)}`, `share=${mem.share ? 'on' : 'off'}`].join(',');
+  }
+  if (input.sharedFs) return ['memory-backend-memfd', 'id=ram0', size, 'share=on'].join(',');
+  return undefined;
 }

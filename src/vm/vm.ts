@@ -10,7 +10,7 @@ import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
 import { isProcessAlive, readProcStat } from './proc.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
-import { buildQemuArgs, type TapDevice } from './qemu-args.js';
+import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
 import type { QmpEvent, RunState } from './qmp-types.js';
 import { looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
@@ -29,6 +29,8 @@ export interface VmLaunchOptions {
   /** Run QEMU inside this named network namespace (`ip netns exec`). */
   netns?: string;
   tap?: TapDevice;
+  /** A virtio-fs share (volumes); its virtiofsd must already listen on the socket. */
+  sharedFs?: SharedFs;
   /** Start paused waiting for `migrate-incoming` (restoring a VM template). */
   incomingDefer?: boolean;
   /** How long QEMU may take to answer QMP. */
@@ -150,16 +152,19 @@ export class Vm extends EventEmitter<VmEvents> {
     if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) {
       throw invalidArgument(`network namespace name ${JSON.stringify(opts.netns)} is not valid`);
     }
+    if (opts.sharedFs && !/^[A-Za-z0-9_.-]{1,36}$/.test(opts.sharedFs.tag)) {
+      throw invalidArgument(`virtio-fs tag ${JSON.stringify(opts.sharedFs.tag)} must be 1-36 letters, digits, '.', '_' or '-'`);
+    }
     const paths = runDirPaths(opts.runDir);
     const accel = resolveAccel(opts.profile.accel);
     const tscKhz = opts.profile.tscKhz ?? hostTscKhz();
     const qemuBinary = opts.profile.qemuBinary ?? DEFAULT_QEMU_BINARY;
 
-    const createdDir = prepareRunDir(paths);
     const qemuArgs = buildQemuArgs({
       id: opts.id, profile: opts.profile, paths, accel, tscKhz,
-      sandbox: qemuHasSandbox(qemuBinary), tap: opts.tap, incomingDefer: opts.incomingDefer,
+      sandbox: qemuHasSandbox(qemuBinary), tap: opts.tap, sharedFs: opts.sharedFs, incomingDefer: opts.incomingDefer,
     });
+    const createdDir = prepareRunDir(paths);
     const [command, args] = opts.netns
       ? ['ip', ['netns', 'exec', opts.netns, qemuBinary, ...qemuArgs]]
       : [qemuBinary, qemuArgs];

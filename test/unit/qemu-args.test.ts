@@ -139,3 +139,17 @@ describe('host TSC frequency', () => {
     assert.equal(tscKhzFromCpuinfo('no'), undefined);
   });
 });
+
+describe('shared filesystem (virtio-fs)', () => {
+  it('adds the vhost-user-fs device and shares guest RAM through memfd', () => {
+    const args = buildQemuArgs(input({ sharedFs: { socket: '/run/pv/x/virtiofs.sock', tag: 'podvisor' } }));
+    assert.ok(values(args, '-chardev').includes('socket,id=fs0,path=/run/pv/x/virtiofs.sock'));
+    assert.ok(values(args, '-device').includes('vhost-user-fs-device,chardev=fs0,id=fs0dev,tag=podvisor'));
+    assert.ok(values(args, '-object').includes('memory-backend-memfd,id=ram0,size=512M,share=on'));
+    assert.deepEqual(values(args, '-M'), ['microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=ram0']);
+  });
+  it('refuses virtio-fs with private (template clone) RAM', () => {
+    const profile = { ...input().profile, memory: { kind: 'file' as const, memPath: '/dev/shm/t', share: false } };
+    assert.throws(() => buildQemuArgs(input({ profile, sharedFs: { socket: '/s', tag: 't' } })), { code: 'INVALID_ARGUMENT', message: /shared guest RAM/ });
+  });
+});
