@@ -21,6 +21,11 @@ import { listContainerStats } from './container-stats-list.js';
 import { podSandboxStats } from './sandbox-stats.js';
 import { listPodSandboxStats } from './sandbox-stats-list.js';
 import { getContainerEvents } from './container-events.js';
+import { pullImage } from './image-pull.js';
+import { imageStatus } from './image-status.js';
+import { listImages } from './image-list.js';
+import { removeImage } from './image-remove.js';
+import { imageFsInfo } from './image-fs-info.js';
 
 /**
  * Which RPCs podvisor serves. An RPC missing here answers UNIMPLEMENTED with
@@ -51,4 +56,10 @@ export const runtimeHandlers: RuntimeHandlerTable = {
   GetContainerEvents: getContainerEvents,
 };
 
-export const imageHandlers: ImageHandlerTable = {};
+export const imageHandlers: ImageHandlerTable = {
+  PullImage: pullImage,
+  ImageStatus: imageStatus,
+  ListImages: listImages,
+  RemoveImage: removeImage,
+  ImageFsInfo: imageFsInfo,
+};
