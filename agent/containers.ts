@@ -88,7 +88,7 @@ export class ContainerManager {
     const pid = await c.init.started();
     if (!pid) {
       const status = await c.init.exited;
-      throw failedPrecondition(`container ${c.id} did not start (crun exited with ${status.exitCode}); see the agent log`);
+      throw failedPrecondition(`container ${c.id} did not start (crun exited with ${status.exitCode}): ${c.init.stderrHead.trim() || 'no error output'}`);
     }
     return pid;
   }
@@ -112,6 +112,7 @@ export class ContainerManager {
     const dir = `${c.bundle}/exec-${execId}`;
     await mkdir(dir, { recursive: true });
     await rm(`${dir}/pid`, { force: true });
+    await rm(`${dir}/pid.status`, { force: true });
     await writeFile(`${dir}/process.json`, JSON.stringify(proc));
     const p = new GuestProcess({
       containerId: c.id,
@@ -128,7 +129,7 @@ export class ContainerManager {
     const pid = await p.started();
     if (!pid) {
       const status = await p.exited;
-      throw failedPrecondition(`exec ${execId} in container ${c.id} did not start (crun exited with ${status.exitCode})`);
+      throw failedPrecondition(`exec ${execId} in container ${c.id} did not start (crun exited with ${status.exitCode}): ${p.stderrHead.trim() || 'no error output'}`);
     }
     return pid;
   }

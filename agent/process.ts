@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { failedPrecondition, invalidArgument } from '../src/errors.js';
@@ -52,7 +53,19 @@ export class GuestProcess {
     this.execId = opts.execId;
     this.tty = opts.tty;
     this.oomAtStart = opts.oomKills();
-    this.child = spawn('crun', opts.crunArgs, { cwd: opts.cwd, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const stdio: ['pipe' | 'ignore', 'pipe', 'pipe'] = [opts.stdin || opts.tty ? 'pipe' : 'ignore', 'pipe', 'pipe'];
+    if (opts.tty) {
+      // crun proxies a container's terminal only when its own stdin is a tty,
+      // and Node cannot receive the pty master over --console-socket. So
+      // util-linux `script` puts crun on a pty whose master is our pipes; crun
+      // makes that outer pty raw and the container's pty does the terminal
+      // work. crun's exit status also lands in a file, in case script's
+      // own status (-e) is not the child's (it was killed, say).
+      const command = ['crun', ...opts.crunArgs].map(shellQuote).join(' ');
+      this.child = spawn('script', ['-q', '-e', '-c', `${command}; echo $? > ${shellQuote(this.statusFile())}`, '/dev/null'], { cwd: opts.cwd, stdio });
+    } else {
+      this.child = spawn('crun', opts.crunArgs, { cwd: opts.cwd, stdio });
+    }
     this.child.stdin?.on('error', (err) => log.debug({ err: err.message, containerId: this.containerId, execId: this.execId }, 'stdin closed by the process'));
     this.pump('STDOUT', this.child.stdout!);
     this.pump('STDERR', this.child.stderr!);
@@ -62,7 +75,15 @@ export class GuestProcess {
         this.finish(resolve, 127);
       });
       this.child.on('close', (code, signal) => {
-        this.finish(resolve, code ?? 128 + (signal ? osConstants.signals[signal] : 0));
+        let exitCode = code ?? 128 + (signal ? osConstants.signals[signal] : 0);
+        if (opts.tty) {
+          try {
+            exitCode = Number(readFileSync(this.statusFile(), 'utf8').trim());
+          } catch {
+            // crun never ran to completion: keep script's status
+          }
+        }
+        this.finish(resolve, exitCode);
       });
     });
     this.pidKnown = this.waitForPid();
@@ -107,12 +128,20 @@ export class GuestProcess {
     await run('stty', ['-F', `/proc/${pid}/fd/0`, 'rows', String(rows), 'cols', String(cols)], { what: `resizing the tty of ${this.label()}` });
   }
 
+  private statusFile(): string {
+    return `${this.opts.pidFile}.status`;
+  }
+
   label(): string {
     return this.execId ? `exec ${this.execId} in container ${this.containerId}` : `container ${this.containerId}`;
   }
 
+  /** The start of stderr: crun's own complaint when it cannot start the process. */
+  stderrHead = '';
+
   private pump(stream: 'STDOUT' | 'STDERR', source: NodeJS.ReadableStream): void {
     source.on('data', (data: Buffer) => {
+      if (stream === 'STDERR' && this.stderrHead.length < 2048) this.stderrHead += data.toString('utf8').slice(0, 2048);
       this.opts.hub.publish({ output: { containerId: this.containerId, execId: this.execId, stream, data } });
     });
   }
@@ -140,4 +169,9 @@ export class GuestProcess {
     log.info({ containerId: this.containerId, execId: this.execId, ...this.exitStatus }, 'process exited');
     resolve(this.exitStatus);
   }
+}
+
+/** Quotes one word for `sh -c` (ids and paths are validated, but quote anyway). */
+function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
 }

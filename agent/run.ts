@@ -13,7 +13,7 @@ export interface RunResult {
  */
 export function run(cmd: string, args: string[], options: { input?: string; code?: ErrorCode; what?: string } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
@@ -26,6 +26,10 @@ export function run(cmd: string, args: string[], options: { input?: string; code
         reject(new PodvisorError(options.code ?? 'INTERNAL', `${options.what ?? `${cmd} ${args.join(' ')}`}: ${why}`));
       }
     });
-    child.stdin.end(options.input ?? '');
+    if (child.stdin) {
+      // A command that exits without reading its input must not take the agent down with EPIPE.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(options.input);
+    }
   });
 }
