@@ -18,8 +18,10 @@ export interface PodTestEnv {
   busybox: string;
   /** Pulls an image into the daemon's store. */
   pull(ref: string): Promise<string>;
-  /** SIGKILLs podvisord (VMs keep running) and starts a new one on the same folders. */
-  restartHard(): Promise<void>;
+  /** SIGKILLs podvisord; its VMs keep running. */
+  killDaemon(): Promise<void>;
+  /** Starts podvisord again on the same folders. */
+  startDaemon(): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -50,9 +52,11 @@ export async function startPodTestEnv(opts: DaemonOptions = {}): Promise<PodTest
           return images.pull(ref);
         }
       },
-      async restartHard() {
+      async killDaemon() {
         env.daemon.client.close();
         await env.daemon.stop('SIGKILL');
+      },
+      async startDaemon() {
         env.daemon = await startDaemon(daemonOpts);
       },
       async dispose() {
