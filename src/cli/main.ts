@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { criClient, type CriClient } from '../cri/proto.js';
 import { unary } from '../cri/unary.js';
 import { messageOf } from '../errors.js';
+import { imageCommand } from './image-import.js';
 
 const USAGE = `Usage: podvisor [--socket PATH] COMMAND
 
@@ -10,6 +11,7 @@ Operator CLI for podvisord.
 Commands:
   version    runtime name and versions
   status     runtime conditions and handlers
+  image import ARCHIVE   load an OCI or docker archive into the image store (see podvisor image import --help)
 `;
 
 type Command = (client: CriClient, args: string[]) => Promise<void>;
@@ -27,16 +29,20 @@ export const COMMANDS: Record<string, Command> = {
     }
     console.log(`handlers      ${s.runtime_handlers.map((h) => JSON.stringify(h.name)).join(', ')}`);
   },
+  image: (_client, args) => imageCommand(args),
 };
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
+  // Global options come before the command; everything after it (options too) is the command's.
+  let commandAt = 0;
+  while (commandAt < argv.length && argv[commandAt]!.startsWith('-')) commandAt += argv[commandAt] === '--socket' ? 2 : 1;
+  const { values } = parseArgs({
+    args: argv.slice(0, commandAt),
     options: { socket: { type: 'string', default: '/run/podvisor/podvisor.sock' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: true,
     strict: false,
   });
-  const [name, ...rest] = positionals;
+  const [name, ...rest] = argv.slice(commandAt);
   if (values.help || name === undefined) {
     process.stdout.write(USAGE);
     return name === undefined && !values.help ? 2 : 0;

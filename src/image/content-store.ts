@@ -23,10 +23,10 @@ export class ContentStore {
     this.ingestDir = join(dir, 'ingest');
   }
 
-  /** Creates the folders and removes temp files a crash may have left behind. */
-  async init(): Promise<void> {
+  /** Creates the folders and, when asked, removes temp files a crash may have left behind. */
+  async init(clearTemporary = true): Promise<void> {
     await mkdir(this.blobsDir, { recursive: true, mode: 0o700 });
-    await rm(this.ingestDir, { recursive: true, force: true });
+    if (clearTemporary) await rm(this.ingestDir, { recursive: true, force: true });
     await mkdir(this.ingestDir, { recursive: true, mode: 0o700 });
   }
 
@@ -86,6 +86,32 @@ export class ContentStore {
     } catch (e) {
       await rm(tmp, { force: true });
       throw e;
+    }
+  }
+
+  /** Streams a blob whose digest is not known beforehand into the store; returns its sha256 digest. */
+  async ingestUnknown(source: AsyncIterable<Uint8Array>, what: string): Promise<string> {
+    const tmp = tempName(this.ingestDir, 'blob');
+    const hasher = new Digester('sha256');
+    try {
+      const fd = await open(tmp, 'wx', 0o600);
+      try {
+        for await (const chunk of source) {
+          hasher.update(chunk);
+          await fd.write(chunk);
+        }
+        await fd.sync();
+      } finally {
+        await fd.close();
+      }
+      const digest = hasher.digest();
+      await mkdir(join(this.blobsDir, 'sha256'), { recursive: true, mode: 0o700 });
+      await rename(tmp, this.blobPath(digest));
+      await syncDirectory(join(this.blobsDir, 'sha256'));
+      return digest;
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw failedPrecondition(`${what}: could not be stored: ${(e as Error).message}`, e);
     }
   }
 

@@ -89,14 +89,20 @@ export class ImageService {
     this.registry = opts.registry ?? EMPTY_REGISTRY_CONFIG;
   }
 
-  /** Creates the folders, clears what an interrupted run left (temp files, unpack trees). */
-  async init(): Promise<void> {
+  /**
+   * Creates the folders. The daemon (`clearTemporary`, the default) also clears what an
+   * interrupted run left: temp files and unpack trees. The CLI must not: a running daemon may be
+   * writing them.
+   */
+  async init({ clearTemporary = true }: { clearTemporary?: boolean } = {}): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    await this.store.init();
+    await this.store.init(clearTemporary);
     await mkdir(this.disksDir, { recursive: true, mode: 0o700 });
-    await rm(this.unpackDir, { recursive: true, force: true });
+    if (clearTemporary) {
+      await rm(this.unpackDir, { recursive: true, force: true });
+      for (const f of await readdir(this.disksDir)) if (f.endsWith('.tmp')) await rm(join(this.disksDir, f), { force: true });
+    }
     await mkdir(this.unpackDir, { recursive: true, mode: 0o700 });
-    for (const f of await readdir(this.disksDir)) if (f.endsWith('.tmp')) await rm(join(this.disksDir, f), { force: true });
     await this.records.refresh();
   }
 
@@ -108,20 +114,27 @@ export class ImageService {
     const ref = parseReference(reference);
     const credentials = credentialsFrom(auth);
     const who = credentials === undefined ? 'anonymous' : credentials.kind === 'registry' ? 'registry-token' : `${credentials.kind}:${credentials.username}`;
-    return this.pulls.run(JSON.stringify([formatReference(ref), who]), async () => {
-      const lease = new Set<string>();
-      this.leases.add(lease);
-      try {
-        const fetched = await this.fetchFromEndpoints(ref, credentials, lease);
-        return await this.commit(fetched, ref);
-      } catch (e) {
-        this.leases.delete(lease);
-        await this.collectGarbage().catch((gcError) => log.warn({ err: messageOf(gcError) }, 'garbage collection after a failed pull failed'));
-        throw e;
-      } finally {
-        this.leases.delete(lease);
-      }
-    });
+    return this.pulls.run(JSON.stringify([formatReference(ref), who]), () =>
+      this.withLease(async (lease) => this.commit(await this.fetchFromEndpoints(ref, credentials, lease), ref)));
+  }
+
+  /**
+   * Runs `fn` with a lease: blobs whose digests it adds are safe from garbage collection until it
+   * ends. When it fails, everything it stored that no image needs is removed again.
+   */
+  async withLease<T>(fn: (lease: Set<string>) => Promise<T>): Promise<T> {
+    const lease = new Set<string>();
+    this.leases.add(lease);
+    try {
+      return await fn(lease);
+    } catch (e) {
+      this.leases.delete(lease);
+      // only what this run touched: another process (the CLI, the daemon) may be storing blobs too
+      await this.collectGarbage(lease).catch((gcError) => log.warn({ err: messageOf(gcError) }, 'garbage collection after a failed pull or import failed'));
+      throw e;
+    } finally {
+      this.leases.delete(lease);
+    }
   }
 
   private async fetchFromEndpoints(ref: ImageReference, credentials: ReturnType<typeof credentialsFrom>, lease: Set<string>): Promise<FetchedImage> {
@@ -276,13 +289,23 @@ export class ImageService {
     });
   }
 
-  /** Deletes blobs that no recorded image and no running pull holds. */
-  async collectGarbage(): Promise<string[]> {
+  /**
+   * Deletes blobs that no recorded image and no running pull holds: among `candidates` when
+   * given, else among all stored blobs.
+   */
+  async collectGarbage(candidates?: ReadonlySet<string>): Promise<string[]> {
     await this.records.refresh();
     const keep = new Set<string>();
     for (const r of this.records.all()) for (const b of r.blobs) keep.add(b);
     for (const lease of this.leases) for (const b of lease) keep.add(b);
-    return this.store.sweep(keep);
+    if (!candidates) return this.store.sweep(keep);
+    const removed: string[] = [];
+    for (const d of candidates) {
+      if (keep.has(d)) continue;
+      await this.store.delete(d);
+      removed.push(d);
+    }
+    return removed;
   }
 
   private async resolve(refOrId: string): Promise<ImageRecord | undefined> {
