@@ -48,6 +48,8 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
   await Promise.all(loaded.map(async ({ sandbox }) => {
     if (sandbox.state !== 'ready') return;
     try {
+      // Logs first: the agent replays the output it queued while no daemon listened as soon as we subscribe.
+      for (const c of ctx.index.containersOf(sandbox.id)) if (c.state === 'running') await containers.openLog(c);
       const vm = await Vm.reattach(sandboxes.runDir(sandbox.id));
       let agent;
       try {
@@ -70,8 +72,6 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
           // It started but podvisord died before recording it.
           c.state = 'running';
           await ctx.store.saveContainer(c);
-          await containers.openLog(c);
-        } else if (st.status === 'running') {
           await containers.openLog(c);
         }
       }
