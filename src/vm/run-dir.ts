@@ -22,6 +22,8 @@ export interface RunDirPaths {
   stateFile: string;
   /** The hot-plugged disks, for reattach. */
   disksFile: string;
+  /** Where a VM's state is streamed through while it is saved or restored (VM templates). */
+  migrationSocket: string;
 }
 
 /** sun_path is 108 bytes including the NUL. */
@@ -37,8 +39,9 @@ export function runDirPaths(dir: string): RunDirPaths {
     qemuLog: join(dir, 'qemu.log'),
     stateFile: join(dir, 'vm.json'),
     disksFile: join(dir, 'disks.json'),
+    migrationSocket: join(dir, 'migration.sock'),
   };
-  for (const s of [paths.qmpSocket, paths.agentSocket]) {
+  for (const s of [paths.qmpSocket, paths.agentSocket, paths.migrationSocket]) {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) {
       throw invalidArgument(`VM run directory ${dir} is too long: socket path ${s} exceeds ${MAX_SOCKET_PATH} bytes`);
     }
@@ -48,7 +51,7 @@ export function runDirPaths(dir: string): RunDirPaths {
 
 /** Files that only make sense while QEMU runs; removed when it is gone. */
 export function transientFiles(p: RunDirPaths): string[] {
-  return [p.qmpSocket, p.agentSocket, p.pidFile, p.stateFile, p.disksFile];
+  return [p.qmpSocket, p.agentSocket, p.migrationSocket, p.pidFile, p.stateFile, p.disksFile];
 }
 
 /** Makes the run directory (0700) and refuses one that a live VM still uses. Returns whether it was created. */

@@ -3,9 +3,10 @@ import { EventEmitter } from 'node:events';
 import { accessSync, chmodSync, closeSync, constants, openSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { deadlineExceeded, failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound } from '../errors.js';
+import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound } from '../errors.js';
 import { logger, type Logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
+import { withDeadline } from './deadline.js';
 import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
 import { isProcessAlive, readProcStat } from './proc.js';
@@ -458,18 +459,4 @@ function describeExit(e: { code: number | null; signal: NodeJS.Signals | null })
 
 function consoleShowsPanic(path: string): boolean {
   return /Kernel panic - not syncing/.test(tail(path, 8192));
-}
-
-async function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(deadlineExceeded(message)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
