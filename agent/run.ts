@@ -16,8 +16,8 @@ export function run(cmd: string, args: string[], options: { input?: string; code
     const child = spawn(cmd, args, { stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
     child.on('error', (err) => reject(new PodvisorError(options.code ?? 'INTERNAL', `${options.what ?? cmd}: cannot run ${cmd}: ${err.message}`)));
     child.on('close', (code, signal) => {
       if (code === 0) resolve({ stdout, stderr });
