@@ -97,7 +97,7 @@ export class Vm extends EventEmitter<VmEvents> {
   private readonly startTime: string;
   private readonly log: Logger;
   private readonly diskSet: DiskSet;
-  private qmpClient: QmpClient;
+  private readonly qmpClient: QmpClient;
   private vmState: VmState = 'running';
   private exitInfo?: VmExitInfo;
   private stopPromise?: Promise<VmExitInfo>;
@@ -126,7 +126,7 @@ export class Vm extends EventEmitter<VmEvents> {
     return this.vmState;
   }
 
-  /** The QMP connection; replaced if it has to be reopened. */
+  /** The typed QMP connection, for commands the Vm methods do not wrap. */
   get qmp(): QmpClient {
     return this.qmpClient;
   }
@@ -206,11 +206,10 @@ export class Vm extends EventEmitter<VmEvents> {
       const record: VmRecord = {
         id: opts.id, pid, startTime: stat.startTime, qemuBinary, accel, launchedAt: new Date().toISOString(),
       };
-      writeJsonAtomicSync(paths.stateFile, record);
-      const diskSet = DiskSet.create(paths.disksFile);
-      vm = new Vm(record, paths, qmp, diskSet, child);
-      if (childExit) vm.childExit = childExit;
       const status = await qmp.execute('query-status');
+      writeJsonAtomicSync(paths.stateFile, record);
+      vm = new Vm(record, paths, qmp, DiskSet.create(paths.disksFile), child);
+      if (childExit) vm.childExit = childExit;
       vm.log.info({ status: status.status }, 'QEMU is up');
     } catch (e) {
       qmp?.close();

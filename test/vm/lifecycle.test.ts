@@ -140,6 +140,19 @@ describe('VM lifecycle', () => {
     assert.equal(info.reason, 'guest-shutdown', info.detail);
   });
 
+  it('reports a guest kernel panic as guest-panic', async () => {
+    const vm = await Vm.launch({
+      id: 'life-panic',
+      // No init in the initramfs and no root disk: the kernel panics, reboots (panic=-1) and QEMU exits.
+      profile: guestProfile({ kernelArgs: ['rdinit=/nonexistent'] }),
+      runDir: join(root.dir, 'panic'),
+    });
+    launched.push(vm);
+    const info = await exitWithin(vm, 60_000);
+    assert.equal(info.reason, 'guest-panic', info.detail);
+    assert.match(readFileSync(vm.paths.consoleLog, 'utf8'), /Kernel panic/);
+  });
+
   it('moves on to QMP quit when the graceful hook hangs', async () => {
     const vm = await launch('graceful-hang');
     let hookCalled = false;
