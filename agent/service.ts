@@ -11,7 +11,7 @@ import type { EventHub } from './events.js';
 import { configureNetwork } from './network.js';
 import { run } from './run.js';
 import { setupSandbox } from './sandbox.js';
-import { mountDisk, mountOverlay, unmount } from './storage.js';
+import { mountDisk, mountOverlay, readFileInTree, unmount } from './storage.js';
 
 const log = logger('agent');
 
@@ -50,6 +50,7 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     MountDisk: (req) => mountDisk(req),
     MountOverlay: (req) => mountOverlay(req),
     Unmount: async (req) => { await unmount(req); return {}; },
+    ReadFile: (req) => readFileInTree(req),
     CreateContainer: async (req) => { await containers.create(req); return {}; },
     StartContainer: async (req) => ({ pid: await containers.start(req.containerId) }),
     ExecProcess: async (req) => ({ pid: await containers.exec(req) }),

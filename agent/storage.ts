@@ -1,8 +1,8 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
-import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { deadlineExceeded, invalidArgument } from '../src/errors.js';
-import type { MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, UnmountRequest } from '../src/agent-client/types.js';
+import type { MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ReadFileRequest, ReadFileResponse, UnmountRequest } from '../src/agent-client/types.js';
 import { logger } from '../src/log.js';
 import { run } from './run.js';
 import { checkGuestPath } from './validate.js';
@@ -110,4 +110,53 @@ export async function unmount(req: UnmountRequest): Promise<void> {
   if (isMounted(upperRoot)) await run('umount', [upperRoot], { what: `unmounting the upper of ${path}` });
   await rm(upperRoot, { recursive: true, force: true });
   if (req.removeDir) await rmdir(path).catch(() => undefined);
+}
+
+const READ_FILE_CAP = 1024 * 1024;
+
+/**
+ * Resolves `path` inside `root` the way a container rooted there would see it:
+ * every symlink, absolute or relative, stays inside the tree (an image's
+ * /etc/passwd -> /usr/share/... must not read the guest's own file).
+ */
+async function resolveInTree(root: string, path: string): Promise<string | undefined> {
+  let pending = path.split('/').filter(Boolean);
+  let resolved: string[] = [];
+  let links = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '.') continue;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const candidate = [root, ...resolved, part].join('/');
+    let isLink: boolean;
+    try {
+      isLink = (await lstat(candidate)).isSymbolicLink();
+    } catch {
+      return undefined;
+    }
+    if (!isLink) {
+      resolved.push(part);
+      continue;
+    }
+    if (++links > 40) throw invalidArgument(`${path} in ${root}: too many levels of symbolic links`);
+    const target = await readlink(candidate);
+    if (target.startsWith('/')) resolved = [];
+    pending = [...target.split('/').filter(Boolean), ...pending];
+  }
+  return [root, ...resolved].join('/');
+}
+
+export async function readFileInTree(req: ReadFileRequest): Promise<ReadFileResponse> {
+  const root = checkGuestPath('root', req.root);
+  if (!req.path?.startsWith('/')) throw invalidArgument(`path must be absolute inside the tree, got ${JSON.stringify(req.path)}`);
+  const cap = Math.min(req.maxBytes || READ_FILE_CAP, READ_FILE_CAP);
+  const file = await resolveInTree(root, req.path);
+  if (!file) return { exists: false, data: new Uint8Array() };
+  const st = await stat(file).catch(() => undefined);
+  if (!st?.isFile()) return { exists: false, data: new Uint8Array() };
+  if (st.size > cap) throw invalidArgument(`${req.path} in ${root} is ${st.size} bytes, more than the ${cap} allowed`);
+  return { exists: true, data: await readFile(file) };
 }

@@ -40,7 +40,7 @@ async function bareBoot(runRoot: string, i: number): Promise<number> {
   return ms;
 }
 
-const env = await startPodTestEnv({ logLevel: 'warn' });
+const env = await startPodTestEnv({ logLevel: 'info' });
 const runRoot = mkdtempSync('/tmp/pvb-');
 const bare: number[] = [];
 const runp: number[] = [];

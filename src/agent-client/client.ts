@@ -8,7 +8,7 @@ import { AGENT_SERVICE } from './schema.js';
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
-  ProcessOutput, ProcessRef, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
+  ProcessOutput, ProcessRef, ReadFileRequest, ReadFileResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
 } from './types.js';
 
 const log = logger('agent-client');
@@ -82,6 +82,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   mountDisk(req: MountDiskRequest): Promise<MountDiskResponse> { return this.call('MountDisk', req); }
   mountOverlay(req: MountOverlayRequest): Promise<MountOverlayResponse> { return this.call('MountOverlay', req); }
   unmount(req: UnmountRequest): Promise<void> { return this.call('Unmount', req).then(() => undefined); }
+  readFile(req: ReadFileRequest): Promise<ReadFileResponse> { return this.call('ReadFile', req); }
   createContainer(req: CreateContainerRequest): Promise<void> { return this.call('CreateContainer', req).then(() => undefined); }
   async startContainer(containerId: string): Promise<number> { return (await this.call('StartContainer', { containerId })).pid; }
   async execProcess(req: ExecProcessRequest): Promise<number> { return (await this.call('ExecProcess', req)).pid; }

@@ -24,6 +24,8 @@ export interface MountDiskResponse { device: string }
 export interface MountOverlayRequest { lowerDirs: string[]; target: string; upperSizeBytes?: number }
 export interface MountOverlayResponse { upperDir: string }
 export interface UnmountRequest { path: string; removeDir?: boolean }
+export interface ReadFileRequest { root: string; path: string; maxBytes?: number }
+export interface ReadFileResponse { exists: boolean; data: Uint8Array }
 
 export interface CreateContainerRequest { containerId: string; ociSpecJson: Uint8Array; stdin?: boolean }
 export interface StartContainerRequest { containerId: string }
@@ -78,6 +80,7 @@ export interface AgentApi {
   MountDisk: [MountDiskRequest, MountDiskResponse];
   MountOverlay: [MountOverlayRequest, MountOverlayResponse];
   Unmount: [UnmountRequest, Empty];
+  ReadFile: [ReadFileRequest, ReadFileResponse];
   CreateContainer: [CreateContainerRequest, Empty];
   StartContainer: [StartContainerRequest, StartContainerResponse];
   ExecProcess: [ExecProcessRequest, ExecProcessResponse];

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { AgentClient, type ProcessExit, type ProcessOutput } from '../agent-client/index.js';
-import { isPodvisorError, messageOf, unimplemented } from '../errors.js';
+import { isPodvisorError, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import type { AgentConnector } from './pod-context.js';
 import type {
@@ -52,9 +52,9 @@ export class AgentAdapter implements GuestAgent {
     return { mountPoint };
   }
 
-  async readImageFile(): Promise<string | undefined> {
-    throw unimplemented('user and group names need the image\'s /etc/passwd and /etc/group, and the agent API has no call to read ' +
-      'a file from an image yet; give a numeric run_as_user / image USER for now');
+  async readImageFile(mountPoint: string, path: string): Promise<string | undefined> {
+    const res = await this.client.readFile({ root: mountPoint, path });
+    return res.exists ? Buffer.from(res.data).toString('utf8') : undefined;
   }
 
   containerRootfs(containerId: string): string {

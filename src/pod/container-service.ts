@@ -175,15 +175,19 @@ export class ContainerService {
         await this.closeLog(c.id);
         throw e;
       }
-      const earlyExit = this.starting.get(c.id);
-      this.starting.delete(c.id);
       c.state = 'running';
       c.startedAt = nowNanos();
       c.guestPid = pid;
-      await this.ctx.store.saveContainer(c);
-      this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STARTED_EVENT', createdAt: c.startedAt });
-      log.info({ container: c.id }, 'container started');
-      if (earlyExit) await this.recordExit(earlyExit);
+      try {
+        await this.ctx.store.saveContainer(c);
+      } finally {
+        // Until STARTED is out, an exit that arrives waits its turn (events must come in order).
+        this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STARTED_EVENT', createdAt: c.startedAt });
+        log.info({ container: c.id }, 'container started');
+        const earlyExit = this.starting.get(c.id);
+        this.starting.delete(c.id);
+        if (earlyExit) await this.recordExit(earlyExit);
+      }
     });
   }
 

@@ -130,6 +130,24 @@ describe('pod and container lifecycle', () => {
     assert.deepEqual(r.log.map((l) => l.text), ['1234']);
   });
 
+  test('user names resolve against the image\'s own /etc/passwd (image USER and run_as_username)', async () => {
+    const userImage = `${env.registry.host}/podvisor-test/busybox:user`;
+    await env.pull(userImage);
+    const script = 'id -un; grep "^www-data:" /etc/passwd | cut -d: -f3; id -u';
+    const fromImage = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('named', userImage, ['sh', '-c', script]));
+    const [name, passwdUid, uid] = fromImage.log.map((l) => l.text);
+    assert.equal(name, 'www-data');
+    assert.equal(uid, passwdUid);
+    const fromConfig = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('named2', env.busybox, ['id', '-un'], {
+      linux: { security_context: { run_as_username: 'nobody' } },
+    }));
+    assert.deepEqual(fromConfig.log.map((l) => l.text), ['nobody']);
+    await rejectsWith(unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('ghost', env.busybox, ['true'], { linux: { security_context: { run_as_username: 'ghost' } } }),
+    }), 'INVALID_ARGUMENT', /"ghost" is not in the image's \/etc\/passwd/);
+  });
+
   test('lines longer than 16 KiB are split into P records', async () => {
     const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('long', env.busybox, ['sh', '-c', 'head -c 40000 /dev/zero | tr "\\0" x; echo; echo short']));
     assert.deepEqual(r.log.map((l) => [l.tag, l.text.length]), [['P', 16384], ['P', 16384], ['F', 40000 - 32768], ['F', 5]]);
