@@ -45,6 +45,17 @@ describe('disk hot-plug', () => {
     assert.deepEqual(persisted.map((d) => [d.id, d.scsiId]), [['sha256:0123456789abcdef', 1], ['scratch-c1', 2]]);
   });
 
+  it('gives concurrent hot-plugs distinct targets and unplugs them concurrently', async () => {
+    const ids = ['c-a', 'c-b', 'c-c', 'c-d'];
+    const plugged = await Promise.all(ids.map((id) => vm.hotplugDisk({ id, path: imageDisk, readOnly: true })));
+    const targets = plugged.map((d) => d.scsiId);
+    assert.equal(new Set(targets).size, ids.length, `distinct SCSI targets: ${targets.join(',')}`);
+    assert.ok(targets.every((t) => t > 2), 'targets 1 and 2 are still in use');
+    await Promise.all(ids.map((id) => vm.unplugDisk(id)));
+    assert.deepEqual(vm.disks().map((d) => d.id), ['sha256:0123456789abcdef', 'scratch-c1']);
+    assert.equal((await blockNodes()).size, 3);
+  });
+
   it('refuses a duplicate id, a missing file, and unplugging an unknown disk', async () => {
     await assert.rejects(vm.hotplugDisk({ id: 'scratch-c1', path: scratchDisk, readOnly: false }), { code: 'ALREADY_EXISTS' });
     await assert.rejects(vm.hotplugDisk({ id: 'x', path: join(root.dir, 'nope.raw'), readOnly: true }), { code: 'INVALID_ARGUMENT', message: /nope\.raw.*ENOENT/ });
