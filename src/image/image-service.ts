@@ -1,6 +1,6 @@
 import { chmod, lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isPodvisorError, messageOf, notFound, PodvisorError } from '../errors.js';
+import { failedPrecondition, isPodvisorError, messageOf, notFound, PodvisorError } from '../errors.js';
 import { logger } from '../log.js';
 import { credentialsFrom, type RegistryAuth } from './auth.js';
 import { ContentStore } from './content-store.js';
@@ -268,6 +268,11 @@ export class ImageService {
     const disk = this.diskPath(id);
     return this.conversions.run(id, async () => {
       if (await lstat(disk).then((s) => s.isFile(), () => false)) return disk;
+      for (const l of layers) {
+        if (!(await this.store.has(l.digest))) {
+          throw failedPrecondition(`layer ${l.digest} of ${name} is missing from the content store (${this.store.blobsDir}); remove the image and pull it again`);
+        }
+      }
       const started = Date.now();
       const tree = await mkdtemp(join(this.unpackDir, `${parseDigest(id).hex.slice(0, 12)}-`));
       try {

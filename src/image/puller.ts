@@ -1,4 +1,5 @@
-import { failedPrecondition } from '../errors.js';
+import { failedPrecondition, isPodvisorError, messageOf } from '../errors.js';
+import { logger } from '../log.js';
 import type { ContentStore } from './content-store.js';
 import {
   parseImageConfig, parseManifestDocument, selectPlatform, type Descriptor, type ImageConfig, type ImageManifest,
@@ -6,6 +7,8 @@ import {
 import { formatReference, type ImageReference } from './reference.js';
 import type { RegistryClient } from './registry-client.js';
 import type { SingleFlight } from './single-flight.js';
+
+const log = logger('image.pull');
 
 /** An image whose blobs are all in the content store, ready to be converted and recorded. */
 export interface FetchedImage {
@@ -39,7 +42,8 @@ export async function fetchImage(ctx: PullContext, client: RegistryClient, ref: 
   const name = formatReference(ref);
   const reference = ref.digest ?? ref.tag!;
   let topDigest = ref.digest ?? (await client.resolveDigest(reference));
-  const top = await manifestBlob(ctx, client, reference, topDigest, `manifest of ${name}`);
+  // once the tag is resolved, fetch by digest: a tag that moves meanwhile cannot mix two images
+  const top = await manifestBlob(ctx, client, topDigest ?? reference, topDigest, `manifest of ${name}`);
   topDigest = top.digest;
 
   let doc = parseManifestDocument(top.body, top.mediaType, `manifest of ${name}`);
@@ -90,13 +94,35 @@ async function manifestBlob(ctx: PullContext, client: RegistryClient, reference:
   return fetched;
 }
 
-/** Makes sure a blob is in the store, downloading it once however many pulls want it. */
+/**
+ * Makes sure a blob is in the store, downloading it once however many pulls want it. A download
+ * cut off midway (connection reset, silence) starts again, up to BLOB_ATTEMPTS times; content that
+ * arrives whole but wrong is not retried.
+ */
 async function blob(ctx: PullContext, client: RegistryClient, d: Descriptor, what: string): Promise<void> {
   ctx.lease.add(d.digest);
   if (await ctx.store.has(d.digest)) return;
   await ctx.blobFlights.run(d.digest, async () => {
     if (await ctx.store.has(d.digest)) return;
-    const body = await client.openBlob(d.digest);
-    await ctx.store.ingest(d.digest, body, what, d.size);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ctx.store.ingest(d.digest, await client.openBlob(d.digest), what, d.size);
+        return;
+      } catch (e) {
+        if (attempt >= BLOB_ATTEMPTS || !interruptedTransfer(e)) throw e;
+        log.warn({ blob: d.digest, attempt, err: messageOf(e) }, 'blob download interrupted; starting it again');
+      }
+    }
   });
+}
+
+const BLOB_ATTEMPTS = 3;
+
+/** A body that broke off: a socket error or timeout while streaming, or the stream ending short. */
+function interruptedTransfer(e: unknown): boolean {
+  if (isPodvisorError(e)) {
+    return e.code === 'DEADLINE_EXCEEDED' || (e.code === 'FAILED_PRECONDITION' && /is \d+ bytes, its descriptor declares/.test(e.message));
+  }
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error).message === 'aborted';
 }

@@ -307,6 +307,7 @@ export class RegistryClient {
     const lifetimeS = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : 60;
     const authorization = `Bearer ${token}`;
     // renew a little early so a token does not expire between check and use
+    for (const [k, t] of RegistryClient.tokens) if (t.expiresAt <= Date.now()) RegistryClient.tokens.delete(k);
     RegistryClient.tokens.set(key, { authorization, expiresAt: Date.now() + Math.max(0, lifetimeS - 10) * 1000 });
     return authorization;
   }

@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, createPrivateKey, randomBytes, sign, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,6 +32,8 @@ export interface RegistryOptions {
   /** share another registry's storage (serve what was pushed there) */
   readonly dataDir?: string;
   readonly token?: { realm: string; service: string; issuer: string; certFile: string };
+  /** Basic auth: these users (passwords hashed with bcrypt by apache2-utils' htpasswd) */
+  readonly basicUsers?: Record<string, string>;
 }
 
 /** Starts a real Debian docker-registry with hack/registry, in its own temp folder and port. */
@@ -40,6 +42,12 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   const dir = mkdtempSync(join(tmpdir(), 'podvisor-registry-'));
   const env: NodeJS.ProcessEnv = { ...process.env, PODVISOR_REGISTRY_PORT: String(port), PODVISOR_REGISTRY_DIR: dir };
   if (opts.dataDir) env.PODVISOR_REGISTRY_DATA = opts.dataDir;
+  if (opts.basicUsers) {
+    const file = join(dir, 'htpasswd');
+    const lines = Object.entries(opts.basicUsers).map(([u, p]) => execFileSync('htpasswd', ['-Bbn', u, p]).toString().trim());
+    writeFileSync(file, lines.join('\n') + '\n', { mode: 0o600 });
+    env.PODVISOR_REGISTRY_HTPASSWD = file;
+  }
   if (opts.token) {
     env.PODVISOR_REGISTRY_TOKEN_REALM = opts.token.realm;
     env.PODVISOR_REGISTRY_TOKEN_SERVICE = opts.token.service;

@@ -11,14 +11,15 @@ import { pushImage, startRegistry, startTokenServer, type TestRegistry, type Tok
 import { tarOf } from '../helpers/tar.js';
 
 /**
- * Bearer-token auth against a real docker-registry in `auth: token` mode. The registry verifies
+ * Registry auth against real docker-registry instances. Bearer tokens: `auth: token` mode. The registry verifies
  * the JWTs itself (RS256, certificate chain in x5c checked against its rootcertbundle); the token
- * server here checks Basic credentials and OAuth2 refresh tokens. Images are pushed to an open
- * registry that shares its storage with the protected one.
+ * server here checks Basic credentials and OAuth2 refresh tokens. Basic: `auth: htpasswd` mode.
+ * Images are pushed to an open registry that shares its storage with the protected ones.
  */
 let open: TestRegistry;
 let guarded: TestRegistry;
 let tokens: TokenServer;
+let basic: TestRegistry;
 let id: string;
 const roots: string[] = [];
 const PASSWORD = 'wonderland-secret';
@@ -32,8 +33,10 @@ before(async () => {
     dataDir: join(open.dir, 'data'),
     token: { realm: tokens.realm, service: tokens.service, issuer: tokens.issuer, certFile: tokens.certFile },
   });
+  basic = await startRegistry({ dataDir: join(open.dir, 'data'), basicUsers: { bob: 'builder-secret' } });
 });
 after(async () => {
+  await basic?.stop();
   await guarded?.stop();
   await open?.stop();
   await tokens?.stop();
@@ -100,4 +103,13 @@ test('a registry token is sent as the bearer token directly', async () => {
   assert.equal(await svc.pull(image(), { registryToken: tokens.issue('private/app', 'alice') }), id);
   assert.deepEqual(tokens.issued, before, 'the token server was not asked');
   await assert.rejects((await service()).pull(image(), { registryToken: 'garbage' }), (e) => isPodvisorError(e, 'UNAUTHENTICATED'));
+});
+
+test('Basic auth (htpasswd registry): refused without or with wrong credentials, served with the right ones', async () => {
+  const ref = `${basic.host}/private/app:v1`;
+  await assert.rejects((await service()).pull(ref), (e) => isPodvisorError(e, 'UNAUTHENTICATED') && e.message.includes('requires a username and password'));
+  await assert.rejects((await service()).pull(ref, { username: 'bob', password: 'wrong-one' }),
+    (e) => isPodvisorError(e, 'UNAUTHENTICATED') && !e.message.includes('wrong-one'));
+  assert.equal(await (await service()).pull(ref, { username: 'bob', password: 'builder-secret' }), id);
+  assert.equal(await (await service()).pull(ref, { auth: Buffer.from('bob:builder-secret').toString('base64') }), id);
 });

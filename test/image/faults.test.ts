@@ -94,6 +94,26 @@ describe('registry faults', () => {
     assert.equal(failures, 2);
   });
 
+  test('a blob download cut off midway starts again', async () => {
+    let cut = 0;
+    front.rule = (req, res) => {
+      if (!req.url?.includes(`/blobs/${layerDigest}`) || cut > 0) return 'pass';
+      cut++;
+      // announce the whole blob, send a little of it, then drop the connection
+      fetch(`${reg.url}${req.url}`).then(async (up) => {
+        const body = Buffer.from(await up.arrayBuffer());
+        res.writeHead(200, { 'content-length': String(body.length), 'content-type': 'application/octet-stream' });
+        res.write(body.subarray(0, 10));
+        setTimeout(() => res.socket?.destroy(), 50);
+      }, () => res.destroy());
+      return 'handled';
+    };
+    const svc = await service();
+    assert.equal(await svc.pull(viaFront()), image.id);
+    assert.equal(cut, 1);
+    assert.deepEqual(readdirSync(svc.store.ingestDir), [], 'the broken attempt left no temp file');
+  });
+
   test('a registry that keeps answering 5xx is UNAVAILABLE after the attempts', async () => {
     front.rule = (_req, res) => { res.writeHead(500).end('broken'); return 'handled'; };
     const svc = await service();
