@@ -4,7 +4,7 @@ import { alreadyExists, invalidArgument, messageOf, notFound, resourceExhausted 
 import { logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { SCSI_BUS, SYSTEM_DISK_SCSI_ID } from './qemu-args.js';
-import type { QmpClient } from './qmp-client.js';
+import { QmpCommandError, type QmpClient } from './qmp-client.js';
 
 /**
  * Disks hot-plugged into a running VM as `scsi-hd` on the virtio-scsi controller (microvm
@@ -123,17 +123,39 @@ export class DiskSet {
   private async doUnplug(qmp: QmpClient, id: string, timeoutMs: number): Promise<void> {
     const disk = this.disks.get(id);
     if (!disk) throw notFound(`disk ${id} is not plugged into this VM`);
-    const names = qemuNames(disk.scsiId);
-    // Listen before asking: the event can arrive before device_del's reply.
-    const deleted = qmp.waitForEvent('DEVICE_DELETED', (d) => d.device === names.device, timeoutMs);
-    deleted.catch(() => undefined);
-    await qmp.execute('device_del', { id: names.device });
-    await deleted;
-    await qmp.execute('blockdev-del', { 'node-name': names.format });
-    await qmp.execute('blockdev-del', { 'node-name': names.file });
+    await releaseTarget(qmp, disk.scsiId, timeoutMs);
     this.disks.delete(id);
     this.persist();
     log.info({ disk: id, scsiId: disk.scsiId }, 'disk unplugged');
+  }
+
+  /**
+   * Makes the record and QEMU agree after a daemon restart: a crash between a QMP step and the
+   * record write leaves either a recorded disk QEMU no longer has, or QEMU devices and nodes
+   * no record knows. The first are forgotten, the second removed.
+   */
+  reconcile(qmp: QmpClient, timeoutMs: number): Promise<void> {
+    return this.serialise(async () => {
+      const devices = new Set((await qmp.execute('query-block')).map((b) => b.qdev).filter((q): q is string => !!q));
+      for (const disk of [...this.disks.values()]) {
+        if (devices.has(qemuNames(disk.scsiId).device)) continue;
+        log.warn({ disk: disk.id, scsiId: disk.scsiId }, 'recorded disk is no longer in QEMU; forgetting it');
+        await releaseTarget(qmp, disk.scsiId, timeoutMs);
+        this.disks.delete(disk.id);
+      }
+      const known = new Set([...this.disks.values()].map((d) => d.scsiId));
+      const nodes = await qmp.execute('query-named-block-nodes', { flat: true });
+      const stray = new Set<number>();
+      for (const name of [...devices, ...nodes.map((n) => n['node-name'])]) {
+        const m = /^hd(\d+)(?:-file|-dev)?$/.exec(name);
+        if (m && !known.has(Number(m[1]))) stray.add(Number(m[1]));
+      }
+      for (const scsiId of stray) {
+        log.warn({ scsiId }, 'QEMU has a disk no record knows (plug interrupted); removing it');
+        await releaseTarget(qmp, scsiId, timeoutMs);
+      }
+      this.persist();
+    });
   }
 
   private freeScsiId(): number {
@@ -144,5 +166,29 @@ export class DiskSet {
 
   private persist(): void {
     writeJsonAtomicSync(this.file, [...this.disks.values()]);
+  }
+}
+
+/**
+ * Removes target `scsiId`'s device (waiting for DEVICE_DELETED) and block nodes from QEMU.
+ * Parts that are already gone are skipped, so it can finish a removal a crash interrupted.
+ */
+async function releaseTarget(qmp: QmpClient, scsiId: number, timeoutMs: number): Promise<void> {
+  const names = qemuNames(scsiId);
+  // Listen before asking: the event can arrive before device_del's reply.
+  const deleted = qmp.waitForEvent('DEVICE_DELETED', (d) => d.device === names.device, timeoutMs);
+  deleted.catch(() => undefined);
+  try {
+    await qmp.execute('device_del', { id: names.device });
+    await deleted;
+  } catch (e) {
+    if (!(e instanceof QmpCommandError && e.qmpClass === 'DeviceNotFound')) throw e;
+  }
+  for (const node of [names.format, names.file]) {
+    try {
+      await qmp.execute('blockdev-del', { 'node-name': node });
+    } catch (e) {
+      if (!(e instanceof QmpCommandError && /Failed to find node/.test(e.desc))) throw e;
+    }
   }
 }

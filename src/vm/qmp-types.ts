@@ -42,6 +42,7 @@ export interface QmpCommands {
   'query-status': { args: undefined; ret: StatusInfo };
   'query-version': { args: undefined; ret: { qemu: { major: number; minor: number; micro: number }; package: string } };
   'query-block': { args: undefined; ret: BlockInfo[] };
+  'query-named-block-nodes': { args: { flat?: boolean } | undefined; ret: Array<{ 'node-name': string; drv: string; ro: boolean; file: string }> };
   'query-migrate': { args: undefined; ret: MigrationInfo };
   quit: { args: undefined; ret: Record<string, never> };
   stop: { args: undefined; ret: Record<string, never> };

@@ -263,6 +263,7 @@ export class Vm extends EventEmitter<VmEvents> {
     }
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.timeoutMs ?? 10_000 });
     const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile));
+    await vm.diskSet.reconcile(qmp, 10_000);
     const status = await qmp.execute('query-status');
     vm.log.info({ status: status.status, disks: vm.diskSet.list().length }, 'reattached to running VM');
     return vm;

@@ -70,6 +70,25 @@ describe('disk hot-plug', () => {
     assert.deepEqual(vm.disks(), before);
   });
 
+  it('reconciles disks with QEMU on reattach after an interrupted plug or unplug', async () => {
+    // A plug the daemon did not live to record: devices and nodes on target 40.
+    await vm.qmp.execute('blockdev-add', { driver: 'file', 'node-name': 'hd40-file', filename: imageDisk, 'read-only': true });
+    await vm.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'hd40', file: 'hd40-file', 'read-only': true });
+    await vm.qmp.execute('device_add', { driver: 'scsi-hd', id: 'hd40-dev', bus: 'scsi0.0', 'scsi-id': 40, lun: 0, drive: 'hd40' });
+    // A recorded disk whose unplug finished in QEMU but not in the record.
+    const doomed = await vm.hotplugDisk({ id: 'half-unplugged', path: imageDisk, readOnly: true });
+    const gone = vm.qmp.waitForEvent('DEVICE_DELETED', (d) => d.device === `hd${doomed.scsiId}-dev`);
+    await vm.qmp.execute('device_del', { id: `hd${doomed.scsiId}-dev` });
+    await gone;
+
+    vm.detach();
+    vm = await Vm.reattach(vm.paths.dir);
+    assert.deepEqual(vm.disks().map((d) => d.id), ['sha256:0123456789abcdef', 'scratch-c1']);
+    assert.deepEqual([...(await blockNodes()).keys()].sort(), ['hd1-dev', 'hd2-dev', 'system-disk']);
+    const nodes = (await vm.qmp.execute('query-named-block-nodes', { flat: true })).map((n) => n['node-name']).sort();
+    assert.deepEqual(nodes, ['hd1', 'hd1-file', 'hd2', 'hd2-file', 'system', 'system-file']);
+  });
+
   it('unplugs after DEVICE_DELETED, releases the nodes, and reuses the target', async () => {
     await vm.unplugDisk('sha256:0123456789abcdef');
     const nodes = await blockNodes();
