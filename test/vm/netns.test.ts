@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readlinkSync, statSync } from 'node:fs';
+import { existsSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Vm } from '../../src/vm/vm.js';
@@ -39,5 +39,14 @@ describe('VM in a network namespace', () => {
     const info = await vm.stop({ timeoutMs: 5000 });
     assert.equal(info.reason, 'stopped');
     assert.match(ip('-n', netns, 'link', 'show', 'tap0'), /NO-CARRIER/, 'the tap is released');
+  });
+
+  it('fails clearly for a network namespace that does not exist', async () => {
+    const runDir = join(root.dir, 'nonet');
+    await assert.rejects(
+      Vm.launch({ id: 'nonet', profile: guestProfile(), runDir, netns: `${netns}-missing` }),
+      { code: 'FAILED_PRECONDITION', message: /Cannot open network namespace/ },
+    );
+    assert.equal(existsSync(runDir), false);
   });
 });
