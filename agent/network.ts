@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { invalidArgument, notFound } from '../src/errors.js';
+import { invalidArgument, notFound, unimplemented } from '../src/errors.js';
 import type { ConfigureNetworkRequest } from '../src/agent-client/types.js';
 import { logger } from '../src/log.js';
 import { run } from './run.js';
@@ -28,7 +28,7 @@ function check(re: RegExp, what: string, value: string | undefined): string {
 
 const ip = (args: string[], what: string) => run('ip', args, { what, code: 'INVALID_ARGUMENT' });
 
-/** Guest NICs from the host's network plan: name, MTU, addresses, routes, ARP entries (busybox ip). */
+/** Guest NICs from the host's network plan: name, MTU, addresses, routes (busybox ip), ARP entries (busybox arp). */
 export async function configureNetwork(req: ConfigureNetworkRequest): Promise<void> {
   for (const nic of req.interfaces ?? []) {
     const mac = check(MAC, 'MAC address', nic.mac?.toLowerCase());
@@ -54,6 +54,9 @@ export async function configureNetwork(req: ConfigureNetworkRequest): Promise<vo
     await ip(args, `adding route ${route.destination}`);
   }
   for (const n of req.neighbors ?? []) {
-    await ip(['neigh', 'replace', check(IP, 'neighbour IP', n.ip), 'lladdr', check(MAC, 'neighbour MAC', n.mac?.toLowerCase()), 'dev', check(IFNAME, 'neighbour device', n.device), 'nud', 'permanent'], `adding neighbour ${n.ip}`);
+    const addr = check(IP, 'neighbour IP', n.ip);
+    // busybox ip cannot change neighbours; its arp can (IPv4 only), as permanent entries.
+    if (addr.includes(':')) throw unimplemented(`static IPv6 neighbour ${addr}: the guest's busybox has no tool for it`);
+    await run('arp', ['-i', check(IFNAME, 'neighbour device', n.device), '-s', addr, check(MAC, 'neighbour MAC', n.mac?.toLowerCase())], { what: `adding neighbour ${addr}`, code: 'INVALID_ARGUMENT' });
   }
 }

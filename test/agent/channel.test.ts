@@ -4,11 +4,13 @@ import { AGENT_SERVICE, type GuestLog } from '../../src/agent-client/index.js';
 import { isPodvisorError } from '../../src/errors.js';
 import { FrameType, MAX_MESSAGE_LENGTH, encodeFrame } from '../../src/ttrpc/index.js';
 import { encodeRequest } from '../../src/ttrpc/messages.js';
-import { bootGuest, busyboxRootfsDisk, busyboxSpec, collectProcess, type BootedGuest } from '../helpers/guest.js';
+import { bootGuest, busyboxRootfsDisk, busyboxSpec, collectProcess, hostTap, type BootedGuest } from '../helpers/guest.js';
 
 // The channel itself and the guest-wide RPCs, against one real guest.
 let guest: BootedGuest;
 let disk: { path: string; remove(): void };
+let tap: ReturnType<typeof hostTap> | undefined;
+const GUEST_MAC = '02:70:76:00:00:07';
 const logs: GuestLog[] = [];
 const IMAGE_MOUNT = '/run/podvisor/images/busybox';
 
@@ -34,7 +36,8 @@ async function inGuest(id: string, script: string): Promise<string> {
 
 before(async () => {
   disk = busyboxRootfsDisk();
-  guest = await bootGuest();
+  tap = hostTap('10.213.77.1/24');
+  guest = await bootGuest({}, { tap: { name: tap.name, mac: GUEST_MAC } });
   guest.agent.on('log', (l) => logs.push(l));
   const plugged = await guest.vm.hotplugDisk({ id: 'busybox', path: disk.path, readOnly: true });
   await guest.agent.mountDisk({ scsiId: plugged.scsiId, lun: plugged.lun, mountPoint: IMAGE_MOUNT });
@@ -43,6 +46,7 @@ before(async () => {
 after(async () => {
   await guest?.stop();
   disk?.remove();
+  tap?.remove();
 });
 
 test('health and version describe the running guest', async () => {
@@ -74,10 +78,19 @@ test('sandbox setup: hostname, resolv.conf, hosts, sysctls, clock, entropy', asy
   await assert.rejects(guest.agent.setupSandbox({ sysctls: { '../../etc/passwd': 'x' } }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
 });
 
-test('network setup: routes and neighbours through busybox ip; unknown NICs are NOT_FOUND', async () => {
-  await guest.agent.configureNetwork({ routes: [{ destination: '10.123.0.0/16', device: 'lo', metric: 7 }] });
-  const out = await inGuest('net', 'ip route show 10.123.0.0/16');
+test('network setup: NIC found by MAC, renamed, MTU, address, routes, neighbour; the host answers a ping', async () => {
+  await guest.agent.configureNetwork({
+    interfaces: [{ mac: GUEST_MAC, name: 'eth0', mtu: 1400, addresses: [{ cidr: '10.213.77.2/24' }] }],
+    routes: [{ destination: 'default', gateway: '10.213.77.1', device: 'eth0' }, { destination: '10.123.0.0/16', device: 'lo', metric: 7 }],
+    neighbors: [{ ip: '10.213.77.1', mac: tap!.mac, device: 'eth0' }],
+  });
+  const out = await inGuest('net', 'ip -o link show eth0; ip -o addr show eth0; ip route; ip neigh show 10.213.77.1; ping -c 1 -W 10 10.213.77.1 >/dev/null && echo ping-ok');
+  assert.match(out, new RegExp(`eth0: .*mtu 1400 .*link/ether ${GUEST_MAC}`));
+  assert.match(out, /inet 10\.213\.77\.2\/24/);
+  assert.match(out, /default via 10\.213\.77\.1 dev eth0/);
   assert.match(out, /10\.123\.0\.0\/16 dev lo .*metric 7/);
+  assert.match(out, new RegExp(`10\\.213\\.77\\.1 dev eth0 lladdr ${tap!.mac} .*PERMANENT`));
+  assert.match(out, /ping-ok/);
   await assert.rejects(guest.agent.configureNetwork({ interfaces: [{ mac: '02:00:00:00:00:99', name: 'eth0' }] }), (e) => isPodvisorError(e, 'NOT_FOUND'));
   await assert.rejects(guest.agent.configureNetwork({ routes: [{ destination: 'not-a-cidr' }] }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
 });

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { AgentClient, type AgentEvent, type ProcessExit } from '../../src/agent-client/index.js';
 import { locateGuestImage, type GuestImage } from '../../src/vm/guest-image.js';
 import { withProfileDefaults, type VmProfile } from '../../src/vm/profile.js';
+import type { TapDevice } from '../../src/vm/qemu-args.js';
 import { Vm } from '../../src/vm/vm.js';
 
 /**
@@ -38,13 +39,14 @@ export interface BootedGuest {
 }
 
 /** Boots one guest through src/vm and connects to its agent. */
-export async function bootGuest(profile: Partial<VmProfile> = {}, opts: { deadlineMs?: number } = {}): Promise<BootedGuest> {
+export async function bootGuest(profile: Partial<VmProfile> = {}, opts: { deadlineMs?: number; tap?: TapDevice } = {}): Promise<BootedGuest> {
   const image = ensureGuestImage();
   const runDir = mkdtempSync('/tmp/podvisor-guest-');
   const vm = await Vm.launch({
     id: `agent-test-${process.pid}`,
     runDir,
     profile: withProfileDefaults({ kernel: image.kernel, initrd: image.initrd, systemDisk: image.systemDisk, accel: 'tcg', memoryMiB: 512, ...profile }),
+    tap: opts.tap,
   });
   const consoleLog = () => {
     try {
@@ -135,6 +137,24 @@ export function busyboxRootfsDisk(): { path: string; remove(): void } {
   return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/**
+ * A host tap device with an address, for a guest NIC to talk to; `remove()`
+ * deletes it. Needs root (this host's tests run as root).
+ */
+export function hostTap(hostCidr: string): { name: string; mac: string; remove(): void } {
+  const name = `pvt${process.pid % 100000}`;
+  execFileSync('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap']);
+  try {
+    execFileSync('ip', ['addr', 'add', hostCidr, 'dev', name]);
+    execFileSync('ip', ['link', 'set', 'dev', name, 'up']);
+  } catch (err) {
+    execFileSync('ip', ['link', 'del', name]);
+    throw err;
+  }
+  const mac = readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim();
+  return { name, mac, remove: () => execFileSync('ip', ['link', 'del', name]) };
+}
+
 /** A minimal OCI runtime spec for a busybox container rooted at `rootPath` in the guest. */
 export function busyboxSpec(rootPath: string, args: string[], opts: { tty?: boolean; env?: string[]; memoryLimitBytes?: number } = {}): Uint8Array {
   const spec = {
@@ -147,9 +167,9 @@ export function busyboxSpec(rootPath: string, args: string[], opts: { tty?: bool
       env: ['PATH=/bin', 'TERM=xterm', ...(opts.env ?? [])],
       cwd: '/',
       capabilities: {
-        bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_NET_BIND_SERVICE'],
-        effective: ['CAP_KILL', 'CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_NET_BIND_SERVICE'],
-        permitted: ['CAP_KILL', 'CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_NET_BIND_SERVICE'],
+        bounding: ['CAP_KILL', 'CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW'],
+        effective: ['CAP_KILL', 'CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW'],
+        permitted: ['CAP_KILL', 'CAP_CHOWN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_NET_BIND_SERVICE', 'CAP_NET_RAW'],
       },
       noNewPrivileges: true,
     },
@@ -162,6 +182,7 @@ export function busyboxSpec(rootPath: string, args: string[], opts: { tty?: bool
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     ],
+    // No network namespace: containers share the guest's (the pod's) network, as in a pod.
     linux: {
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
       resources: opts.memoryLimitBytes ? { memory: { limit: opts.memoryLimitBytes } } : {},
