@@ -83,7 +83,10 @@ export class RegistryClient {
   async resolveDigest(reference: string): Promise<string | undefined> {
     const res = await this.send('HEAD', this.manifestPath(reference), { accept: MANIFEST_ACCEPT });
     drain(res);
-    if (res.statusCode === 404) throw notFound(`manifest "${reference}" not found at ${this.where}`);
+    const code = res.statusCode ?? 0;
+    if (code === 404) throw notFound(`manifest "${reference}" not found at ${this.where}`);
+    // some registries do not answer HEAD on manifests; the GET that follows will tell
+    if (code === 400 || code === 405 || code === 501) return undefined;
     this.checkStatus(res, `manifest "${reference}"`);
     const header = res.headers['docker-content-digest'];
     return typeof header === 'string' && /^sha(256|512):[a-f0-9]+$/.test(header) ? header : undefined;

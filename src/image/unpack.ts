@@ -32,7 +32,7 @@ export class UnpackBudget {
   }
 }
 
-/** Things the unpacker skipped and says so (device nodes, FIFOs). */
+/** Things the unpacker skipped and says so (device nodes, FIFOs, extended attributes). */
 export interface UnpackNotes {
   skipped: string[];
 }
@@ -136,6 +136,12 @@ async function applyEntry(ctx: LayerContext, h: Header, data: AsyncIterable<Buff
   if (!Array.isArray(parts)) throw refuse(ctx, name, parts.error);
   ctx.budget.charge(ENTRY_OVERHEAD_BYTES + (h.type === 'file' || h.type === 'contiguous-file' ? h.size ?? 0 : 0), `entry "${name}" of ${ctx.layer}`);
   if (h.pax && Object.keys(h.pax).some((k) => k.startsWith('GNU.sparse'))) throw refuse(ctx, name, 'sparse files are not supported');
+  const xattrs = h.pax ? Object.keys(h.pax).filter((k) => k.startsWith('SCHILY.xattr.')) : [];
+  if (xattrs.length > 0) {
+    // Node has no setxattr: file capabilities and other xattrs are not carried into the disk yet
+    ctx.notes.skipped.push(`${parts.join('/')} (xattrs ${xattrs.map((k) => k.slice('SCHILY.xattr.'.length)).join(', ')})`);
+    log.warn({ layer: ctx.layer, entry: name, xattrs }, 'extended attributes are not applied (not supported yet)');
+  }
   if (parts.length === 0) return; // the layer's own root ("./")
 
   const base = parts[parts.length - 1]!;
