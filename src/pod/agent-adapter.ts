@@ -130,7 +130,8 @@ export class AgentAdapter implements GuestAgent {
       try {
         const s = await this.client.containerStats(id);
         out.set(id, {
-          timestampMs: s.timestampUnixNanos / 1e6,
+          // The host's clock: the guest's is set only to the second, and rates need one clock.
+          timestampMs: Date.now(),
           cpuUsageNanos: BigInt(s.cpu.usageUsec) * 1000n,
           memoryWorkingSetBytes: s.memory.workingSetBytes,
           memoryUsageBytes: s.memory.currentBytes,
