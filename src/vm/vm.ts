@@ -411,13 +411,13 @@ export class Vm extends EventEmitter<VmEvents> {
   // ---------------------------------------------------------------- disks
 
   /** Hot-plugs a disk image as a SCSI disk; the result tells the agent how to find it. */
-  hotplugDisk(req: HotplugDiskRequest): Promise<DiskAddress> {
+  async hotplugDisk(req: HotplugDiskRequest): Promise<DiskAddress> {
     this.assertRunning('hot-plug a disk');
     return this.diskSet.plug(this.qmpClient, req);
   }
 
   /** Unplugs a disk and waits until QEMU has released it (DEVICE_DELETED). */
-  unplugDisk(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+  async unplugDisk(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
     this.assertRunning('unplug a disk');
     return this.diskSet.unplug(this.qmpClient, id, opts.timeoutMs ?? 10_000);
   }

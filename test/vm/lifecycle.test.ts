@@ -96,6 +96,7 @@ describe('VM lifecycle', () => {
       assert.deepEqual(qemuProcessesUsing(vm.paths.dir), []);
       assert.deepEqual(readdirSync(vm.paths.dir).sort(), ['console.log', 'qemu.log']);
       assert.equal((await vm.stop()).reason, 'stopped', 'stop is idempotent');
+      await assert.rejects(vm.hotplugDisk({ id: 'late', path: vm.paths.consoleLog, readOnly: true }), { code: 'FAILED_PRECONDITION', message: /exited/ });
       await vm.destroy();
       assert.equal(existsSync(vm.paths.dir), false, 'destroy removes the run directory');
     });
