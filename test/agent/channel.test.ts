@@ -157,6 +157,9 @@ test('bad frames: oversized gets RESOURCE_EXHAUSTED, garbage and unknown methods
 test('shutdown powers the guest off cleanly', async () => {
   const exited = guest.vm.waitExit();
   await guest.agent.shutdown();
-  const info = await exited;
+  // The VM manager's exit watch does not hold the event loop open; this timer does.
+  let timer: NodeJS.Timeout | undefined;
+  const info = await Promise.race([exited, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`the VM did not exit within 30 s of Shutdown; console:\n${guest.consoleLog().slice(-2000)}`)), 30_000); })]);
+  clearTimeout(timer);
   assert.equal(info.reason, 'guest-shutdown');
 });
