@@ -9,7 +9,7 @@ import { buildErofs } from './erofs.js';
 import { ImageRecords, type ImageRecord } from './image-records.js';
 import type { ImageConfig } from './manifest.js';
 import { fetchImage, type FetchedImage } from './puller.js';
-import { digestedName, formatReference, isDigest, parseReference, taggedName, type ImageReference } from './reference.js';
+import { digestedName, formatReference, isDigest, parseReference, repositoryName, taggedName, type ImageReference } from './reference.js';
 import { RegistryClient } from './registry-client.js';
 import { EMPTY_REGISTRY_CONFIG, type RegistryConfig } from './registry-config.js';
 import { endpointsFor } from './registry-endpoints.js';
@@ -330,9 +330,13 @@ export class ImageService {
     } catch {
       return undefined;
     }
-    if (ref.digest) {
-      const wanted = digestedName(ref, ref.digest);
-      return all.find((r) => r.repoDigests.includes(wanted) || (r.manifestDigest === ref.digest && r.repoDigests.some((d) => d.startsWith(wanted.split('@')[0]! + '@'))));
+    const digest = ref.digest;
+    if (digest) {
+      const wanted = digestedName(ref, digest);
+      const repo = `${repositoryName(ref)}@`;
+      return all.find((r) => r.repoDigests.includes(wanted)
+        // the linux/amd64 manifest's own digest, for an image pulled through an index
+        || (r.manifestDigest === digest && r.repoDigests.some((d) => d.startsWith(repo))));
     }
     const tag = taggedName(ref)!;
     return all.find((r) => r.repoTags.includes(tag));

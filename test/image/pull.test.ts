@@ -104,6 +104,8 @@ describe('pulling from a real registry', () => {
       assert.equal(id, amd.config.digest);
       const info = await svc.get(ref(`multiarch:${tag}`));
       assert.equal(info?.repoDigests[0], `${reg.host}/podvisor-test/multiarch@${await remoteDigest(reg, 'podvisor-test/multiarch', tag)}`, 'repo digest is the index digest');
+      const amdDigest = await remoteDigest(reg, 'podvisor-test/multiarch', tag === 'latest' ? 'amd64' : 'amd64-docker');
+      assert.equal((await svc.get(`${reg.host}/podvisor-test/multiarch@${amdDigest}`))?.id, id, 'found by its platform manifest digest too');
       assert.ok(!existsSync(join(extract(await svc.ensureDisk(id)), 'ARCH-arm64')));
     });
   }
