@@ -27,7 +27,10 @@ export interface VmLaunchOptions {
   profile: VmProfile;
   /** Per-sandbox host directory for sockets, pidfile and logs (created 0700). */
   runDir: string;
-  /** Run QEMU inside this named network namespace (`ip netns exec`). */
+  /**
+   * Run QEMU inside this network namespace: a name under /run/netns (`ip netns exec`) or the
+   * absolute path of a namespace file, e.g. a CNI-made one (`nsenter --net=`).
+   */
   netns?: string;
   tap?: TapDevice;
   /** A virtio-fs share (volumes); its virtiofsd must already listen on the socket. */
@@ -150,8 +153,8 @@ export class Vm extends EventEmitter<VmEvents> {
     checkReadable('kernel', opts.profile.kernel);
     if (opts.profile.initrd) checkReadable('initrd', opts.profile.initrd);
     if (opts.profile.systemDisk) checkReadable('system disk', opts.profile.systemDisk);
-    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) {
-      throw invalidArgument(`network namespace name ${JSON.stringify(opts.netns)} is not valid`);
+    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns) && !/^\/[^\0\n]+$/.test(opts.netns)) {
+      throw invalidArgument(`network namespace ${JSON.stringify(opts.netns)} is neither a name nor an absolute path`);
     }
     if (opts.sharedFs && !/^[A-Za-z0-9_.-]{1,36}$/.test(opts.sharedFs.tag)) {
       throw invalidArgument(`virtio-fs tag ${JSON.stringify(opts.sharedFs.tag)} must be 1-36 letters, digits, '.', '_' or '-'`);
@@ -166,9 +169,7 @@ export class Vm extends EventEmitter<VmEvents> {
       sandbox: qemuHasSandbox(qemuBinary), tap: opts.tap, sharedFs: opts.sharedFs, incomingDefer: opts.incomingDefer,
     });
     const createdDir = prepareRunDir(paths);
-    const [command, args] = opts.netns
-      ? ['ip', ['netns', 'exec', opts.netns, qemuBinary, ...qemuArgs]]
-      : [qemuBinary, qemuArgs];
+    const [command, args] = inNetns(opts.netns, qemuBinary, qemuArgs);
     const log = logger('vm', { sandbox: opts.id });
     log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, netns: opts.netns }, 'launching QEMU');
     log.debug({ command, args }, 'QEMU command line');
@@ -432,6 +433,13 @@ export class Vm extends EventEmitter<VmEvents> {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** The command that runs QEMU, in the network namespace if one is given (both exec, keeping the pid). */
+function inNetns(netns: string | undefined, qemuBinary: string, qemuArgs: string[]): [string, string[]] {
+  if (!netns) return [qemuBinary, qemuArgs];
+  if (netns.startsWith('/')) return ['nsenter', [`--net=${netns}`, '--', qemuBinary, ...qemuArgs]];
+  return ['ip', ['netns', 'exec', netns, qemuBinary, ...qemuArgs]];
+}
 
 function checkReadable(what: string, path: string): void {
   try {

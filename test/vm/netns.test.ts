@@ -41,6 +41,16 @@ describe('VM in a network namespace', () => {
     assert.match(ip('-n', netns, 'link', 'show', 'tap0'), /NO-CARRIER/, 'the tap is released');
   });
 
+  it('also takes the namespace as a file path (as CNI hands it over)', async () => {
+    const pathVm = await Vm.launch({ id: 'netns-path', profile: guestProfile(), runDir: join(root.dir, 'bypath'), netns: `/run/netns/${netns}` });
+    try {
+      assert.equal(readlinkSync(`/proc/${pathVm.pid}/ns/net`), `net:[${statSync(`/run/netns/${netns}`).ino}]`);
+      assert.equal(await pathVm.status(), 'running');
+    } finally {
+      await pathVm.destroy({ timeoutMs: 5000 });
+    }
+  });
+
   it('fails clearly for a network namespace that does not exist', async () => {
     const runDir = join(root.dir, 'nonet');
     await assert.rejects(
