@@ -1,5 +1,6 @@
-import { readFile, stat } from 'node:fs/promises';
-import { failedPrecondition } from '../errors.js';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { failedPrecondition, unavailable } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import type { Descriptor } from './manifest.js';
 
@@ -66,9 +67,12 @@ export class ImageRecords {
     return this.images.get(id);
   }
 
-  /** Runs a change to the table and saves it; changes are serialised. */
+  /**
+   * Runs a change to the table and saves it. Changes are serialised in this process, and across
+   * processes (the daemon and `podvisor image import`) by a lock file next to the table.
+   */
   async update<T>(change: (images: Map<string, ImageRecord>) => T): Promise<T> {
-    const run = this.lock.then(async () => {
+    const run = this.lock.then(() => withLockFile(`${this.file}.lock`, async () => {
       await this.refresh();
       const result = change(this.images);
       const body: RecordsFile = { version: 1, images: [...this.images.values()] };
@@ -76,8 +80,47 @@ export class ImageRecords {
       const st = await stat(this.file);
       this.loadedStamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
       return result;
-    });
+    }));
     this.lock = run.catch(() => {});
     return run;
+  }
+}
+
+const LOCK_WAIT_MS = 30_000;
+
+/**
+ * Holds `path` (created with O_EXCL, holding our pid) while `fn` runs. A lock whose pid is gone
+ * (a crashed process) is taken over; a live holder is waited for, up to LOCK_WAIT_MS.
+ */
+async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await writeFile(path, String(process.pid), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+      if (!holder || !processAlive(holder)) {
+        await rm(path, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw unavailable(`the image table is locked by process ${holder} (${path}) for more than ${LOCK_WAIT_MS / 1000} s`);
+      await sleep(20);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(path, { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

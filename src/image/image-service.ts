@@ -227,6 +227,8 @@ export class ImageService {
   async remove(refOrId: string): Promise<boolean> {
     const record = await this.resolve(refOrId);
     if (!record) return false;
+    // a disk being built now would appear after the removal: let it finish, then remove it too
+    await this.conversions.pending(record.id)?.catch(() => {});
     await this.records.update((images) => { images.delete(record.id); });
     this.configCache.delete(record.id);
     await rm(this.diskPath(record.id), { force: true });

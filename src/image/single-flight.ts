@@ -19,6 +19,11 @@ export class SingleFlight<T> {
     return p;
   }
 
+  /** The run in progress for `key`, if any (to wait for it). */
+  pending(key: string): Promise<T> | undefined {
+    return this.running.get(key);
+  }
+
   get size(): number {
     return this.running.size;
   }
