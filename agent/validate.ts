@@ -9,9 +9,9 @@ export function checkId(kind: string, id: string): string {
   return id;
 }
 
-/** A guest path the host names: absolute and already normal (no '..', no '//'). */
+/** A guest path the host names: absolute and already normal (no '..', no '//', no trailing '/', not '/'). */
 export function checkGuestPath(what: string, path: string): string {
-  if (!path || !isAbsolute(path) || normalize(path) !== path || path.includes('\0') || path === '/') {
+  if (!path || !isAbsolute(path) || normalize(path) !== path || path.includes('\0') || path.endsWith('/')) {
     throw invalidArgument(`${what} must be a normalised absolute guest path other than /, got ${JSON.stringify(path)}`);
   }
   return path;

@@ -155,6 +155,15 @@ test('cgroup v2 stats change under load; memory limit and OOM flag', async () =>
   void io;
 });
 
+test('ReadFile reads a file of the image tree; missing files say so', async () => {
+  const passwd = await guest.agent.readFile({ root: IMAGE_MOUNT, path: '/etc/passwd' });
+  assert.equal(passwd.exists, true);
+  assert.match(Buffer.from(passwd.data).toString(), /^root:x:0:0:/);
+  assert.equal((await guest.agent.readFile({ root: IMAGE_MOUNT, path: '/etc/shadow' })).exists, false);
+  // /bin/sh is a symlink to busybox inside the tree: it resolves, and busybox is over the 1 MiB cap.
+  await assert.rejects(guest.agent.readFile({ root: IMAGE_MOUNT, path: '/bin/sh' }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /bytes, more than/.test(e.message));
+});
+
 test('bad requests get typed errors', async () => {
   await assert.rejects(guest.agent.createContainer({ containerId: 'bad', ociSpecJson: Buffer.from('{not json') }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
   await assert.rejects(guest.agent.createContainer({ containerId: 'bad', ociSpecJson: busyboxSpec('/does/not/exist', ['true']) }), (e) => isPodvisorError(e, 'FAILED_PRECONDITION'));

@@ -1,0 +1,127 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AgentEvent } from '../../src/agent-client/types.js';
+import { agentCodecs, eventCodec } from '../../src/agent-client/api.js';
+import { isPodvisorError } from '../../src/errors.js';
+import { findPort } from '../../agent/channel.js';
+import { EventHub } from '../../agent/events.js';
+import { parseKmsg } from '../../agent/guest-log.js';
+import { cgroupStats } from '../../agent/stats.js';
+import { checkGuestPath, checkId } from '../../agent/validate.js';
+
+// Unit tests of the agent's pure logic (no VM); the behaviour in a real guest
+// is covered by containers.test.ts and channel.test.ts.
+
+const output = (text: string) => ({ output: { containerId: 'c', execId: '', stream: 'STDOUT' as const, data: Buffer.from(text) } });
+
+test('event hub delivers in order, queues while nobody listens, and flushes to the next subscriber', () => {
+  const hub = new EventHub();
+  const first: AgentEvent[] = [];
+  const unsubscribe = hub.subscribe((e) => first.push(e) > 0);
+  hub.publish(output('a'));
+  unsubscribe();
+  hub.publish(output('b'));
+  hub.publish({ exit: { containerId: 'c', execId: '', exitCode: 3, oomKilled: false, exitedAtUnixNanos: 1 } });
+  const second: AgentEvent[] = [];
+  hub.subscribe((e) => second.push(e) > 0);
+  assert.deepEqual(first.map((e) => e.sequence), [1]);
+  assert.deepEqual(second.map((e) => e.sequence), [2, 3]);
+  assert.equal(Buffer.from(second[0].output!.data).toString(), 'b');
+  assert.equal(second[1].exit?.exitCode, 3);
+});
+
+test('event hub bound: output is dropped before exits, leaving a sequence gap', () => {
+  const hub = new EventHub(1000);
+  for (let i = 0; i < 20; i++) hub.publish(output('x'.repeat(200)));
+  hub.publish({ exit: { containerId: 'c', execId: '', exitCode: 0, oomKilled: false, exitedAtUnixNanos: 1 } });
+  const got: AgentEvent[] = [];
+  hub.subscribe((e) => got.push(e) > 0);
+  assert.ok(got.length < 21);
+  assert.equal(got.at(-1)?.exit?.exitCode, 0);
+  assert.equal(got.at(-1)?.sequence, 21);
+});
+
+test('a subscriber that cannot take more keeps the rest queued', () => {
+  const hub = new EventHub();
+  for (const t of ['a', 'b', 'c']) hub.publish(output(t));
+  let budget = 1;
+  const got: number[] = [];
+  hub.subscribe((e) => (budget-- > 0 ? got.push(e.sequence) > 0 : false));
+  hub.subscribe((e) => got.push(e.sequence) > 0);
+  assert.deepEqual(got, [1, 2, 3]);
+});
+
+test('events survive the protobuf round trip with their oneof case', () => {
+  const codec = eventCodec();
+  const decoded = codec.decode(codec.encode({ sequence: 9, ...output('hi') } as AgentEvent));
+  assert.equal(decoded.event, 'output');
+  assert.equal(decoded.sequence, 9);
+  assert.equal(decoded.output?.stream, 'STDOUT');
+  assert.equal(Buffer.from(decoded.output!.data).toString(), 'hi');
+  const codecs = agentCodecs();
+  const protoRpcs = [...readFileSync(new URL('../../proto/agent.proto', import.meta.url), 'utf8').matchAll(/rpc (\w+)\(\w+\) returns \((?!stream)/g)].map((m) => m[1]);
+  assert.deepEqual(Object.keys(codecs).sort(), protoRpcs.sort(), 'every unary RPC in proto/agent.proto has codecs');
+  const req = codecs.ExecProcess.request.decode(codecs.ExecProcess.request.encode({ containerId: 'c', execId: 'e', args: ['sh'], user: { uid: 5, gid: 6 }, ttySize: { rows: 1, cols: 2 } }));
+  assert.deepEqual([req.user?.uid, req.user?.gid, req.ttySize?.cols, req.tty], [5, 6, 2, false]);
+});
+
+test('kmsg records parse into level, first line and wall-clock time', () => {
+  const rec = parseKmsg('6,339,5140900,-;Linux version 6.1.0\n SUBSYSTEM=x\n', 1_000_000);
+  assert.deepEqual(rec, { level: 'info', message: 'Linux version 6.1.0', timeUnixNanos: Math.round((1_000_000 + 5140.9) * 1e6) });
+  assert.equal(parseKmsg('3,1,0,-;oops', 0)?.level, 'err');
+  assert.equal(parseKmsg('garbage without separator', 0), undefined);
+});
+
+test('cgroup v2 files become stats; missing controllers read as zero', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'podvisor-cg-'));
+  try {
+    const leaf = join(dir, 'c');
+    mkdirSync(leaf);
+    writeFileSync(join(dir, 'cpu.stat'), 'usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nthrottled_usec 7\n');
+    writeFileSync(join(dir, 'memory.current'), '4096000\n');
+    writeFileSync(join(dir, 'memory.stat'), 'anon 1000\nfile 3000\ninactive_file 96000\n');
+    writeFileSync(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n');
+    writeFileSync(join(dir, 'pids.current'), '3\n');
+    writeFileSync(join(dir, 'io.stat'), '8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n8:16 rbytes=1 wbytes=2 rios=3 wios=4\n');
+    writeFileSync(join(leaf, 'memory.max'), '16777216\n');
+    writeFileSync(join(leaf, 'pids.max'), 'max\n');
+    const s = cgroupStats(dir, leaf);
+    assert.deepEqual(s.cpu, { usageUsec: 1500, userUsec: 1000, systemUsec: 500, throttledUsec: 7 });
+    assert.deepEqual(s.memory, { currentBytes: 4096000, limitBytes: 16777216, anonBytes: 1000, fileBytes: 3000, workingSetBytes: 4000000, oomKills: 1 });
+    assert.deepEqual(s.pids, { current: 3, limit: 0 });
+    assert.deepEqual(s.io, { readBytes: 101, writeBytes: 202, readOps: 4, writeOps: 6 });
+    const empty = cgroupStats(join(dir, 'missing'), join(dir, 'missing'));
+    assert.equal(empty.memory.currentBytes, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ids and guest paths from the host are checked before use', () => {
+  assert.equal(checkId('container id', 'abc-1.2_3'), 'abc-1.2_3');
+  for (const bad of ['', '../x', 'a/b', '-x', 'x'.repeat(200), 'a b']) {
+    assert.throws(() => checkId('container id', bad), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
+  }
+  assert.equal(checkGuestPath('p', '/run/x'), '/run/x');
+  for (const bad of ['', 'relative', '/', '/a/../b', '/a//b', '/a/']) {
+    assert.throws(() => checkGuestPath('p', bad), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
+  }
+});
+
+test('the agent port is found by its virtio-serial name', () => {
+  const sys = mkdtempSync(join(tmpdir(), 'podvisor-vports-'));
+  try {
+    for (const [port, name] of [['vport0p0', 'other'], ['vport0p1', 'podvisor.agent']]) {
+      mkdirSync(join(sys, port));
+      writeFileSync(join(sys, port, 'name'), `${name}\n`);
+    }
+    mkdirSync(join(sys, 'vport0p2')); // a port without a name
+    assert.equal(findPort('podvisor.agent', sys), '/dev/vport0p1');
+    assert.throws(() => findPort('missing', sys), (e) => isPodvisorError(e, 'NOT_FOUND'));
+  } finally {
+    rmSync(sys, { recursive: true, force: true });
+  }
+});
