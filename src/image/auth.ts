@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { invalidArgument } from '../errors.js';
 
 /** The CRI `AuthConfig` fields podvisor uses (camelCase, as proto-loader delivers them). */
@@ -36,6 +37,13 @@ export function credentialsFrom(auth: RegistryAuth | undefined | null): Credenti
   }
   if (auth.password) throw invalidArgument('registry credentials have a password but no username');
   return undefined;
+}
+
+/** A key that tells credentials apart without holding the secret in clear (sha256 of it). */
+export function credentialKey(creds: Credentials | undefined): string {
+  if (!creds) return 'anonymous';
+  const secret = creds.kind === 'basic' ? `${creds.username}\0${creds.password}` : creds.kind === 'identity' ? `${creds.username}\0${creds.refreshToken}` : creds.token;
+  return `${creds.kind}:${createHash('sha256').update(secret).digest('hex')}`;
 }
 
 export function basicAuthorization(username: string, password: string): string {

@@ -2,7 +2,7 @@ import { chmod, lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { failedPrecondition, isPodvisorError, messageOf, notFound, PodvisorError } from '../errors.js';
 import { logger } from '../log.js';
-import { credentialsFrom, type RegistryAuth } from './auth.js';
+import { credentialKey, credentialsFrom, type RegistryAuth } from './auth.js';
 import { ContentStore } from './content-store.js';
 import { parseDigest } from './digest.js';
 import { buildErofs } from './erofs.js';
@@ -113,8 +113,8 @@ export class ImageService {
   async pull(reference: string, auth?: RegistryAuth | null): Promise<string> {
     const ref = parseReference(reference);
     const credentials = credentialsFrom(auth);
-    const who = credentials === undefined ? 'anonymous' : credentials.kind === 'registry' ? 'registry-token' : `${credentials.kind}:${credentials.username}`;
-    return this.pulls.run(JSON.stringify([formatReference(ref), who]), () =>
+    // concurrent pulls share one run only when they carry the same credentials
+    return this.pulls.run(JSON.stringify([formatReference(ref), credentialKey(credentials)]), () =>
       this.withLease(async (lease) => this.commit(await this.fetchFromEndpoints(ref, credentials, lease), ref)));
   }
 

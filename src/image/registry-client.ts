@@ -1,13 +1,12 @@
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   deadlineExceeded, failedPrecondition, messageOf, notFound, permissionDenied, PodvisorError,
   unauthenticated, unavailable,
 } from '../errors.js';
 import { logger } from '../log.js';
-import { basicAuthorization, parseChallenges, type Credentials } from './auth.js';
+import { basicAuthorization, credentialKey, parseChallenges, type Credentials } from './auth.js';
 import { digestWithAlgorithmOf, sha256Digest } from './digest.js';
 import { MANIFEST_ACCEPT } from './manifest.js';
 import { TransferStats } from './transfer-stats.js';
@@ -329,12 +328,6 @@ export class RegistryClient {
       req.end(form);
     });
   }
-}
-
-function credentialKey(creds: Credentials | undefined): string {
-  if (!creds) return 'anonymous';
-  const secret = creds.kind === 'basic' ? `${creds.username}\0${creds.password}` : creds.kind === 'identity' ? `${creds.username}\0${creds.refreshToken}` : creds.token;
-  return `${creds.kind}:${createHash('sha256').update(secret).digest('hex')}`;
 }
 
 function isTransient(e: unknown): boolean {
