@@ -1,6 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { join } from 'node:path';
 import { startDaemon, unary, type RunningDaemon } from '../helpers/daemon.js';
 import { pushTestImages, remoteDigest, startRegistry, type TestRegistry } from '../helpers/registry.js';
 
@@ -9,11 +10,13 @@ import { pushTestImages, remoteDigest, startRegistry, type TestRegistry } from '
  * client, a real docker-registry behind a `registry.k8s.io` mirror in the daemon's config.
  */
 let reg: TestRegistry;
+let guarded: TestRegistry;
 let daemon: RunningDaemon;
 
 before(async () => {
   reg = await startRegistry();
   await pushTestImages(reg);
+  guarded = await startRegistry({ dataDir: join(reg.dir, 'data'), basicUsers: { kubelet: 'pull-secret-value' } });
   daemon = await startDaemon({
     logLevel: 'info',
     config: `[registry.mirrors."registry.k8s.io"]\nendpoints = ["${reg.url}"]\n`,
@@ -21,6 +24,7 @@ before(async () => {
 });
 after(async () => {
   await daemon?.dispose();
+  await guarded?.stop();
   await reg?.stop();
 });
 
@@ -87,4 +91,15 @@ test('RemoveImage by tag removes the image; removing it again succeeds', async (
   const id = (await unary(image(), 'ImageStatus', { image: { image: UID_IMAGE } }))!.image!.id;
   await unary(image(), 'RemoveImage', { image: { image: id } });
   assert.deepEqual((await unary(image(), 'ListImages', {}))!.images, []);
+});
+
+test('PullImage passes the AuthConfig to the registry; without it the answer is UNAUTHENTICATED', async () => {
+  const ref = `${guarded.host}/podvisor-test/busybox:uid`;
+  await assert.rejects(unary(image(), 'PullImage', { image: { image: ref } }), (e) => grpcCode(e) === grpcStatus.UNAUTHENTICATED);
+  await assert.rejects(unary(image(), 'PullImage', { image: { image: ref }, auth: { username: 'kubelet', password: 'wrong' } }),
+    (e) => grpcCode(e) === grpcStatus.UNAUTHENTICATED && !(e as ServiceError).details.includes('wrong'));
+  const res = await unary(image(), 'PullImage', { image: { image: ref }, auth: { username: 'kubelet', password: 'pull-secret-value' } });
+  assert.match(res!.image_ref, /^sha256:/);
+  assert.ok(!daemon.output().includes('pull-secret-value'), 'the secret never reaches the daemon log');
+  await unary(image(), 'RemoveImage', { image: { image: ref } });
 });
