@@ -1,3 +1,4 @@
+import { chainId } from '../image/digest.js';
 import type { ImageRpc } from './rpc.js';
 import { requiredImageRef, toCriImage } from './image-mapping.js';
 
@@ -8,6 +9,7 @@ export const imageStatus: ImageRpc<'ImageStatus'> = async (svc, req) => {
   if (!image) return { image: null, info };
   if (req.verbose) {
     info.info = JSON.stringify({
+      chainID: chainId(image.imageConfig.rootfs.diff_ids),
       imageSpec: image.imageConfig,
       manifestDigest: image.manifestDigest,
       createdAt: image.createdAt,

@@ -21,6 +21,13 @@ export function sha256Digest(data: Uint8Array | string): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
+/** The OCI chain id of a layer stack: the digest that names the stack of the given diff ids. */
+export function chainId(diffIds: readonly string[]): string | undefined {
+  let chain: string | undefined;
+  for (const diffId of diffIds) chain = chain === undefined ? diffId : sha256Digest(`${chain} ${diffId}`);
+  return chain;
+}
+
 /** Incremental hashing with the algorithm a digest names. */
 export class Digester {
   private readonly hash: Hash;

@@ -50,6 +50,7 @@ test('PullImage through the mirror returns the image id; ImageStatus keeps the o
   const verbose = JSON.parse(res!.info.info!);
   assert.equal(verbose.imageSpec.config.User, 'www-data');
   assert.equal(verbose.imageSpec.rootfs.type, 'layers');
+  assert.equal(verbose.chainID, verbose.imageSpec.rootfs.diff_ids[0], 'a one-layer image: chain id = its diff id');
 });
 
 test('ImageStatus gives uid for a numeric user, and is empty (not an error) for a missing image', async () => {

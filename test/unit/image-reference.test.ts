@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { formatReference, parseReference } from '../../src/image/reference.js';
+import { chainId, sha256Digest } from '../../src/image/digest.js';
 import { isPodvisorError } from '../../src/errors.js';
 
 const D = 'sha256:' + 'a'.repeat(64);
@@ -39,4 +40,12 @@ test('bad references are INVALID_ARGUMENT naming the problem', () => {
   ] as const) {
     assert.throws(() => parseReference(input), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && e.message.includes(fragment), input);
   }
+});
+
+test('chain ids follow the OCI definition', () => {
+  const a = sha256Digest('a');
+  const b = sha256Digest('b');
+  assert.equal(chainId([]), undefined);
+  assert.equal(chainId([a]), a);
+  assert.equal(chainId([a, b]), sha256Digest(`${a} ${b}`));
 });
