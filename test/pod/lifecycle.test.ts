@@ -111,7 +111,7 @@ describe('pod and container lifecycle', () => {
 
   test('command, args, env, working dir and user follow kubelet\'s rules', async () => {
     const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('env', env.busybox, ['sh', '-c'], {
-      args: ['echo "A=$A B=$B H=$HOSTNAME"; pwd; id -u; id -g; cat /etc/resolv.conf; cat /etc/hostname'],
+      args: ['echo "A=$A B=$B H=$HOSTNAME"; pwd; id -u; id -g; cat /etc/resolv.conf; cat /etc/hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start'],
       envs: [{ key: 'A', value: 'one' }, { key: 'B', value: 'x=y' }],
       working_dir: '/tmp',
       linux: { security_context: { run_as_user: { value: 1000 }, run_as_group: { value: 1001 } } },
@@ -122,6 +122,17 @@ describe('pod and container lifecycle', () => {
     assert.ok(out.includes('nameserver 10.96.0.10'));
     assert.ok(out.includes('search e2e.svc.cluster.local'));
     assert.ok(out.includes('web'));
+    assert.equal(out.at(-1), '80', 'the sandbox sysctl is set in the VM');
+  });
+
+  test('a container over its memory limit is OOMKilled', async () => {
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('hog', env.busybox,
+      ['sh', '-c', 'x=$(head -c 300000000 /dev/zero | tr "\\0" a); echo survived'], {
+        linux: { resources: { memory_limit_in_bytes: 32 * 1024 * 1024 } },
+      }));
+    assert.equal(r.status.reason, 'OOMKilled');
+    assert.notEqual(r.status.exit_code, 0);
+    assert.ok(!r.log.some((l) => l.text === 'survived'));
   });
 
   test('the image USER applies when the config names no user', async () => {
@@ -276,6 +287,24 @@ describe('pod and container lifecycle', () => {
     } finally {
       stream.cancel();
     }
+  });
+
+  test('each image disk is plugged once per sandbox, shared by the containers that use it', async () => {
+    const info = JSON.parse((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId, verbose: true })).info.info!);
+    const ids = (info.imageDisks as Array<{ imageId: string }>).map((d) => d.imageId);
+    const used = new Set((await unary(rt(), 'ListContainers', { filter: { pod_sandbox_id: sandboxId } })).containers.map((c) => c.image_id));
+    assert.ok(used.size >= 2, 'the tests above used more than one image');
+    assert.deepEqual([...new Set(ids)].sort(), ids.slice().sort(), 'no image plugged twice');
+    for (const id of used) assert.ok(ids.includes(id));
+  });
+
+  test('a RunPodSandbox that fails after booting undoes everything', async () => {
+    const bad = sandboxConfig('badsysctl', logDir, { linux: { sysctls: { 'net.core.no_such_knob': '1' } } });
+    await rejectsWith(unary(rt(), 'RunPodSandbox', { config: bad }), 'INVALID_ARGUMENT', /no_such_knob/);
+    const { readdirSync } = await import('node:fs');
+    assert.deepEqual(readdirSync(join(env.daemon.state, 'vms')), [sandboxId], 'no VM directory left');
+    assert.deepEqual(readdirSync(join(env.daemon.root, 'pods')), [sandboxId], 'no record left');
+    assert.deepEqual((await unary(rt(), 'ListPodSandbox', { filter: { label_selector: { app: 'badsysctl' } } })).items, []);
   });
 
   test('StopPodSandbox stops everything; Stop and Remove are idempotent and leave nothing', async () => {
