@@ -1,12 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { unary } from '../helpers/daemon.js';
 import { startPodTestEnv, type PodTestEnv } from './env.js';
 import {
-  containerConfig, containerState, readCriLog, rejectsWith, runToExit, sandboxConfig, waitContainerState, waitFor,
+  containerConfig, containerState, readCriLog, rejectsWith, runToExit, sandboxConfig, waitFor,
 } from './cri.js';
 import type { ContainerEventResponse__Output } from '../../src/cri/generated/runtime/v1/ContainerEventResponse.js';
 
@@ -301,7 +301,6 @@ describe('pod and container lifecycle', () => {
   test('a RunPodSandbox that fails after booting undoes everything', async () => {
     const bad = sandboxConfig('badsysctl', logDir, { linux: { sysctls: { 'net.core.no_such_knob': '1' } } });
     await rejectsWith(unary(rt(), 'RunPodSandbox', { config: bad }), 'INVALID_ARGUMENT', /no_such_knob/);
-    const { readdirSync } = await import('node:fs');
     assert.deepEqual(readdirSync(join(env.daemon.state, 'vms')), [sandboxId], 'no VM directory left');
     assert.deepEqual(readdirSync(join(env.daemon.root, 'pods')), [sandboxId], 'no record left');
     assert.deepEqual((await unary(rt(), 'ListPodSandbox', { filter: { label_selector: { app: 'badsysctl' } } })).items, []);
