@@ -36,15 +36,13 @@ export class ImageRecords {
 
   constructor(readonly file: string) {}
 
-  async refresh(): Promise<void> {
-    let stamp: string;
-    try {
-      const st = await stat(this.file);
-      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
-    } catch {
-      stamp = 'missing';
-    }
-    if (stamp === this.loadedStamp) return;
+  /**
+   * Reloads the table when the file changed on disk. The change check (inode, size, times) can miss
+   * a rewrite within one clock tick that reuses the inode, so writers pass `force`.
+   */
+  async refresh(force = false): Promise<void> {
+    const stamp = await fileStamp(this.file);
+    if (stamp === this.loadedStamp && !force) return;
     if (stamp === 'missing') {
       this.images = new Map();
     } else {
@@ -73,12 +71,11 @@ export class ImageRecords {
    */
   async update<T>(change: (images: Map<string, ImageRecord>) => T): Promise<T> {
     const run = this.lock.then(() => withLockFile(`${this.file}.lock`, async () => {
-      await this.refresh();
+      await this.refresh(true);
       const result = change(this.images);
       const body: RecordsFile = { version: 1, images: [...this.images.values()] };
       await writeFileAtomic(this.file, JSON.stringify(body, null, 1) + '\n');
-      const st = await stat(this.file);
-      this.loadedStamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      this.loadedStamp = await fileStamp(this.file);
       return result;
     }));
     this.lock = run.catch(() => {});
@@ -86,7 +83,17 @@ export class ImageRecords {
   }
 }
 
+async function fileStamp(file: string): Promise<string> {
+  try {
+    const st = await stat(file, { bigint: true });
+    return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch {
+    return 'missing';
+  }
+}
+
 const LOCK_WAIT_MS = 30_000;
+const EMPTY_LOCK_STALE_MS = 5_000;
 
 /**
  * Holds `path` (created with O_EXCL, holding our pid) while `fn` runs. A lock whose pid is gone
@@ -101,11 +108,15 @@ async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-      if (!holder || !processAlive(holder)) {
+      // an empty file is a lock being taken right now (created, pid not yet written), unless it is old
+      const age = Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now());
+      if ((holder > 0 && !processAlive(holder)) || (!holder && age > EMPTY_LOCK_STALE_MS)) {
         await rm(path, { force: true });
         continue;
       }
-      if (Date.now() > deadline) throw unavailable(`the image table is locked by process ${holder} (${path}) for more than ${LOCK_WAIT_MS / 1000} s`);
+      if (Date.now() > deadline) {
+        throw unavailable(`the image table is locked by process ${holder || '(unknown)'} (${path}) for more than ${LOCK_WAIT_MS / 1000} s; remove the file if no podvisor process is running`);
+      }
       await sleep(20);
     }
   }
