@@ -1,36 +1,8 @@
-import { Writable } from 'node:stream';
 import { logger } from '../src/log.js';
 import type { EventHub } from './events.js';
 import { openCharDevice } from './channel.js';
 
-const PINO_LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
 const KERNEL_LEVELS = ['emerg', 'alert', 'crit', 'err', 'warning', 'notice', 'info', 'debug'];
-
-/**
- * The agent's pino destination: every JSON line goes to the console (the VM's
- * serial log on the host) and, as a GuestLog event, through the channel.
- */
-export function agentLogDestination(hub: EventHub, console: NodeJS.WritableStream = process.stderr): Writable {
-  return new Writable({
-    write(chunk: Buffer, _enc, done) {
-      console.write(chunk);
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (!line) continue;
-        let level = 'info';
-        let time = Date.now();
-        try {
-          const rec = JSON.parse(line) as { level?: number; time?: number };
-          level = PINO_LEVELS[rec.level ?? 30] ?? 'info';
-          time = rec.time ?? time;
-        } catch {
-          // not JSON: forward as is
-        }
-        hub.publish({ log: { source: 'AGENT', level, message: line, timeUnixNanos: time * 1e6 } });
-      }
-      done();
-    },
-  });
-}
 
 /** Parses one /dev/kmsg record: "prio,seq,usec,flags;text\n continuation...". */
 export function parseKmsg(record: string, bootTimeMs: number): { level: string; message: string; timeUnixNanos: number } | undefined {

@@ -1,14 +1,21 @@
+// Logging first: every other module's module-level logger must be a child of the agent's root.
+import { hub } from './log-setup.js';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { configureLogging, logger } from '../src/log.js';
+import v8 from 'node:v8';
+import { agentCodecs, eventCodec } from '../src/agent-client/api.js';
+import { logger } from '../src/log.js';
 import { servePort } from './channel.js';
 import { ContainerManager } from './containers.js';
-import { EventHub } from './events.js';
-import { agentLogDestination, forwardKernelLog } from './guest-log.js';
+import { forwardKernelLog } from './guest-log.js';
 import { agentServer } from './service.js';
 
 /**
  * podvisor's guest agent: serves the agent API (ttRPC) on the virtio-serial
  * port `podvisor.agent`, started by the guest's PID 1 (images/guest/stage2-init).
+ *
+ * The guest starts it from a V8 startup snapshot taken after this bundle had
+ * loaded (hack/build-guest-image): module code, including the proto parsing
+ * warmed up below, ran on the build host; `main` runs in the guest.
  */
 const STARTS_FILE = '/run/podvisor/agent-starts';
 
@@ -28,16 +35,25 @@ function countStart(): number {
   return starts;
 }
 
-const hub = new EventHub();
-configureLogging(process.env.PODVISOR_AGENT_LOG_LEVEL ?? 'info', agentLogDestination(hub));
-const log = logger('agent');
-const starts = countStart();
-forwardKernelLog(hub, uptimeSeconds);
-const containers = new ContainerManager(hub);
-const server = agentServer({ hub, containers, starts, uptimeSeconds, powerOff: () => process.exit(0) });
+function main(): void {
+  const log = logger('agent');
+  const starts = countStart();
+  forwardKernelLog(hub, uptimeSeconds);
+  const containers = new ContainerManager(hub);
+  const server = agentServer({ hub, containers, starts, uptimeSeconds, powerOff: () => process.exit(0) });
 
-process.on('uncaughtException', (err) => log.error({ err: err.stack ?? err.message }, 'uncaught exception'));
-process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));
+  process.on('uncaughtException', (err) => log.error({ err: err.stack ?? err.message }, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));
 
-log.info({ uptime: uptimeSeconds(), starts, node: process.version }, 'agent ready');
-void servePort((socket) => server.serve(socket));
+  log.info({ uptime: uptimeSeconds(), starts, pid: process.pid, node: process.version }, 'agent ready');
+  void servePort((socket) => server.serve(socket));
+}
+
+if (v8.startupSnapshot?.isBuildingSnapshot()) {
+  // Parse the agent proto now so the snapshot carries the codecs.
+  agentCodecs();
+  eventCodec();
+  v8.startupSnapshot.setDeserializeMainFunction(main);
+} else {
+  main();
+}

@@ -74,7 +74,7 @@ export class GuestProcess {
         log.error({ err: err.message }, 'cannot run crun');
         this.finish(resolve, 127);
       });
-      this.child.on('close', (code, signal) => {
+      const settle = (code: number | null, signal: NodeJS.Signals | null) => {
         let exitCode = code ?? 128 + (signal ? osConstants.signals[signal] : 0);
         if (opts.tty) {
           try {
@@ -84,7 +84,12 @@ export class GuestProcess {
           }
         }
         this.finish(resolve, exitCode);
-      });
+      };
+      // 'close' comes after the last output, so the exit event follows it. A
+      // background process of an exec may keep the pipes open after crun has
+      // gone: then the exit is reported a moment after 'exit' regardless.
+      this.child.on('close', settle);
+      this.child.on('exit', (code, signal) => setTimeout(() => settle(code, signal), 1000).unref());
     });
     this.pidKnown = this.waitForPid();
   }

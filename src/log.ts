@@ -11,8 +11,9 @@ const REDACT = [
 
 let root: Logger = pino({ level: process.env.PODVISOR_LOG_LEVEL ?? 'info', redact: { paths: REDACT, censor: '[redacted]' } });
 
-export function configureLogging(level: string, destination?: NodeJS.WritableStream): Logger {
-  root = pino({ level, redact: { paths: REDACT, censor: '[redacted]' } }, destination as never);
+/** `options.base` replaces pino's default `{ pid, hostname }` fields (`null`: none). */
+export function configureLogging(level: string, destination?: NodeJS.WritableStream, options: { base?: Record<string, unknown> | null } = {}): Logger {
+  root = pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, ...('base' in options ? { base: options.base } : {}) }, destination as never);
   return root;
 }
 
