@@ -98,6 +98,10 @@ export class AgentAdapter implements GuestAgent {
     return { status: 'exited', exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAtMs: exit.exitedAtUnixNanos / 1e6 || undefined };
   }
 
+  async listContainerIds(): Promise<string[]> {
+    return (await this.client.listContainers()).containers.map((c) => c.containerId);
+  }
+
   async execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult> {
     const execId = `sync-${randomBytes(8).toString('hex')}`;
     const key = execKey(req.containerId, execId);

@@ -24,6 +24,8 @@ export interface GuestAgent {
   /** Deletes the container and its rootfs; a container that is already gone is not an error. */
   deleteContainer(containerId: string): Promise<void>;
   containerState(containerId: string): Promise<GuestContainerState>;
+  /** Ids of every container the agent knows. */
+  listContainerIds(): Promise<string[]>;
   execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult>;
   containerStats(containerIds: string[]): Promise<Map<string, GuestContainerStats>>;
   onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void;

@@ -61,6 +61,12 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
       }
       if (sandbox.vm) sandbox.vm.pid = vm.pid;
       const rt = sandboxes.attach(sandbox, vm, agent);
+      // A CreateContainer cut short by the crash may have left a container in the guest with no record.
+      for (const id of await rt.agent.listContainerIds()) {
+        if (ctx.index.findContainer(id)?.id === id) continue;
+        log.warn({ sandbox: sandbox.id, container: id }, 'deleting a guest container that has no record');
+        await rt.agent.deleteContainer(id).catch((e) => log.warn({ container: id, err: messageOf(e) }, 'could not delete it'));
+      }
       for (const c of ctx.index.containersOf(sandbox.id)) {
         if (c.state === 'exited') continue;
         const st = await rt.agent.containerState(c.id);

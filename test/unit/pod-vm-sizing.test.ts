@@ -1,0 +1,39 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig } from '../../src/config/config.js';
+import { profileForHandler, sizeVm, vmProfileFor } from '../../src/pod/vm-sizing.js';
+import { parseStopSignal } from '../../src/pod/signals.js';
+import { isPodvisorError } from '../../src/errors.js';
+import type { LinuxResources } from '../../src/pod/records.js';
+
+const runtimes = loadConfig(undefined).runtimes;
+const res = (over: Partial<LinuxResources>): LinuxResources => ({
+  cpuPeriod: 0, cpuQuota: 0, cpuShares: 0, memoryLimitInBytes: 0, oomScoreAdj: 0, cpusetCpus: '', cpusetMems: '', ...over,
+});
+
+test('handlers "" and kata exist; an unknown one is refused naming the known ones', () => {
+  assert.ok(profileForHandler('', runtimes));
+  assert.ok(profileForHandler('kata', runtimes));
+  assert.throws(() => profileForHandler('runsc', runtimes), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /"runsc".*"kata"/.test(e.message));
+});
+
+test('the VM grows with the pod\'s limits and overhead, never below the profile, never past its maximum', () => {
+  const p = profileForHandler('', runtimes);
+  assert.deepEqual(sizeVm(p), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
+  const big = sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 250000, memoryLimitInBytes: 1024 * 1024 * 1024 }), res({ memoryLimitInBytes: 64 * 1024 * 1024 }));
+  assert.deepEqual(big, { vcpus: 3, memoryMiB: 1024 + 64 + p.overheadMemoryMiB });
+  assert.deepEqual(sizeVm(p, res({ memoryLimitInBytes: 1024 * 1024 })), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
+  assert.throws(() => sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 100000 * (p.maxVcpus + 1) })), (e) => isPodvisorError(e, 'RESOURCE_EXHAUSTED') && /max_vcpus/.test(e.message));
+  assert.throws(() => sizeVm(p, res({ memoryLimitInBytes: (p.maxMemoryMiB + 1) * 1024 * 1024 })), (e) => isPodvisorError(e, 'RESOURCE_EXHAUSTED'));
+  const vm = vmProfileFor(p, big);
+  assert.equal(vm.memoryMiB, big.memoryMiB);
+  assert.equal(vm.kernel, p.kernel);
+});
+
+test('stop signals by name, short name or number', () => {
+  assert.equal(parseStopSignal(undefined), 15);
+  assert.equal(parseStopSignal('SIGQUIT'), 3);
+  assert.equal(parseStopSignal('quit'), 3);
+  assert.equal(parseStopSignal('9'), 9);
+  assert.throws(() => parseStopSignal('SIGNOPE'), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
+});
