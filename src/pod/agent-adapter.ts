@@ -39,7 +39,8 @@ export class AgentAdapter implements GuestAgent {
       // The pod's own name resolves to itself, as in any pod's /etc/hosts.
       hosts: [{ ip: '127.0.0.1', names: [req.hostname] }],
       sysctls: req.sysctls,
-      clockUnixNanos: Date.now() * 1e6,
+      // No clock: a cold-booted guest reads the RTC (to the second, as the agent could set it), and
+      // setting it costs a process start in the guest. Template clones are where the clock needs fixing.
       entropy: randomBytes(32),
     });
     const hasDns = !!req.dns && (req.dns.servers.length > 0 || req.dns.searches.length > 0 || req.dns.options.length > 0);

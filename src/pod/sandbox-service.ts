@@ -61,6 +61,7 @@ export class SandboxService {
       await this.ctx.store.prepareSandboxDir(id);
       undo.push(['remove sandbox directory', () => this.ctx.store.removeSandbox(id)]);
       const runDir = this.runDir(id);
+      const t0 = performance.now();
       let agent: GuestAgent | undefined;
       undo.push(['close agent connection', async () => agent?.close()]);
       const vm = await Vm.launch({
@@ -74,8 +75,10 @@ export class SandboxService {
       });
       undo.push(['destroy VM', () => vm.destroy({ timeoutMs: VM_STOP_PHASE_MS })]);
       if (!agent) throw new Error('the VM became ready without an agent connection');
+      const t1 = performance.now();
       const hostname = config.hostname || config.metadata.name.slice(0, 63);
       const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls });
+      const t2 = performance.now();
       const record: SandboxRecord = {
         id,
         config,
@@ -90,7 +93,10 @@ export class SandboxService {
       await this.ctx.store.saveSandbox(record);
       this.ctx.index.addSandbox(record);
       this.attach(record, vm, agent);
-      log.info({ sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size }, 'sandbox ready');
+      log.info({
+        sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
+        bootMs: Math.round(t1 - t0), setupMs: Math.round(t2 - t1), recordMs: Math.round(performance.now() - t2),
+      }, 'sandbox ready');
       return id;
     } catch (e) {
       for (const [what, step] of undo.reverse()) {
