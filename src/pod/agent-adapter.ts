@@ -14,6 +14,8 @@ const log = logger('pod-agent');
 /** Guest paths podvisor chooses for its mounts (under the guest's private /run). */
 const IMAGES_DIR = '/run/podvisor/images';
 const CONTAINERS_DIR = '/run/podvisor/containers';
+/** ExecSync keeps at most this much of each stream (as containerd caps it), so a chatty command cannot exhaust the daemon. */
+const EXEC_SYNC_MAX_STREAM = 16 * 1024 * 1024;
 
 /**
  * The pod module's GuestAgent on top of the agent API client: picks guest
@@ -22,7 +24,7 @@ const CONTAINERS_DIR = '/run/podvisor/containers';
  */
 export class AgentAdapter implements GuestAgent {
   private readonly execWaiters = new Map<string, (exit: ProcessExit) => void>();
-  private readonly execOutput = new Map<string, { stdout: Buffer[]; stderr: Buffer[] }>();
+  private readonly execOutput = new Map<string, { stdout: Buffer[]; stderr: Buffer[]; bytes: { stdout: number; stderr: number } }>();
 
   constructor(private readonly client: AgentClient) {
     client.on('output', (o) => this.routeExecOutput(o));
@@ -106,7 +108,7 @@ export class AgentAdapter implements GuestAgent {
   async execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult> {
     const execId = `sync-${randomBytes(8).toString('hex')}`;
     const key = execKey(req.containerId, execId);
-    const output = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const output = { stdout: [] as Buffer[], stderr: [] as Buffer[], bytes: { stdout: 0, stderr: 0 } };
     this.execOutput.set(key, output);
     // The exit event comes after the process's last output on the same stream, so waiting for it collects everything.
     const exited = new Promise<ProcessExit>((resolve) => this.execWaiters.set(key, resolve));
@@ -184,7 +186,13 @@ export class AgentAdapter implements GuestAgent {
   private routeExecOutput(o: ProcessOutput): void {
     if (!o.execId) return;
     const sink = this.execOutput.get(execKey(o.containerId, o.execId));
-    if (sink) (o.stream === 'STDERR' ? sink.stderr : sink.stdout).push(Buffer.from(o.data));
+    if (!sink) return;
+    const stream = o.stream === 'STDERR' ? 'stderr' : 'stdout';
+    const room = EXEC_SYNC_MAX_STREAM - sink.bytes[stream];
+    if (room <= 0) return;
+    const piece = Buffer.from(o.data.subarray(0, room));
+    sink[stream].push(piece);
+    sink.bytes[stream] += piece.length;
   }
 }
 
