@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
-import { invalidArgument, messageOf } from '../errors.js';
+import { invalidArgument, isPodvisorError, messageOf } from '../errors.js';
+import { validateRegistryConfig, type RegistryConfig } from '../image/registry-config.js';
 import { TableReader, isTable } from './table-reader.js';
 
 /** A VM shape that a runtime handler maps to. */
@@ -19,16 +20,6 @@ export interface RuntimeProfileConfig {
   initrd: string;
   systemDisk: string;
   kernelArgs: string[];
-}
-
-export interface RegistryMirrorConfig {
-  endpoints: string[];
-}
-
-export interface RegistryConfig {
-  mirrors: Record<string, RegistryMirrorConfig>;
-  /** Hosts reached over plain HTTP even without a mirror entry (e.g. `127.0.0.1:5000`). */
-  insecure: string[];
 }
 
 export interface PodvisorConfig {
@@ -102,7 +93,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     runtimes[handler] ??= readProfile(new TableReader('(defaults)', `runtimes.${handler}`, {}), guestDir);
   }
 
-  const registry = readRegistry(top.table('registry'));
+  const registry = readRegistry(top, file ?? '(defaults)');
 
   const images = top.table('images');
   const maxUnpackedBytes = images.int('max_unpacked_bytes', 8 * 1024 ** 3, { min: 1024 * 1024 });
@@ -169,20 +160,14 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
   return profile;
 }
 
-function readRegistry(t: TableReader): RegistryConfig {
-  const mirrors: Record<string, RegistryMirrorConfig> = {};
-  for (const [host, m] of t.namedTables('mirrors')) {
-    const endpoints = m.strings('endpoints', []);
-    for (const e of endpoints) {
-      if (!/^https?:\/\/[^/\s]+/.test(e)) m.fail('endpoints', `entry "${e}" must be an http:// or https:// URL`);
-    }
-    m.finish();
-    if (endpoints.length === 0) m.fail('endpoints', 'must list at least one endpoint');
-    mirrors[host] = { endpoints };
+/** The image service owns the meaning of `[registry]`; errors gain the file name here. */
+function readRegistry(top: TableReader, file: string): RegistryConfig {
+  try {
+    return validateRegistryConfig(top.raw('registry'));
+  } catch (e) {
+    if (isPodvisorError(e)) throw invalidArgument(`config ${file}: ${e.message}`);
+    throw e;
   }
-  const insecure = t.strings('insecure', []);
-  t.finish();
-  return { mirrors, insecure };
 }
 
 function pick(flag: string | undefined, fromFile: string): string {
