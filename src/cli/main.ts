@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { criClient, type CriClient } from '../cri/proto.js';
 import { unary } from '../cri/unary.js';
 import { messageOf } from '../errors.js';
+import { configureLogging } from '../log.js';
 import { imageCommand } from './image-import.js';
 
 const USAGE = `Usage: podvisor [--socket PATH] COMMAND
@@ -33,6 +34,8 @@ export const COMMANDS: Record<string, Command> = {
 };
 
 async function main(argv: string[]): Promise<number> {
+  // The CLI's output is for people and scripts: logs go to stderr, and only warnings by default.
+  configureLogging(process.env.PODVISOR_LOG_LEVEL ?? 'warn', process.stderr);
   // Global options come before the command; everything after it (options too) is the command's.
   let commandAt = 0;
   while (commandAt < argv.length && argv[commandAt]!.startsWith('-')) commandAt += argv[commandAt] === '--socket' ? 2 : 1;

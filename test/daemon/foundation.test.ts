@@ -23,6 +23,13 @@ describe('podvisord over its real socket', () => {
     assert.match(v.runtime_version, /^\d+\.\d+\.\d+/);
   });
 
+  test('at debug level each request is logged with its duration', async () => {
+    await unary(d.client.runtime, 'Version', {});
+    const deadline = Date.now() + 5000;
+    while (!/"rpc":"Version","ms":[\d.]+/.test(d.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.match(d.output(), /"component":"cri","rpc":"Version","ms":[\d.]+/);
+  });
+
   test('Status reports both conditions with reasons and the runtime handlers', async () => {
     const s = await unary(d.client.runtime, 'Status', { verbose: true });
     const types = s.status!.conditions.map((c) => c.type).sort();
