@@ -52,7 +52,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   }
 
   static async connect(socketPath: string, options: AgentConnectOptions): Promise<AgentClient> {
-    const client = new AgentClient(socketPath, { probeTimeoutMs: 1000, callTimeoutMs: 60_000, ...options });
+    const client = new AgentClient(socketPath, { probeTimeoutMs: 100, callTimeoutMs: 60_000, ...options });
     await client.establish();
     return client;
   }
