@@ -90,6 +90,17 @@ describe('daemon restart and VM death', () => {
     }), (e: { code?: number }) => e.code === 6);
   });
 
+  test('a graceful daemon stop (SIGTERM) leaves the pod running too', async () => {
+    const path = join(env.dir, 'logs', 'keeper', 'ticker.log');
+    env.daemon.client.close();
+    assert.equal(await env.daemon.stop('SIGTERM'), 0);
+    assert.ok(existsSync(`/proc/${qemuPid}`));
+    await env.startDaemon();
+    assert.equal((await containerState(env.daemon.client, ticker)).state, 'CONTAINER_RUNNING');
+    const before = (await ticks(path)).length;
+    await waitFor('new ticker lines', async () => ((await ticks(path)).length > before + 3 ? true : undefined));
+  });
+
   test('kill -9 of the QEMU process: sandbox NOTREADY and containers EXITED with a reason', async () => {
     process.kill(qemuPid, 'SIGKILL');
     await waitFor('the sandbox to turn NOTREADY', async () => {
