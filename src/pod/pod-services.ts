@@ -48,7 +48,7 @@ export async function createPodServices(opts: PodServicesOptions): Promise<PodSe
       for (const rt of ctx.runtimes.values()) {
         rt.stopping = true; // the VM keeps running; its exit from now on is the next daemon's business
         rt.agent.close();
-        rt.vm.qmp.close();
+        rt.vm.detach();
       }
     },
   };

@@ -1,9 +1,8 @@
-import { invalidArgument, resourceExhausted } from '../errors.js';
+import { invalidArgument } from '../errors.js';
+import { sizeVm as sizeVmByLimits, type VmSize } from '../vm/sizing.js';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { VmProfile } from '../vm/profile.js';
 import type { LinuxResources } from './records.js';
-
-const MiB = 1024 * 1024;
 
 /** The runtime handler's profile; "" and "kata" always exist, others come from the config. */
 export function profileForHandler(handler: string, runtimes: Record<string, RuntimeProfileConfig>): RuntimeProfileConfig {
@@ -17,26 +16,21 @@ export function profileForHandler(handler: string, runtimes: Record<string, Runt
 }
 
 /**
- * The VM's size from what kubelet says the pod needs: the sum of container
- * limits (LinuxPodSandboxConfig.resources) plus the pod overhead, plus the
- * guest's own overhead (kernel, agent). Never smaller than the profile's
- * defaults; beyond the profile's maximum is an error, not a silent cap.
+ * The VM's size from what kubelet says the pod needs: its container limits
+ * (LinuxPodSandboxConfig.resources) and the pod overhead, by the VM manager's
+ * one sizing rule with this handler's defaults, guest overhead and bounds.
  */
-export function sizeVm(p: RuntimeProfileConfig, resources?: LinuxResources, overhead?: LinuxResources): { vcpus: number; memoryMiB: number } {
-  let vcpus = p.vcpus;
-  let memoryMiB = p.memoryMiB;
-  const quota = (resources?.cpuQuota ?? 0) + (overhead?.cpuQuota ?? 0);
-  const period = resources?.cpuPeriod || overhead?.cpuPeriod || 100_000;
-  if (quota > 0) vcpus = Math.max(vcpus, Math.ceil(quota / period));
-  const limit = (resources?.memoryLimitInBytes ?? 0) + (overhead?.memoryLimitInBytes ?? 0);
-  if (limit > 0) memoryMiB = Math.max(memoryMiB, Math.ceil(limit / MiB) + p.overheadMemoryMiB);
-  if (vcpus > p.maxVcpus) {
-    throw resourceExhausted(`the pod asks for ${vcpus} CPUs but this runtime handler allows at most ${p.maxVcpus} per pod VM (max_vcpus)`);
-  }
-  if (memoryMiB > p.maxMemoryMiB) {
-    throw resourceExhausted(`the pod needs ${memoryMiB} MiB (limits + ${p.overheadMemoryMiB} MiB guest overhead) but this runtime handler allows at most ${p.maxMemoryMiB} MiB per pod VM (max_memory_mib)`);
-  }
-  return { vcpus, memoryMiB };
+export function sizeVm(p: RuntimeProfileConfig, resources?: LinuxResources, overhead?: LinuxResources): VmSize {
+  const asLimits = (r: LinuxResources | undefined) =>
+    r ? [{ cpuQuota: r.cpuQuota, cpuPeriod: r.cpuPeriod || 100_000, memoryBytes: r.memoryLimitInBytes }] : [];
+  return sizeVmByLimits([...asLimits(resources), ...asLimits(overhead)], {
+    defaultVcpus: p.vcpus,
+    defaultMemoryMiB: p.memoryMiB,
+    overheadVcpus: 0,
+    overheadMemoryMiB: p.overheadMemoryMiB,
+    maxVcpus: p.maxVcpus,
+    maxMemoryMiB: p.maxMemoryMiB,
+  });
 }
 
 export function vmProfileFor(p: RuntimeProfileConfig, size: { vcpus: number; memoryMiB: number }): VmProfile {

@@ -59,13 +59,13 @@ export function sizeVm(containers: ContainerLimits[], policy: SizingPolicy): VmS
   if (size.vcpus > policy.maxVcpus) {
     throw invalidArgument(
       `pod needs ${size.vcpus} vCPUs (container CPU limits ${milliCpu}m + overhead ${policy.overheadVcpus}), ` +
-        `more than the ${policy.maxVcpus} a VM may have; lower the containers' CPU limits`,
+        `more than the ${policy.maxVcpus} a VM may have (max_vcpus); lower the containers' CPU limits`,
     );
   }
   if (size.memoryMiB > policy.maxMemoryMiB) {
     throw invalidArgument(
       `pod needs ${size.memoryMiB} MiB of memory (container limits ${Math.ceil(memoryBytes / MIB)} MiB + overhead ` +
-        `${policy.overheadMemoryMiB} MiB), more than the ${policy.maxMemoryMiB} MiB a VM may have; lower the containers' memory limits`,
+        `${policy.overheadMemoryMiB} MiB), more than the ${policy.maxMemoryMiB} MiB a VM may have (max_memory_mib); lower the containers' memory limits`,
     );
   }
   return size;

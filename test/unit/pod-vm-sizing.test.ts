@@ -23,8 +23,8 @@ test('the VM grows with the pod\'s limits and overhead, never below the profile,
   const big = sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 250000, memoryLimitInBytes: 1024 * 1024 * 1024 }), res({ memoryLimitInBytes: 64 * 1024 * 1024 }));
   assert.deepEqual(big, { vcpus: 3, memoryMiB: 1024 + 64 + p.overheadMemoryMiB });
   assert.deepEqual(sizeVm(p, res({ memoryLimitInBytes: 1024 * 1024 })), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
-  assert.throws(() => sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 100000 * (p.maxVcpus + 1) })), (e) => isPodvisorError(e, 'RESOURCE_EXHAUSTED') && /max_vcpus/.test(e.message));
-  assert.throws(() => sizeVm(p, res({ memoryLimitInBytes: (p.maxMemoryMiB + 1) * 1024 * 1024 })), (e) => isPodvisorError(e, 'RESOURCE_EXHAUSTED'));
+  assert.throws(() => sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 100000 * (p.maxVcpus + 1) })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_vcpus/.test(e.message));
+  assert.throws(() => sizeVm(p, res({ memoryLimitInBytes: (p.maxMemoryMiB + 1) * 1024 * 1024 })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_memory_mib/.test(e.message));
   const vm = vmProfileFor(p, big);
   assert.equal(vm.memoryMiB, big.memoryMiB);
   assert.equal(vm.kernel, p.kernel);
