@@ -14,7 +14,7 @@ import { containerNameKey } from './pod-index.js';
 import type { ContainerConfig, ContainerRecord, PluggedImage, SandboxRecord } from './records.js';
 import { parseStopSignal, SIGKILL } from './signals.js';
 import { assertContainerMove } from './state-machine.js';
-import { needsImageFiles, resolveUser } from './user.js';
+import { resolveUser } from './user.js';
 
 const log = logger('pod-containers');
 
@@ -65,13 +65,12 @@ export class ContainerService {
     try {
       const plugged = await this.ensureImagePlugged(sandbox, rt, image.id);
       const userRequest = containerUserRequest(config, image.config);
-      // Numeric ids need no lookup (crun fills in HOME); names mean something only in the image's own files.
-      const [passwd, group] = needsImageFiles(userRequest)
-        ? await Promise.all([
-          rt.agent.readImageFile(plugged.guestMountPoint, '/etc/passwd'),
-          rt.agent.readImageFile(plugged.guestMountPoint, '/etc/group'),
-        ])
-        : ['', ''];
+      // Always consulted, numeric uid or not: the passwd entry gives the primary
+      // gid and /etc/group the groups that list the user, as runc does.
+      const [passwd, group] = await Promise.all([
+        rt.agent.readImageFile(plugged.guestMountPoint, '/etc/passwd'),
+        rt.agent.readImageFile(plugged.guestMountPoint, '/etc/group'),
+      ]);
       const user = resolveUser(userRequest, passwd ?? '', group ?? '');
       const spec = buildOciSpec({
         containerId: id,

@@ -117,6 +117,10 @@ export function containerEnv(config: Pick<ContainerConfig, 'envs'>, image: OciIm
 /** Who to run as, before name resolution: the config's security context wins over the image USER. */
 export function containerUserRequest(config: ContainerConfig, image: OciImageConfig): UserRequest {
   const sec = config.security;
+  if (sec.runAsGroup !== undefined && sec.runAsUser === undefined && sec.runAsUsername === '') {
+    // The group of an unnamed user is ambiguous (the image's user may change); kubelet's API rejects it too.
+    throw invalidArgument('run_as_group is set without run_as_user or run_as_username; set the user as well');
+  }
   const fromImage = parseImageUser(image.User);
   const req: UserRequest = { supplementalGroups: sec.supplementalGroups };
   if (sec.runAsUser !== undefined) req.uid = sec.runAsUser;

@@ -63,11 +63,6 @@ function parseGroup(text: string): GroupEntry[] {
   return out;
 }
 
-/** Whether resolving needs the image's /etc/passwd and /etc/group (a name is involved). */
-export function needsImageFiles(req: UserRequest): boolean {
-  return req.username !== undefined || req.groupname !== undefined;
-}
-
 /**
  * Resolves a user against the image's /etc/passwd and /etc/group contents
  * ('' when the image has no such file), following runc/containerd: a numeric

@@ -61,6 +61,18 @@ test('the config security context wins over the image USER', () => {
   const d = containerConfig();
   d.security.runAsUsername = 'www';
   assert.deepEqual(containerUserRequest(d, img), { supplementalGroups: [], username: 'www' });
+  const e = containerConfig();
+  e.security.runAsGroup = 44;
+  assert.throws(() => containerUserRequest(e, img), (err) => isPodvisorError(err, 'INVALID_ARGUMENT') && /run_as_group is set without run_as_user/.test(err.message));
+});
+
+test('a numeric uid takes its primary gid and groups from the image files', () => {
+  const passwd = 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:u:/home/user:/bin/sh\n';
+  const group = 'root:x:0:\nuser:x:1000:\npredefined:x:50000:user\n';
+  assert.deepEqual(resolveUser({ uid: 1000, supplementalGroups: [1234] }, passwd, group), {
+    uid: 1000, gid: 1000, additionalGids: [1234, 50000], home: '/home/user',
+  });
+  assert.deepEqual(resolveUser({ uid: 4242, supplementalGroups: [] }, passwd, group), { uid: 4242, gid: 0, additionalGids: [] });
 });
 
 test('capabilities: defaults, add, drop, ALL', () => {
