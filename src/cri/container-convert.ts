@@ -1,12 +1,15 @@
 import { invalidArgument } from '../errors.js';
 import type { ContainerFilter } from '../pod/filters.js';
-import type { ContainerConfig, ContainerRecord, ContainerState, Mount } from '../pod/records.js';
+import { appArmorProfileFromName } from '../pod/apparmor.js';
+import type { ContainerConfig, ContainerRecord, ContainerState, Mount, SecurityProfile } from '../pod/records.js';
+import { seccompProfileFromPath } from '../pod/seccomp.js';
 import { CRI_CONTAINER_STATE } from '../pod/state-machine.js';
 import type { Container } from './generated/runtime/v1/Container.js';
 import type { ContainerConfig__Output } from './generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from './generated/runtime/v1/ContainerFilter.js';
 import type { ContainerStatsFilter__Output } from './generated/runtime/v1/ContainerStatsFilter.js';
 import type { ContainerStatus } from './generated/runtime/v1/ContainerStatus.js';
+import type { SecurityProfile__Output } from './generated/runtime/v1/SecurityProfile.js';
 import { int, namespaceOptionsFromCri, resourcesFromCri } from './sandbox-convert.js';
 
 const PROPAGATIONS = ['PRIVATE', 'HOST_TO_CONTAINER', 'BIDIRECTIONAL'] as const;
@@ -19,6 +22,8 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
   if (!c.metadata) throw invalidArgument('the container config has no metadata');
   if (!c.image?.image) throw invalidArgument('the container config names no image');
   const sec = c.linux?.security_context;
+  const seccomp = profileFromCri(sec?.seccomp) ?? seccompProfileFromPath(sec?.seccomp_profile_path ?? '');
+  const apparmor = profileFromCri(sec?.apparmor) ?? appArmorProfileFromName(sec?.apparmor_profile ?? '');
   return {
     metadata: { name: c.metadata.name, attempt: c.metadata.attempt },
     image: c.image.image,
@@ -58,8 +63,20 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
       ...(sec && (sec.masked_paths.length > 0 || sec.readonly_paths.length > 0)
         ? { maskedPaths: sec.masked_paths, readonlyPaths: sec.readonly_paths } : {}),
       namespaceOptions: namespaceOptionsFromCri(sec?.namespace_options),
+      ...(seccomp ? { seccomp } : {}),
+      ...(apparmor ? { apparmor } : {}),
     },
   };
+}
+
+const PROFILE_TYPES: SecurityProfile['type'][] = ['RuntimeDefault', 'Unconfined', 'Localhost'];
+
+/** A set SecurityProfile message (even an empty one, which is RuntimeDefault); null when kubelet left it out. */
+function profileFromCri(p: SecurityProfile__Output | null | undefined): SecurityProfile | undefined {
+  if (!p) return undefined;
+  const type = typeof p.profile_type === 'number' ? PROFILE_TYPES[p.profile_type] : p.profile_type;
+  if (!type || !PROFILE_TYPES.includes(type)) throw invalidArgument(`unknown security profile type ${JSON.stringify(p.profile_type)}`);
+  return { type, localhostRef: p.localhost_ref };
 }
 
 const STATES: Record<string, ContainerState> = {

@@ -13,6 +13,7 @@ import type { PodContext, SandboxRuntime } from './pod-context.js';
 import { containerNameKey } from './pod-index.js';
 import type { ContainerConfig, ContainerRecord, PluggedImage, SandboxRecord } from './records.js';
 import { parseStopSignal, SIGKILL } from './signals.js';
+import { loadContainerSeccomp } from './seccomp.js';
 import { assertContainerMove } from './state-machine.js';
 import { resolveUser } from './user.js';
 
@@ -52,6 +53,7 @@ export class ContainerService {
       throw failedPrecondition(`sandbox ${sandbox.id} is not ready (${sandbox.notReadyReason ?? 'it was stopped'}); containers cannot be created in it`);
     }
     validateContainerConfig(config);
+    const seccomp = await loadContainerSeccomp(config);
     const logFile = containerLogFile(sandbox, config);
     const image = await this.ctx.images.find(config.image);
     if (!image) throw notFound(`image "${config.image}" is not present on this node; pull it first (PullImage / crictl pull)`);
@@ -82,6 +84,7 @@ export class ContainerService {
         sandboxFiles: sandbox.guestFiles,
         cgroupsPath: `/podvisor/${id}`,
         pidNamespacePath: this.pidNamespaceToJoin(sandbox, config),
+        seccomp,
       });
       await rt.agent.createContainer({
         containerId: id, spec, imageMountPoint: plugged.guestMountPoint, stdin: config.stdin, stdinOnce: config.stdinOnce, tty: config.tty,

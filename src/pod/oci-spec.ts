@@ -1,7 +1,9 @@
 import { invalidArgument, unimplemented } from '../errors.js';
+import { rejectAppArmorProfile } from './apparmor.js';
 import { rejectHostNamespaces } from './host-namespaces.js';
 import type { OciImageConfig } from './image-config.js';
 import type { ContainerConfig, SandboxConfig } from './records.js';
+import { ociSeccomp, type ContainerSeccomp, type OciSeccomp } from './seccomp.js';
 import { parseImageUser, type ResolvedUser, type UserRequest } from './user.js';
 
 /** The slice of the OCI runtime spec podvisor fills in; the agent hands it to crun as config.json. */
@@ -33,6 +35,7 @@ export interface OciSpec {
     sysctl: Record<string, string>;
     maskedPaths: string[];
     readonlyPaths: string[];
+    seccomp?: OciSeccomp;
   };
 }
 
@@ -181,6 +184,8 @@ export interface OciSpecInput {
   cgroupsPath: string;
   /** The guest PID namespace to join, for PID mode TARGET (another container's) or POD. */
   pidNamespacePath?: string;
+  /** From loadContainerSeccomp (which reads Localhost profile files); absent means no filter. */
+  seccomp?: ContainerSeccomp;
 }
 
 /**
@@ -193,6 +198,7 @@ export function validateContainerConfig(config: ContainerConfig): void {
   if (config.metadata.name === '') throw invalidArgument('container metadata.name is empty');
   if (config.image === '') throw invalidArgument('container image is empty');
   rejectHostNamespaces(config.security.namespaceOptions, `container "${config.metadata.name}"`);
+  rejectAppArmorProfile(config);
   for (const m of config.mounts) {
     throw unimplemented(`container "${config.metadata.name}": mount ${m.hostPath} -> ${m.containerPath} needs a directory shared between ` +
       'the host and the pod VM, which podvisor does not provide yet (volumes are a later feature); remove the mount');
@@ -251,6 +257,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
   }
 
   const caps = containerCapabilities(sec.addCapabilities, sec.dropCapabilities, sec.privileged);
+  const seccomp = ociSeccomp(input.seccomp, caps);
   const resources: OciSpec['linux']['resources'] = { devices: [{ allow: false, access: 'rwm' }] };
   const r = config.resources;
   if (r) {
@@ -294,6 +301,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
       sysctl: {},
       maskedPaths: sec.privileged ? [] : (sec.maskedPaths ?? DEFAULT_MASKED_PATHS),
       readonlyPaths: sec.privileged ? [] : (sec.readonlyPaths ?? DEFAULT_READONLY_PATHS),
+      ...(seccomp ? { seccomp } : {}),
     },
   };
 }

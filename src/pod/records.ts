@@ -125,6 +125,13 @@ export interface Device {
   permissions: string;
 }
 
+/** A CRI SecurityProfile (seccomp or AppArmor); the new field wins over the deprecated path strings. */
+export interface SecurityProfile {
+  type: 'RuntimeDefault' | 'Unconfined' | 'Localhost';
+  /** Localhost only: the profile file's absolute path on the node (seccomp) or the profile's name (AppArmor). */
+  localhostRef: string;
+}
+
 export interface ContainerSecurity {
   privileged: boolean;
   readonlyRootfs: boolean;
@@ -138,6 +145,9 @@ export interface ContainerSecurity {
   maskedPaths?: string[];
   readonlyPaths?: string[];
   namespaceOptions: NamespaceOptions;
+  /** Absent: not set by kubelet, which means unconfined (as containerd). */
+  seccomp?: SecurityProfile;
+  apparmor?: SecurityProfile;
 }
 
 export interface ContainerConfig {
