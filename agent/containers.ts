@@ -8,11 +8,14 @@ import { logger } from '../src/log.js';
 import type { EventHub } from './events.js';
 import { GuestProcess, type ExitStatus } from './process.js';
 import { run } from './run.js';
+import { redeliverOnceHandled, signalDisposition } from './signal-redelivery.js';
 import { cgroupStats, flatKeyed } from './stats.js';
 import { checkGuestPath, checkId } from './validate.js';
 
 const log = logger('agent-containers');
 const BUNDLES = '/run/podvisor/bundles';
+const SIGKILL = 9;
+const SIGSTOP = 19;
 const CGROUP_ROOT = '/sys/fs/cgroup';
 /** Every container gets /podvisor/<id> (all its processes) with crun's cgroup /podvisor/<id>/c below it. */
 const CGROUP_PARENT = 'podvisor';
@@ -137,12 +140,20 @@ export class ContainerManager {
   async signal(req: SignalProcessRequest): Promise<void> {
     const c = this.get(req.containerId);
     if (!req.signal || req.signal > 64) throw invalidArgument(`signal ${req.signal} is not a signal number`);
+    let send: () => Promise<void>;
     if (req.all && !req.execId) {
       if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state}, not running`);
-      await run('crun', ['kill', '--all', c.id, String(req.signal)], { what: `signalling container ${c.id}`, code: 'FAILED_PRECONDITION' });
-      return;
+      send = () => run('crun', ['kill', '--all', c.id, String(req.signal)], { what: `signalling container ${c.id}`, code: 'FAILED_PRECONDITION' }).then(() => undefined);
+    } else {
+      const target = this.process(req);
+      send = async () => target.signal(req.signal);
     }
-    this.process(req).signal(req.signal);
+    await send();
+    // Only the container's first process is a namespace init, whose unhandled signals the kernel drops.
+    const pid = c.init?.pid;
+    if (!req.execId && pid && req.signal !== SIGKILL && req.signal !== SIGSTOP && signalDisposition(pid, req.signal) === 'default') {
+      void redeliverOnceHandled(pid, req.signal, send).catch((e: Error) => log.warn({ container: c.id, err: e.message }, 'signal redelivery failed'));
+    }
   }
 
   wait(ref: ProcessRef): Promise<ExitStatus> {

@@ -258,6 +258,39 @@ describe('pod and container lifecycle', () => {
     assert.ok((await readCriLog(st.log_path)).some((l) => l.text === 'got TERM'));
   });
 
+  test('a stop signal sent before the first process handles it is delivered again once it does', async () => {
+    // PID 1 of the container is `sh` (no TERM handler: the kernel drops SIGTERM to a namespace init)
+    // until it execs `top`, which handles TERM. Stopping straight after start lands in that gap.
+    const { container_id: id } = await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('late-handler', env.busybox, ['sh', '-c', 'sleep 1; exec top -b']),
+    });
+    await unary(rt(), 'StartContainer', { container_id: id });
+    await unary(rt(), 'StopContainer', { container_id: id, timeout: 60 });
+    const st = await containerState(env.daemon.client, id);
+    assert.equal(st.exit_code, 143, 'ended by the redelivered SIGTERM (128+15), not by SIGKILL after the timeout');
+    await unary(rt(), 'RemoveContainer', { container_id: id });
+  });
+
+  test('a numeric image user gets its primary group and the image groups that list it', async () => {
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('groups', env.busybox, ['id', '-G'], {
+      linux: { security_context: { run_as_user: { value: 33 }, supplemental_groups: [1234] } },
+    }));
+    // The test image's /etc/passwd gives uid 33 (www-data) gid 33, and its /etc/group lists www-data in staff (50).
+    assert.deepEqual(r.log.map((l) => l.text), ['33 50 1234']);
+  });
+
+  test('a privileged container can create a bridge in the pod VM; an unprivileged one cannot', async () => {
+    const cmd = ['sh', '-c', 'brctl addbr br-test && ip link show br-test >/dev/null && echo made'];
+    const denied = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('bridge-denied', env.busybox, cmd));
+    assert.notEqual(denied.status.exit_code, 0);
+    const made = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('bridge-made', env.busybox, cmd, {
+      linux: { security_context: { privileged: true } },
+    }));
+    assert.equal(made.status.exit_code, 0, made.log.map((l) => l.text).join('\n'));
+    assert.deepEqual(made.log.map((l) => l.text), ['made']);
+  });
+
   test('RemoveContainer force-stops a running container', async () => {
     const { container_id: id } = await unary(rt(), 'CreateContainer', {
       pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig('doomed', env.busybox, ['sleep', '1000']),
