@@ -8,6 +8,8 @@ import { logger } from '../src/log.js';
 import type { EventHub } from './events.js';
 import { GuestProcess, type ExitStatus } from './process.js';
 import { run } from './run.js';
+import { ensurePodPidNamespace } from './pod-pid-namespace.js';
+import { GUEST_POD_PID_NAMESPACE } from '../src/agent-client/guest-paths.js';
 import { redeliverOnceHandled, signalDisposition } from './signal-redelivery.js';
 import { cgroupStats, flatKeyed } from './stats.js';
 import { checkGuestPath, checkId } from './validate.js';
@@ -67,6 +69,8 @@ export class ContainerManager {
     if (!existsSync(rootPath)) throw failedPrecondition(`container ${id}: root ${rootPath} does not exist in the guest (mount its image first)`);
     const bundle = `${BUNDLES}/${id}`;
     spec.linux = { ...(spec.linux ?? {}), cgroupsPath: `/${CGROUP_PARENT}/${id}/c` };
+    const namespaces = (spec.linux.namespaces ?? []) as Array<{ type: string; path?: string }>;
+    if (namespaces.some((n) => n.type === 'pid' && n.path === GUEST_POD_PID_NAMESPACE)) await ensurePodPidNamespace();
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await writeFile(`${bundle}/config.json`, JSON.stringify(spec));
     await this.prepareCgroup(id);

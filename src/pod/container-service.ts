@@ -16,6 +16,7 @@ import { parseStopSignal, SIGKILL } from './signals.js';
 import { loadContainerSeccomp } from './seccomp.js';
 import { assertContainerMove } from './state-machine.js';
 import { resolveUser } from './user.js';
+import { GUEST_POD_PID_NAMESPACE } from '../agent-client/guest-paths.js';
 
 const log = logger('pod-containers');
 
@@ -116,6 +117,7 @@ export class ContainerService {
   /** The PID namespace a container joins: another container's for TARGET (ephemeral containers). */
   private pidNamespaceToJoin(sandbox: SandboxRecord, config: ContainerConfig): string | undefined {
     const ns = config.security.namespaceOptions;
+    if (ns.pid === 'POD') return GUEST_POD_PID_NAMESPACE;
     if (ns.pid !== 'TARGET') return undefined;
     const target = this.ctx.index.findContainer(ns.targetId);
     if (!target || target.sandboxId !== sandbox.id) {

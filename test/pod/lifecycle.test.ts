@@ -291,6 +291,29 @@ describe('pod and container lifecycle', () => {
     assert.deepEqual(made.log.map((l) => l.text), ['made']);
   });
 
+  test('PID mode POD: containers share one PID namespace whose PID 1 is the pod\'s reaper, not a container', async () => {
+    const podPid = { linux: { security_context: { namespace_options: { network: 'POD', pid: 'POD', ipc: 'POD' } } } };
+    const { container_id: a } = await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('shared-pid-a', env.busybox, ['sleep', '3600'], podPid),
+    });
+    await unary(rt(), 'StartContainer', { container_id: a });
+    const { container_id: b } = await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('shared-pid-b', env.busybox, ['sleep', '3600'], podPid),
+    });
+    await unary(rt(), 'StartContainer', { container_id: b });
+    const ps = await unary(rt(), 'ExecSync', { container_id: b, cmd: ['sh', '-c', 'cat /proc/1/cmdline | tr "\\0" " "; echo; ps -o args | grep -c "^sleep 3600"'], timeout: 30 });
+    assert.equal(ps.exit_code, 0, ps.stderr.toString());
+    const [init, sleeps] = ps.stdout.toString().trim().split('\n');
+    assert.match(init!, /^sh -c while/, 'PID 1 is the reaper');
+    assert.equal(sleeps, '2', 'b sees its own sleep and a\'s');
+    // A container in its own PID namespace sees only itself.
+    const own = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('own-pid', env.busybox, ['sh', '-c', 'ps -o args | grep -c "^sleep 3600" || true']));
+    assert.deepEqual(own.log.map((l) => l.text), ['0']);
+    for (const id of [a, b]) await unary(rt(), 'RemoveContainer', { container_id: id });
+  });
+
   test('RemoveContainer force-stops a running container', async () => {
     const { container_id: id } = await unary(rt(), 'CreateContainer', {
       pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig('doomed', env.busybox, ['sleep', '1000']),
