@@ -89,7 +89,12 @@ export class GuestProcess {
       // background process of an exec may keep the pipes open after crun has
       // gone: then the exit is reported a moment after 'exit' regardless.
       this.child.on('close', settle);
-      this.child.on('exit', (code, signal) => setTimeout(() => settle(code, signal), 1000).unref());
+      // (While output is held back by backpressure, 'close' is simply later.)
+      const fallback = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (opts.hub.congested) setTimeout(() => fallback(code, signal), 1000).unref();
+        else settle(code, signal);
+      };
+      this.child.on('exit', (code, signal) => setTimeout(() => fallback(code, signal), 1000).unref());
     });
     this.pidKnown = this.waitForPid();
   }
@@ -147,7 +152,13 @@ export class GuestProcess {
   private pump(stream: 'STDOUT' | 'STDERR', source: NodeJS.ReadableStream): void {
     source.on('data', (data: Buffer) => {
       if (stream === 'STDERR' && this.stderrHead.length < 2048) this.stderrHead += data.toString('utf8').slice(0, 2048);
-      this.opts.hub.publish({ output: { containerId: this.containerId, execId: this.execId, stream, data } });
+      const { hub } = this.opts;
+      hub.publish({ output: { containerId: this.containerId, execId: this.execId, stream, data } });
+      // Backpressure: while the host cannot keep up the process blocks on its pipe.
+      if (hub.congested) {
+        source.pause();
+        hub.once('drain', () => source.resume());
+      }
     });
   }
 

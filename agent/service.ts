@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { agentCodecs, eventCodec } from '../src/agent-client/api.js';
-import { AGENT_API_VERSION, AGENT_SERVICE } from '../src/agent-client/schema.js';
+import { AGENT_API_VERSION, AGENT_SERVICE, codec } from '../src/agent-client/schema.js';
 import type { AgentApi, AgentMethod } from '../src/agent-client/types.js';
 import { invalidArgument, messageOf } from '../src/errors.js';
 import { logger } from '../src/log.js';
@@ -91,8 +91,19 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
   }
 
   const events = eventCodec();
-  server.stream(AGENT_SERVICE, 'GetEvents', async (_payload, stream) => {
-    const unsubscribe = hub.subscribe((event) => stream.send(events.encode(event)));
+  const getEventsRequest = codec<{ afterSequence: number }>('GetEventsRequest');
+  server.stream(AGENT_SERVICE, 'GetEvents', async (payload, stream) => {
+    let afterSequence: number;
+    try {
+      afterSequence = getEventsRequest.decode(payload).afterSequence;
+    } catch (err) {
+      throw invalidArgument(`GetEvents: malformed request: ${messageOf(err)}`);
+    }
+    stream.onDrain(() => hub.flush());
+    const unsubscribe = hub.subscribe((event) => {
+      if (stream.closed) return 'closed';
+      return stream.send(events.encode(event)) ? 'ok' : 'full';
+    }, afterSequence);
     await stream.whenClosed;
     unsubscribe();
   });

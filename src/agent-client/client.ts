@@ -1,10 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { deadlineExceeded, isPodvisorError, messageOf, unavailable } from '../errors.js';
 import { logger } from '../log.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { agentCodecs, eventCodec } from './api.js';
-import { AGENT_SERVICE } from './schema.js';
+import { AGENT_SERVICE, codec } from './schema.js';
+
+const getEventsRequest = () => codec<{ afterSequence: number }>('GetEventsRequest');
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
@@ -45,6 +48,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   private connecting: Promise<void> | undefined;
   private closedByUser = false;
   private lastSequence = 0;
+  private agentStarts: number | undefined;
+  /** Shared by every connection so stream ids never repeat across reconnects. */
+  private readonly streamIds = { next: 1 };
   private readonly codecs = agentCodecs();
 
   private constructor(readonly socketPath: string, private readonly options: Required<AgentConnectOptions>) {
@@ -139,16 +145,21 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       let ttrpc: TtrpcClient | undefined;
       try {
         const socket = await openSocket(this.socketPath);
-        ttrpc = new TtrpcClient(socket);
+        // A fresh session per connection: the guest may not have seen the previous one end.
+        ttrpc = new TtrpcClient(socket, { session: randomUUID(), streamIds: this.streamIds });
         // Until the guest opens its end, what we send is dropped: probe until Health answers.
+        let health: HealthResponse;
         for (;;) {
           try {
-            await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: this.options.probeTimeoutMs });
+            health = this.codecs.Health.response.decode(await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: this.options.probeTimeoutMs }));
             break;
           } catch (err) {
             if (!isPodvisorError(err, 'DEADLINE_EXCEEDED') || Date.now() > deadline) throw err;
           }
         }
+        // A restarted agent numbers its events from 1 again.
+        if (this.agentStarts !== undefined && health.starts !== this.agentStarts) this.lastSequence = 0;
+        this.agentStarts = health.starts;
         this.adopt(ttrpc);
         return;
       } catch (err) {
@@ -164,11 +175,14 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const wasConnected = this.ttrpc !== undefined;
     this.ttrpc = ttrpc;
     const events = eventCodec();
+    // The agent re-sends what it still holds after the last event we got: what
+    // was in flight when a connection went away.
     ttrpc
-      .stream(AGENT_SERVICE, 'GetEvents', new Uint8Array(), (bytes) => {
+      .stream(AGENT_SERVICE, 'GetEvents', getEventsRequest().encode({ afterSequence: this.lastSequence }), (bytes) => {
         const event = events.decode(bytes);
+        if (event.sequence <= this.lastSequence) return; // already delivered
         if (this.lastSequence && event.sequence > this.lastSequence + 1) this.droppedEvents += event.sequence - this.lastSequence - 1;
-        this.lastSequence = Math.max(this.lastSequence, event.sequence);
+        this.lastSequence = event.sequence;
         if (event.output) this.emit('output', event.output);
         else if (event.exit) this.emit('exit', event.exit);
         else if (event.log) this.emit('log', event.log);

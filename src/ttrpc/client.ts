@@ -3,7 +3,22 @@ import type { Duplex } from 'node:stream';
 import { deadlineExceeded, internal, invalidArgument, messageOf, unavailable, type PodvisorError } from '../errors.js';
 import { encodeFrame, FrameDecoder, FrameFlag, FrameType, MAX_MESSAGE_LENGTH, type Frame } from './frame.js';
 import { decodeResponse, encodeRequest } from './messages.js';
+import { SESSION_METADATA_KEY } from './server.js';
 import { errorOf } from './status.js';
+
+export interface TtrpcClientOptions {
+  /**
+   * Sent as `ttrpc-session` metadata on every request, so a server on a
+   * transport that can change hands unnoticed starts a fresh session.
+   */
+  session?: string;
+  /**
+   * Stream id allocator shared by successive connections of one client, so
+   * ids never repeat across reconnects (a stale reply can then never be
+   * taken for a new call's). Default: a private counter from 1.
+   */
+  streamIds?: { next: number };
+}
 
 export interface CallOptions {
   /** Fails the call with DEADLINE_EXCEEDED after this long (also sent to the server). */
@@ -26,12 +41,15 @@ interface Pending {
  * every pending call fails with UNAVAILABLE and 'close' is emitted once.
  */
 export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
-  private nextStreamId = 1;
+  private readonly streamIds: { next: number };
+  private readonly session: string | undefined;
   private readonly pending = new Map<number, Pending>();
   private closedReason: string | undefined;
 
-  constructor(private readonly conn: Duplex) {
+  constructor(private readonly conn: Duplex, options: TtrpcClientOptions = {}) {
     super();
+    this.streamIds = options.streamIds ?? { next: 1 };
+    this.session = options.session;
     const decoder = new FrameDecoder(
       (frame) => this.onFrame(frame),
       (big) => this.fail(big.streamId, internal(`server sent a ${big.length}-byte frame, over the ttRPC limit`)),
@@ -63,8 +81,9 @@ export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
 
   /** Allocates the stream id the next call will use. */
   reserveStreamId(): number {
-    const id = this.nextStreamId;
-    this.nextStreamId += 2;
+    const id = this.streamIds.next;
+    // Odd ids only; wrap well before 2^32.
+    this.streamIds.next = id >= 0xfffffff0 ? 1 : id + 2;
     return id;
   }
 
@@ -85,7 +104,10 @@ export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
       method,
       payload,
       timeoutNano: options.timeoutMs ? options.timeoutMs * 1e6 : 0,
-      metadata: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
+      metadata: [
+        ...Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
+        ...(this.session ? [{ key: SESSION_METADATA_KEY, value: this.session }] : []),
+      ],
     });
     if (body.length > MAX_MESSAGE_LENGTH) {
       return Promise.reject(invalidArgument(`${label}: request of ${body.length} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte ttRPC limit`));

@@ -19,15 +19,23 @@ export type UnaryHandler = (payload: Uint8Array, ctx: CallContext) => Promise<Ui
 
 /** The server half of a server-streaming call. */
 export interface ServerStream {
-  /** Sends one message; false once the connection is gone. */
+  /**
+   * Sends one message. False when the connection is gone or its write buffer
+   * is past the high-water mark (the message is still queued): wait for `onDrain`.
+   */
   send(payload: Uint8Array): boolean;
+  /** Called each time the connection's write buffer has emptied. */
+  onDrain(listener: () => void): void;
   readonly closed: boolean;
-  /** Resolves when the connection carrying this stream closes. */
+  /** Resolves when the connection carrying this stream closes or a new client session takes it over. */
   readonly whenClosed: Promise<void>;
 }
 
 /** Resolving ends the stream with an OK response; throwing ends it with that error. */
 export type StreamHandler = (payload: Uint8Array, stream: ServerStream, ctx: CallContext) => Promise<void>;
+
+/** Bytes a connection may buffer for stream messages before senders are told to wait. */
+const STREAM_HIGH_WATER = 1 << 20;
 
 type Handler = { kind: 'unary'; fn: UnaryHandler } | { kind: 'stream'; fn: StreamHandler };
 
@@ -55,20 +63,45 @@ export class TtrpcServer {
   }
 }
 
+/**
+ * Request metadata naming the client connection a request belongs to. Over a
+ * transport that can change hands without the server noticing (a
+ * virtio-serial port: the host may reconnect before the guest reads the
+ * EOF), a request with a new session starts a fresh session on the same
+ * byte stream: the old session's streams end and its late replies are dropped.
+ */
+export const SESSION_METADATA_KEY = 'ttrpc-session';
+
+class Session {
+  readonly active = new Set<number>();
+  ended = false;
+  readonly whenEnded: Promise<void>;
+  private markEnded!: () => void;
+
+  constructor(readonly id: string | undefined) {
+    this.whenEnded = new Promise((resolve) => { this.markEnded = resolve; });
+  }
+
+  end(): void {
+    this.ended = true;
+    this.markEnded();
+  }
+}
+
 class ServerConnection {
   readonly closed: Promise<void>;
-  private readonly active = new Set<number>();
+  private session = new Session(undefined);
   private isClosed = false;
   private markClosed!: () => void;
 
-  constructor(private readonly conn: Duplex, private readonly handlers: Map<string, Handler>) {
+  constructor(readonly conn: Duplex, private readonly handlers: Map<string, Handler>) {
     this.closed = new Promise((resolve) => { this.markClosed = resolve; });
     const decoder = new FrameDecoder(
       (frame) => this.onFrame(frame),
       (big) => {
         log.warn({ streamId: big.streamId, length: big.length }, 'refused oversized frame');
         if (big.type === FrameType.Request) {
-          this.reply(big.streamId, resourceExhausted(`request of ${big.length} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte ttRPC limit`));
+          this.reply(this.session, big.streamId, resourceExhausted(`request of ${big.length} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte ttRPC limit`));
         }
       },
     );
@@ -81,6 +114,7 @@ class ServerConnection {
   private close(): void {
     if (this.isClosed) return;
     this.isClosed = true;
+    this.session.end();
     this.conn.destroy();
     this.markClosed();
   }
@@ -91,48 +125,64 @@ class ServerConnection {
       if (frame.type !== FrameType.Data) log.warn({ type: frame.type, streamId: frame.streamId }, 'ignoring frame of unknown type');
       return;
     }
-    if (frame.streamId % 2 === 0 || this.active.has(frame.streamId)) {
-      this.reply(frame.streamId, invalidArgument(`stream id ${frame.streamId} is not a new client stream`));
+    if (frame.streamId % 2 === 0) {
+      this.reply(this.session, frame.streamId, invalidArgument(`stream id ${frame.streamId} is not a client stream id (odd)`));
       return;
     }
     let req: TtrpcRequest;
     try {
       req = decodeRequest(frame.payload);
     } catch (err) {
-      this.reply(frame.streamId, invalidArgument(`malformed ttRPC request: ${messageOf(err)}`));
+      this.reply(this.session, frame.streamId, invalidArgument(`malformed ttRPC request: ${messageOf(err)}`));
+      return;
+    }
+    const metadata = new Map(req.metadata.map((kv) => [kv.key, kv.value]));
+    const sessionId = metadata.get(SESSION_METADATA_KEY);
+    if (sessionId !== undefined && sessionId !== this.session.id) {
+      if (this.session.id !== undefined) log.info('a new client session took over the connection');
+      this.session.end();
+      this.session = new Session(sessionId);
+    }
+    const session = this.session;
+    if (session.active.has(frame.streamId)) {
+      this.reply(session, frame.streamId, invalidArgument(`stream id ${frame.streamId} is already in use`));
       return;
     }
     const handler = this.handlers.get(`${req.service}/${req.method}`);
     if (!handler) {
-      this.reply(frame.streamId, unimplemented(`unknown method ${req.service}/${req.method}`));
+      this.reply(session, frame.streamId, unimplemented(`unknown method ${req.service}/${req.method}`));
       return;
     }
     const ctx: CallContext = {
       streamId: frame.streamId,
       deadline: req.timeoutNano > 0 ? Date.now() + req.timeoutNano / 1e6 : undefined,
-      metadata: new Map(req.metadata.map((kv) => [kv.key, kv.value])),
+      metadata,
     };
-    this.active.add(frame.streamId);
+    session.active.add(frame.streamId);
     const run = handler.kind === 'unary'
-      ? handler.fn(req.payload, ctx).then((payload) => this.reply(frame.streamId, undefined, payload))
-      : handler.fn(req.payload, this.serverStream(frame.streamId), ctx).then(() => this.reply(frame.streamId));
-    run.catch((err) => this.reply(frame.streamId, err)).finally(() => this.active.delete(frame.streamId));
+      ? handler.fn(req.payload, ctx).then((payload) => this.reply(session, frame.streamId, undefined, payload))
+      : handler.fn(req.payload, this.serverStream(session, frame.streamId), ctx).then(() => this.reply(session, frame.streamId));
+    run.catch((err) => this.reply(session, frame.streamId, err)).finally(() => session.active.delete(frame.streamId));
   }
 
-  private serverStream(streamId: number): ServerStream {
+  private serverStream(session: Session, streamId: number): ServerStream {
     const conn = this;
     return {
       send(payload) {
-        if (conn.isClosed) return false;
-        return conn.write(encodeFrame(streamId, FrameType.Data, 0, payload));
+        if (session.ended) return false;
+        return conn.write(encodeFrame(streamId, FrameType.Data, 0, payload)) && conn.conn.writableLength < STREAM_HIGH_WATER;
       },
-      get closed() { return conn.isClosed; },
-      whenClosed: this.closed,
+      onDrain(listener) {
+        conn.conn.on('drain', listener);
+      },
+      get closed() { return session.ended; },
+      whenClosed: session.whenEnded,
     };
   }
 
-  private reply(streamId: number, err?: unknown, payload: Uint8Array = new Uint8Array()): void {
-    if (this.isClosed) return;
+  private reply(session: Session, streamId: number, err?: unknown, payload: Uint8Array = new Uint8Array()): void {
+    // A reply for a session that has ended would land on a stream id the new client may be using.
+    if (this.isClosed || session.ended) return;
     const status = err === undefined ? { code: 0, message: '' } : statusOf(err);
     if (err !== undefined && status.code === 13) log.error({ err: messageOf(err), streamId }, 'handler failed');
     let body = encodeResponse({ status, payload });

@@ -20,13 +20,13 @@ const output = (text: string) => ({ output: { containerId: 'c', execId: '', stre
 test('event hub delivers in order, queues while nobody listens, and flushes to the next subscriber', () => {
   const hub = new EventHub();
   const first: AgentEvent[] = [];
-  const unsubscribe = hub.subscribe((e) => first.push(e) > 0);
+  const unsubscribe = hub.subscribe((e) => { first.push(e); return 'ok'; });
   hub.publish(output('a'));
   unsubscribe();
   hub.publish(output('b'));
   hub.publish({ exit: { containerId: 'c', execId: '', exitCode: 3, oomKilled: false, exitedAtUnixNanos: 1 } });
   const second: AgentEvent[] = [];
-  hub.subscribe((e) => second.push(e) > 0);
+  hub.subscribe((e) => { second.push(e); return 'ok'; });
   assert.deepEqual(first.map((e) => e.sequence), [1]);
   assert.deepEqual(second.map((e) => e.sequence), [2, 3]);
   assert.equal(Buffer.from(second[0].output!.data).toString(), 'b');
@@ -38,20 +38,64 @@ test('event hub bound: output is dropped before exits, leaving a sequence gap', 
   for (let i = 0; i < 20; i++) hub.publish(output('x'.repeat(200)));
   hub.publish({ exit: { containerId: 'c', execId: '', exitCode: 0, oomKilled: false, exitedAtUnixNanos: 1 } });
   const got: AgentEvent[] = [];
-  hub.subscribe((e) => got.push(e) > 0);
+  hub.subscribe((e) => { got.push(e); return 'ok'; });
   assert.ok(got.length < 21);
   assert.equal(got.at(-1)?.exit?.exitCode, 0);
   assert.equal(got.at(-1)?.sequence, 21);
 });
 
-test('a subscriber that cannot take more keeps the rest queued', () => {
-  const hub = new EventHub();
-  for (const t of ['a', 'b', 'c']) hub.publish(output(t));
-  let budget = 1;
+test('backpressure: a full transport queues events until flush, and producers hear drain', () => {
+  const hub = new EventHub(8 << 20, 1000);
+  let room = 1;
   const got: number[] = [];
-  hub.subscribe((e) => (budget-- > 0 ? got.push(e.sequence) > 0 : false));
-  hub.subscribe((e) => got.push(e.sequence) > 0);
-  assert.deepEqual(got, [1, 2, 3]);
+  hub.subscribe((e) => { got.push(e.sequence); return --room > 0 ? 'ok' : 'full'; });
+  hub.publish(output('a')); // taken, transport now full
+  hub.publish(output('b')); // waits
+  assert.deepEqual(got, [1]);
+  assert.equal(hub.congested, true);
+  let drained = 0;
+  hub.on('drain', () => drained++);
+  room = 10;
+  hub.flush();
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(hub.congested, false);
+  assert.equal(drained, 1);
+});
+
+test('a subscriber that reports closed does not take the event; the next subscriber gets it', () => {
+  const hub = new EventHub();
+  hub.subscribe(() => 'closed');
+  hub.publish(output('kept'));
+  const got: string[] = [];
+  hub.subscribe((e) => { got.push(Buffer.from(e.output!.data).toString()); return 'ok'; });
+  assert.deepEqual(got, ['kept']);
+});
+
+test('events handed to a connection that went away are re-sent after the host\'s last sequence', () => {
+  const hub = new EventHub();
+  const firstHost: number[] = [];
+  hub.subscribe((e) => { firstHost.push(e.sequence); return 'ok'; }, 0);
+  for (const t of ['a', 'b', 'c']) hub.publish(output(t));
+  // The host only got event 1 before the connection dropped.
+  const secondHost: number[] = [];
+  hub.subscribe((e) => { secondHost.push(e.sequence); return 'ok'; }, 1);
+  hub.publish(output('d'));
+  assert.deepEqual(firstHost, [1, 2, 3]);
+  assert.deepEqual(secondHost, [2, 3, 4]);
+});
+
+test('with no subscriber the queue turns congested past the pause mark', () => {
+  const hub = new EventHub(8 << 20, 1000);
+  hub.publish(output('x'.repeat(600)));
+  assert.equal(hub.congested, false);
+  hub.publish(output('x'.repeat(600)));
+  assert.equal(hub.congested, true);
+  let drained = false;
+  hub.once('drain', () => { drained = true; });
+  const got: number[] = [];
+  hub.subscribe((e) => { got.push(e.sequence); return 'ok'; });
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(drained, true);
 });
 
 test('events survive the protobuf round trip with their oneof case', () => {

@@ -13,6 +13,7 @@ import { encodeRequest, decodeResponse } from '../../src/ttrpc/messages.js';
 let dir: string;
 let listener: net.Server;
 const serverSockets = new Set<net.Socket>();
+let foreverEnded = 0;
 
 function connect(): Promise<{ client: TtrpcClient; socket: net.Socket }> {
   return new Promise((resolve, reject) => {
@@ -30,6 +31,11 @@ before(async () => {
     .unary('test.Echo', 'Slow', () => new Promise((resolve) => setTimeout(() => resolve(new Uint8Array([1])), 300)))
     .stream('test.Echo', 'Count', async (payload, stream) => {
       for (let i = 0; i < payload[0]; i++) stream.send(new Uint8Array([i]));
+    })
+    .stream('test.Echo', 'Forever', async (_payload, stream) => {
+      stream.send(new Uint8Array([1]));
+      await stream.whenClosed;
+      foreverEnded++;
     });
   listener = net.createServer((socket) => {
     serverSockets.add(socket);
@@ -138,3 +144,20 @@ test('closing the connection fails pending calls with UNAVAILABLE', async () => 
 test('response envelope decodes status and payload', () => {
   assert.deepEqual(decodeResponse(new Uint8Array()), { status: undefined, payload: new Uint8Array() });
 });
+
+test('a new client session on the same byte stream ends the old session and reuses no stream id', async () => {
+  const { socket } = await connect();
+  const ids = { next: 1 };
+  const a = new TtrpcClient(socket, { session: 'host-connection-1', streamIds: ids });
+  let got = 0;
+  void a.stream('test.Echo', 'Forever', new Uint8Array(), () => { got++; }).catch(() => undefined);
+  while (got === 0) await new Promise((r) => setTimeout(r, 5));
+  const before = foreverEnded;
+  // What a reconnecting host looks like to a guest that never saw the EOF.
+  const b = new TtrpcClient(socket, { session: 'host-connection-2', streamIds: ids });
+  assert.equal(Buffer.from(await b.call('test.Echo', 'Echo', Buffer.from('new session'))).toString(), 'new session');
+  while (foreverEnded === before) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(ids.next, 5, 'the second session continued the stream ids');
+  socket.destroy();
+});
+
