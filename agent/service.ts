@@ -103,7 +103,7 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     const unsubscribe = hub.subscribe((event) => {
       if (stream.closed) return 'closed';
       return stream.send(events.encode(event)) ? 'ok' : 'full';
-    }, afterSequence);
+    }, afterSequence > 0 ? afterSequence : undefined); // 0: a new host, no re-sends (see the proto)
     await stream.whenClosed;
     unsubscribe();
   });
