@@ -1,6 +1,6 @@
 import { writeSync } from 'node:fs';
 import { Writable } from 'node:stream';
-import { configureLogging, logger } from '../src/log.js';
+import { configureLogging } from '../src/log.js';
 import { EventHub } from './events.js';
 
 /**
@@ -44,9 +44,6 @@ export function agentLogDestination(events: EventHub, writeConsole: (chunk: Buff
   });
 }
 
-// pino registers its default stdout stream for flushing at exit with a
-// FinalizationRegistry; if that first root were collected while the snapshot
-// is built, V8 refuses to serialise the dirty registry. A child (its
-// prototype is the root) pinned on globalThis keeps it alive.
-Object.defineProperty(globalThis, Symbol.for('podvisor.agent.defaultLogRoot'), { value: logger('agent-default') });
+// src/log.ts keeps the root this replaces alive: pino registers its stream in a
+// FinalizationRegistry, and a collected root would make the V8 snapshot fail.
 configureLogging(process.env.PODVISOR_AGENT_LOG_LEVEL ?? 'info', agentLogDestination(hub), { base: null });
