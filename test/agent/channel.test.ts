@@ -158,11 +158,8 @@ test('bad frames: oversized gets RESOURCE_EXHAUSTED, garbage and unknown methods
   const channel = await guest.agent.channel();
   const big = channel.reserveStreamId();
   const bigReply = channel.awaitReply(big, 'oversized');
-  const header = Buffer.alloc(10);
-  header.writeUInt32BE(MAX_MESSAGE_LENGTH + 1, 0);
-  header.writeUInt32BE(big, 4);
-  header.writeUInt8(FrameType.Request, 8);
-  channel.writeRaw(Buffer.concat([header, Buffer.alloc(MAX_MESSAGE_LENGTH + 1, 0x41)]));
+  // encodeFrame writes any length: the limit is the receiver's to enforce.
+  channel.writeRaw(encodeFrame(big, FrameType.Request, 0, Buffer.alloc(MAX_MESSAGE_LENGTH + 1, 0x41)));
   await assert.rejects(bigReply, (e) => isPodvisorError(e, 'RESOURCE_EXHAUSTED'));
 
   const garbage = channel.reserveStreamId();

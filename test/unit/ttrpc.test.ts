@@ -106,11 +106,8 @@ test('oversized request gets RESOURCE_EXHAUSTED and the next call still works', 
   // Bypass the client's own check: a raw frame over the limit.
   const id = client.reserveStreamId();
   const reply = client.awaitReply(id, 'raw');
-  const header = Buffer.alloc(10);
-  header.writeUInt32BE(MAX_MESSAGE_LENGTH + 100, 0);
-  header.writeUInt32BE(id, 4);
-  header.writeUInt8(FrameType.Request, 8);
-  client.writeRaw(Buffer.concat([header, Buffer.alloc(MAX_MESSAGE_LENGTH + 100, 7)]));
+  // encodeFrame writes any length: the limit is the receiver's to enforce.
+  client.writeRaw(encodeFrame(id, FrameType.Request, 0, Buffer.alloc(MAX_MESSAGE_LENGTH + 100, 7)));
   await assert.rejects(reply, (e) => isPodvisorError(e, 'RESOURCE_EXHAUSTED'));
   assert.equal(Buffer.from(await client.call('test.Echo', 'Echo', Buffer.from('after'))).toString(), 'after');
   client.close();
