@@ -24,11 +24,13 @@ export const COMMANDS: Record<string, Command> = {
     console.log(`${v.runtime_name} ${v.runtime_version} (CRI ${v.runtime_api_version})`);
   },
   async status(client) {
-    const s = await unary(client.runtime, 'Status', { verbose: false });
+    const s = await unary(client.runtime, 'Status', { verbose: true });
     for (const c of s.status?.conditions ?? []) {
       console.log(`${c.type.padEnd(13)} ${c.status ? 'true ' : 'false'} ${c.reason}${c.message ? `: ${c.message}` : ''}`);
     }
     console.log(`handlers      ${s.runtime_handlers.map((h) => JSON.stringify(h.name)).join(', ')}`);
+    const accel = s.info.accelerator ? (JSON.parse(s.info.accelerator) as { accel?: string; reason?: string; probing?: boolean }) : undefined;
+    if (accel) console.log(`accelerator   ${accel.probing ? 'probing' : accel.accel}: ${accel.reason}`);
   },
   image: (_client, args) => imageCommand(args),
 };

@@ -36,6 +36,25 @@ export interface PodvisorConfig {
   cni: { confDir: string; binDirs: string[] };
   streaming: { address: string; port: number };
   debug: { enabled: boolean; authorizedKeysFile: string };
+  vm: VmHostConfig;
+}
+
+/** `[vm]`: how QEMU runs on this host (issue 9: accelerator probe, confinement, console cap). */
+export interface VmHostConfig {
+  /** The device the KVM probe opens before it boots its test guest; tests point it at a fake. */
+  kvmDevice: string;
+  kvmProbeTimeoutMs: number;
+  /** Start VMs without QEMU's seccomp filter when this QEMU has no `-sandbox` (fail closed otherwise). */
+  allowNoSeccomp: boolean;
+  /** The user that owns the per-VM uid range in /etc/subuid (hack/install-deps creates it). */
+  qemuUser: string;
+  /** Per-VM cgroups go under this path in each hierarchy; "" places no limits. */
+  cgroupParent: string;
+  /** QEMU's own memory above guest RAM (memory.max = guest RAM + this). */
+  qemuOverheadMiB: number;
+  qemuPidsMax: number;
+  /** What is kept of each VM's serial console on the host. */
+  consoleMaxBytes: number;
 }
 
 /** Command-line flags win over the file. */
@@ -122,6 +141,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     debugTable.fail('authorized_keys_file', 'must be set when debug.enabled = true: debug access needs a key');
   }
   debugTable.finish();
+  const vm = readVmHost(top.table('vm'));
   top.finish();
 
   return {
@@ -137,7 +157,23 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     cni,
     streaming,
     debug,
+    vm,
   };
+}
+
+function readVmHost(t: TableReader): VmHostConfig {
+  const vm: VmHostConfig = {
+    kvmDevice: t.string('kvm_device', '/dev/kvm', absolutePath),
+    kvmProbeTimeoutMs: t.int('kvm_probe_timeout_ms', 5000, { min: 100, max: 120_000 }),
+    allowNoSeccomp: t.bool('allow_no_seccomp', false),
+    qemuUser: t.string('qemu_user', 'podvisor-qemu', (v) => (/^[a-z_][a-z0-9_-]{0,31}$/.test(v) && v !== 'root' ? undefined : 'must be a non-root user name')),
+    cgroupParent: t.string('cgroup_parent', 'podvisor', (v) => (v === '' || /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(v) ? undefined : 'must be a relative cgroup path such as "podvisor"')),
+    qemuOverheadMiB: t.int('qemu_overhead_mib', 256, { min: 32 }),
+    qemuPidsMax: t.int('qemu_pids_max', 256, { min: 16 }),
+    consoleMaxBytes: t.int('console_max_bytes', 2 * 1024 * 1024, { min: 64 * 1024, max: 64 * 1024 * 1024 }),
+  };
+  t.finish();
+  return vm;
 }
 
 function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {

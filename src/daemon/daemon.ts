@@ -7,6 +7,7 @@ import { ImageService } from '../image/image-service.js';
 import { connectAgent } from '../pod/agent-adapter.js';
 import { podImages } from '../pod/image-adapter.js';
 import { createPodServices, podDirs } from '../pod/pod-services.js';
+import { startAccelProbe } from '../vm/host.js';
 
 export interface Daemon {
   services: CriServices;
@@ -17,6 +18,9 @@ export interface Daemon {
 /** Builds the domain services and serves them over the CRI socket. */
 export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
   const shutdown = new AbortController();
+  // The KVM probe boots a tiny guest once; it runs while the rest starts, and the first
+  // RunPodSandbox waits for its answer (src/vm/host.ts).
+  void startAccelProbe({ device: config.vm.kvmDevice, timeoutMs: config.vm.kvmProbeTimeoutMs });
   const images = new ImageService({ root: config.root, registry: config.registry, maxUnpackedBytes: config.images.maxUnpackedBytes });
   await images.init();
   const dirs = podDirs(config.root, config.state);

@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { failedPrecondition } from '../errors.js';
 import { logger } from '../log.js';
+import { probeKvm, type KvmProbeOptions } from './kvm-probe.js';
 import type { AccelChoice } from './profile.js';
 
 /**
@@ -12,35 +13,58 @@ import type { AccelChoice } from './profile.js';
 const log = logger('vm');
 
 export interface Acceleration {
+  /** What `auto` resolves to. */
   accel: 'kvm' | 'tcg';
+  /** Whether the KVM probe ran a guest; false while it runs. */
+  kvmUsable: boolean;
   /** Why this accelerator was chosen, for Status and the logs. */
   reason: string;
+  /** The probe's wall time (ms); absent while it runs. */
+  probeMs?: number;
+  probing: boolean;
 }
 
-let detected: Acceleration | undefined;
+let probe: Promise<Acceleration> | undefined;
+let settled: Acceleration | undefined;
 
-/** KVM when /dev/kvm opens read-write, TCG otherwise. Exported for the Status RPC. */
+/**
+ * Runs the KVM probe (src/vm/kvm-probe.ts) once for this process and caches the answer for
+ * the daemon's life. The daemon calls it at start; the first launch calls it otherwise.
+ * Later calls return the first call's answer whatever their options.
+ */
+export function startAccelProbe(opts: KvmProbeOptions = {}): Promise<Acceleration> {
+  probe ??= probeKvm(opts).then((r) => {
+    settled = r.usable
+      ? { accel: 'kvm', kvmUsable: true, reason: r.reason, probeMs: r.ms, probing: false }
+      : { accel: 'tcg', kvmUsable: false, reason: `${r.reason}; using TCG emulation`, probeMs: r.ms, probing: false };
+    if (settled.kvmUsable) log.info({ accel: 'kvm', reason: settled.reason, probeMs: r.ms }, 'VM accelerator chosen');
+    else log.warn({ accel: 'tcg', reason: settled.reason, probeMs: r.ms }, 'VM accelerator chosen: KVM cannot run guests here; TCG is not a security boundary');
+    return settled;
+  });
+  return probe;
+}
+
+/** The cached answer, for Status; says "probing" while the probe still runs. */
 export function hostAcceleration(): Acceleration {
-  if (detected) return detected;
-  try {
-    closeSync(openSync('/dev/kvm', constants.O_RDWR));
-    detected = { accel: 'kvm', reason: '/dev/kvm is usable' };
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    detected = { accel: 'tcg', reason: `/dev/kvm cannot be opened (${code}); using TCG emulation` };
-  }
-  log.info({ accel: detected.accel, reason: detected.reason }, 'VM accelerator chosen');
-  return detected;
+  return settled ?? { accel: 'tcg', kvmUsable: false, reason: probe ? 'the KVM probe is still running' : 'the KVM probe has not run yet', probing: true };
 }
 
-/** Resolves a profile's accelerator choice; asking for KVM where it is missing is an error. */
-export function resolveAccel(choice: AccelChoice): 'kvm' | 'tcg' {
-  const host = hostAcceleration();
+/**
+ * Resolves a profile's accelerator choice against the probe: `auto` takes KVM only where
+ * the probe ran a guest; `kvm` where it did not is refused at once with the probe's reason,
+ * never quietly run under TCG.
+ */
+export async function resolveAccel(choice: AccelChoice): Promise<'kvm' | 'tcg'> {
+  if (choice === 'tcg') return 'tcg';
+  return chooseAccel(choice, await startAccelProbe());
+}
+
+/** The decision itself, apart from the probe. */
+export function chooseAccel(choice: AccelChoice, host: Acceleration): 'kvm' | 'tcg' {
+  if (choice === 'tcg') return 'tcg';
   if (choice === 'auto') return host.accel;
-  if (choice === 'kvm' && host.accel !== 'kvm') {
-    throw failedPrecondition(`the VM profile asks for KVM but ${host.reason}`);
-  }
-  return choice;
+  if (!host.kvmUsable) throw failedPrecondition(`the VM profile asks for accel = "kvm" but KVM cannot run guests on this host: ${host.reason.replace(/; using TCG emulation$/, '')}`);
+  return 'kvm';
 }
 
 let tscKhz: number | undefined;

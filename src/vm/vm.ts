@@ -160,7 +160,7 @@ export class Vm extends EventEmitter<VmEvents> {
       throw invalidArgument(`virtio-fs tag ${JSON.stringify(opts.sharedFs.tag)} must be 1-36 letters, digits, '.', '_' or '-'`);
     }
     const paths = runDirPaths(opts.runDir);
-    const accel = resolveAccel(opts.profile.accel);
+    const accel = await resolveAccel(opts.profile.accel);
     const tscKhz = opts.profile.tscKhz ?? hostTscKhz();
     const qemuBinary = opts.profile.qemuBinary ?? DEFAULT_QEMU_BINARY;
 
@@ -171,6 +171,7 @@ export class Vm extends EventEmitter<VmEvents> {
     const createdDir = prepareRunDir(paths);
     const [command, args] = inNetns(opts.netns, qemuBinary, qemuArgs);
     const log = logger('vm', { sandbox: opts.id });
+    if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
     log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, netns: opts.netns }, 'launching QEMU');
     log.debug({ command, args }, 'QEMU command line');
 
