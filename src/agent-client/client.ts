@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { deadlineExceeded, isPodvisorError, messageOf, unavailable } from '../errors.js';
+import { deadlineExceeded, internal, isPodvisorError, messageOf, unavailable } from '../errors.js';
+import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { agentCodecs, eventCodec } from './api.js';
@@ -21,9 +22,23 @@ export interface AgentConnectOptions {
   deadlineMs: number;
   /** How long one Health probe may take before the connection is retried. */
   probeTimeoutMs?: number;
-  /** Default per-call timeout (WaitProcess has none). */
+  /** Default per-call timeout; every call has one (WaitProcess included). */
   callTimeoutMs?: number;
 }
+
+/**
+ * The largest reply the host decodes per method. A guest chooses reply sizes,
+ * and a 4 MiB reply of empty repeated entries decodes to ~128 MiB of objects;
+ * none of these answers is legitimately anywhere near that.
+ */
+const MAX_REPLY_BYTES: Partial<Record<AgentMethod, number>> = {
+  ReadFile: 1 << 20,
+  ListContainers: 256 << 10,
+};
+const DEFAULT_MAX_REPLY_BYTES = 64 << 10;
+
+/** A guest that drops its channel over and over gets one warning per this many ms; the rest are counted. */
+const DROP_WARN_INTERVAL_MS = 60_000;
 
 export interface AgentClientEvents {
   output: [ProcessOutput];
@@ -31,6 +46,14 @@ export interface AgentClientEvents {
   log: [GuestLog];
   /** The channel dropped; calls wait for `connect` to succeed again or fail. */
   disconnect: [reason: string];
+  /**
+   * The guest broke the protocol (an undecodable frame or event): the channel
+   * is closed for good and never reconnected, since a guest that does this is
+   * not trusted to speak again.
+   */
+  protocolError: [reason: string];
+  /** The client will never deliver anything again: closed, reconnect failed, or protocol error. */
+  gone: [reason: string];
   /** A new channel is up and the event stream resubscribed. */
   reconnect: [];
 }
@@ -65,6 +88,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   /** Events dropped by the guest's bounded queue while no host listened (sequence gaps). */
   droppedEvents = 0;
+  /** Why the channel was closed for good after the guest broke the protocol. */
+  protocolFailure: string | undefined;
+  /** Channel drops since the last warning (L11: a guest can loop close/reopen). */
+  private dropsSinceWarn = 0;
+  private lastDropWarnAt = 0;
 
   get connected(): boolean {
     return !!this.ttrpc && !this.ttrpc.closed;
@@ -77,6 +105,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   }
 
   close(): void {
+    if (!this.closedByUser) this.emit('gone', 'the agent client was closed');
     this.closedByUser = true;
     this.ttrpc?.close();
     this.ttrpc = undefined;
@@ -93,8 +122,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   async startContainer(containerId: string): Promise<number> { return (await this.call('StartContainer', { containerId })).pid; }
   async execProcess(req: ExecProcessRequest): Promise<number> { return (await this.call('ExecProcess', req)).pid; }
   signalProcess(req: SignalProcessRequest): Promise<void> { return this.call('SignalProcess', req).then(() => undefined); }
-  /** Waits for the process to exit (no timeout). */
-  waitProcess(ref: ProcessRef): Promise<WaitProcessResponse> { return this.call('WaitProcess', ref, 0); }
+  /** Waits for the process to exit, at most `timeoutMs` (no guest call waits without a deadline). */
+  waitProcess(ref: ProcessRef, timeoutMs = this.options.callTimeoutMs): Promise<WaitProcessResponse> { return this.call('WaitProcess', ref, timeoutMs); }
   deleteContainer(req: DeleteContainerRequest): Promise<void> { return this.call('DeleteContainer', req).then(() => undefined); }
   listContainers(): Promise<ListContainersResponse> { return this.call('ListContainers', {}); }
   async writeStdin(ref: ProcessRef, data: Uint8Array): Promise<number> { return (await this.call('WriteStdin', { ...ref, data })).written; }
@@ -118,11 +147,29 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   async call<M extends AgentMethod>(method: M, req: AgentApi[M][0], timeoutMs = this.options.callTimeoutMs): Promise<AgentApi[M][1]> {
     await this.ready();
     const { request, response } = this.codecs[method];
-    const payload = await this.ttrpc!.call(AGENT_SERVICE, method, request.encode(req), timeoutMs ? { timeoutMs } : {});
-    return response.decode(payload);
+    // No call without a deadline: 0 or a negative value means the default.
+    const deadline = timeoutMs > 0 ? timeoutMs : this.options.callTimeoutMs;
+    const payload = await this.ttrpc!.call(AGENT_SERVICE, method, request.encode(req), { timeoutMs: deadline });
+    const limit = MAX_REPLY_BYTES[method] ?? DEFAULT_MAX_REPLY_BYTES;
+    if (payload.length > limit) throw internal(`agent ${method}: reply of ${payload.length} bytes is over the ${limit}-byte limit for this call`);
+    try {
+      return response.decode(payload);
+    } catch (err) {
+      throw internal(`agent ${method}: undecodable reply: ${capMessage(messageOf(err))}`);
+    }
+  }
+
+  /** Stops reading the guest's channel (log backpressure); replies wait too, but never past their deadline. */
+  pause(): void {
+    this.ttrpc?.pause();
+  }
+
+  resume(): void {
+    this.ttrpc?.resume();
   }
 
   private async ready(): Promise<void> {
+    if (this.protocolFailure) throw unavailable(`agent channel ${this.socketPath} was closed: ${this.protocolFailure}`);
     if (this.closedByUser) throw unavailable(`agent client for ${this.socketPath} is closed`);
     if (this.connected) return;
     await (this.connecting ?? this.establish());
@@ -137,7 +184,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const deadline = Date.now() + this.options.deadlineMs;
     let lastError = 'no attempt made';
     let attempts = 0;
-    while (!this.closedByUser) {
+    while (!this.closedByUser && !this.protocolFailure) {
       if (Date.now() > deadline) {
         throw deadlineExceeded(`the agent at ${this.socketPath} did not answer within ${this.options.deadlineMs} ms after ${attempts} attempts (last: ${lastError})`);
       }
@@ -188,13 +235,36 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         else if (event.log) this.emit('log', event.log);
       })
       .catch(() => undefined); // ends with the connection; handled by 'close'
-    ttrpc.once('close', (reason) => {
+    ttrpc.once('protocolError', (reason) => {
       if (this.ttrpc !== ttrpc || this.closedByUser) return;
-      log.warn({ socket: this.socketPath, reason }, 'agent channel dropped; reconnecting');
+      // Logged once here; the channel is not reopened, so this cannot repeat.
+      this.protocolFailure = reason;
+      log.warn({ socket: this.socketPath, reason }, 'the guest broke the agent protocol; closing its channel for good');
+      this.emit('protocolError', reason);
+      this.emit('gone', reason);
+    });
+    ttrpc.once('close', (reason) => {
+      if (this.ttrpc !== ttrpc || this.closedByUser || this.protocolFailure) return;
+      this.warnDrop(reason);
       this.emit('disconnect', reason);
-      this.establish().catch((err) => log.error({ socket: this.socketPath, err: messageOf(err) }, 'agent reconnect failed'));
+      this.establish().catch((err) => {
+        log.error({ socket: this.socketPath, err: messageOf(err) }, 'agent reconnect failed');
+        this.emit('gone', `the agent channel dropped and did not come back: ${messageOf(err)}`);
+      });
     });
     if (wasConnected) this.emit('reconnect');
+  }
+
+  private warnDrop(reason: string): void {
+    const now = Date.now();
+    if (now - this.lastDropWarnAt < DROP_WARN_INTERVAL_MS) {
+      this.dropsSinceWarn++;
+      log.debug({ socket: this.socketPath, reason }, 'agent channel dropped again; reconnecting');
+      return;
+    }
+    log.warn({ socket: this.socketPath, reason, dropsSinceLastWarning: this.dropsSinceWarn }, 'agent channel dropped; reconnecting');
+    this.lastDropWarnAt = now;
+    this.dropsSinceWarn = 0;
   }
 }
 

@@ -1,8 +1,9 @@
-import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type PodvisorConfig } from '../config/config.js';
 import { isPodvisorError, messageOf } from '../errors.js';
+import { privateDir } from '../util/private-dir.js';
+import { installExceptionPolicy } from './exception-policy.js';
 import { configureLogging, logger } from '../log.js';
 import { PODVISOR_VERSION } from './runtime-info.js';
 import { prepareSocketPath } from './socket.js';
@@ -66,9 +67,10 @@ async function main(): Promise<number> {
   configureLogging(config.logLevel);
   const log = logger('daemon');
 
+  installExceptionPolicy(log);
   try {
-    mkdirSync(config.root, { recursive: true, mode: 0o700 });
-    mkdirSync(config.state, { recursive: true, mode: 0o700 });
+    privateDir(config.root);
+    privateDir(config.state);
     await prepareSocketPath(config.listen);
   } catch (e) {
     process.stderr.write(`podvisord: ${messageOf(e)}\n`);

@@ -1,4 +1,5 @@
 import { chmod, lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { privateDir } from '../util/private-dir.js';
 import { join } from 'node:path';
 import { failedPrecondition, isPodvisorError, messageOf, notFound, PodvisorError } from '../errors.js';
 import { logger } from '../log.js';
@@ -95,14 +96,14 @@ export class ImageService {
    * writing them.
    */
   async init({ clearTemporary = true }: { clearTemporary?: boolean } = {}): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    privateDir(this.dir); // its mode even when it pre-exists (L7): unpack trees hold tenant setuid files
     await this.store.init(clearTemporary);
-    await mkdir(this.disksDir, { recursive: true, mode: 0o700 });
+    privateDir(this.disksDir);
     if (clearTemporary) {
       await rm(this.unpackDir, { recursive: true, force: true });
       for (const f of await readdir(this.disksDir)) if (f.endsWith('.tmp')) await rm(join(this.disksDir, f), { force: true });
     }
-    await mkdir(this.unpackDir, { recursive: true, mode: 0o700 });
+    privateDir(this.unpackDir);
     await this.records.refresh();
   }
 

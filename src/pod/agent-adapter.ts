@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { AgentClient, type ProcessExit, type ProcessOutput } from '../agent-client/index.js';
-import { isPodvisorError, messageOf } from '../errors.js';
+import { isPodvisorError, messageOf, unavailable } from '../errors.js';
+import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import type { AgentConnector } from './pod-context.js';
 import type {
@@ -14,6 +15,11 @@ const log = logger('pod-agent');
 /** Guest paths podvisor chooses for its mounts (under the guest's private /run). */
 const IMAGES_DIR = '/run/podvisor/images';
 const CONTAINERS_DIR = '/run/podvisor/containers';
+/** A stopped process's exit status is already known to the agent: asking for it should be quick. */
+const WAIT_STOPPED_MS = 5_000;
+/** Guest log lines reach the daemon's log at most this often (per second, per sandbox) and this long. */
+const GUEST_LOG_LINES_PER_SECOND = 20;
+const GUEST_LOG_MAX_CHARS = 1024;
 /** ExecSync keeps at most this much of each stream (as containerd caps it), so a chatty command cannot exhaust the daemon. */
 const EXEC_SYNC_MAX_STREAM = 16 * 1024 * 1024;
 
@@ -23,15 +29,37 @@ const EXEC_SYNC_MAX_STREAM = 16 * 1024 * 1024;
  * composite operations (overlay + create, delete + unmount, exec + collect).
  */
 export class AgentAdapter implements GuestAgent {
-  private readonly execWaiters = new Map<string, (exit: ProcessExit) => void>();
+  private readonly execWaiters = new Map<string, { resolve: (exit: ProcessExit) => void; reject: (err: Error) => void }>();
+  private readonly guestLogWindow = { startedAt: 0, lines: 0, suppressed: 0 };
   private readonly execOutput = new Map<string, { stdout: Buffer[]; stderr: Buffer[]; bytes: { stdout: number; stderr: number } }>();
 
   constructor(private readonly client: AgentClient) {
     client.on('output', (o) => this.routeExecOutput(o));
     client.on('exit', (e) => {
-      if (e.execId) this.execWaiters.get(execKey(e.containerId, e.execId))?.(e);
+      if (e.execId) this.execWaiters.get(execKey(e.containerId, e.execId))?.resolve(e);
     });
-    client.on('log', (l) => log.debug({ source: l.source, level: l.level, message: l.message }, 'guest log'));
+    client.on('log', (l) => this.logGuestLine(l.source, l.level, l.message));
+    // An exec waiting for its exit event must not wait forever once no event can come (L3).
+    client.on('gone', (reason) => {
+      for (const waiter of this.execWaiters.values()) waiter.reject(unavailable(`the agent channel is gone: ${reason}`));
+    });
+  }
+
+  /** Guest log lines, rate-limited and cut: the guest decides how many and how long they are (L11). */
+  private logGuestLine(source: string, level: string, message: string): void {
+    const w = this.guestLogWindow;
+    const now = Date.now();
+    if (now - w.startedAt >= 1000) {
+      if (w.suppressed > 0) log.debug({ suppressed: w.suppressed }, 'guest log lines dropped (rate limit)');
+      w.startedAt = now;
+      w.lines = 0;
+      w.suppressed = 0;
+    }
+    if (++w.lines > GUEST_LOG_LINES_PER_SECOND) {
+      w.suppressed++;
+      return;
+    }
+    log.debug({ source: String(source).slice(0, 64), level: String(level).slice(0, 16), message: capMessage(message, GUEST_LOG_MAX_CHARS) }, 'guest log');
   }
 
   async setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string> }): Promise<SandboxFiles> {
@@ -97,7 +125,10 @@ export class AgentAdapter implements GuestAgent {
     const info = containers.find((c) => c.containerId === containerId);
     if (!info) return { status: 'missing' };
     if (info.state === 'created' || info.state === 'running') return { status: info.state, pid: info.pid };
-    const exit = await this.client.waitProcess({ containerId });
+    // WaitProcess adds the OOM flag and the exit time; a guest that does not answer it
+    // quickly gets the exit code it listed (no guest call waits without a deadline: H4, L3).
+    const exit = await this.client.waitProcess({ containerId }, WAIT_STOPPED_MS).catch(() => undefined);
+    if (!exit) return { status: 'exited', exitCode: info.exitCode, oomKilled: false };
     return { status: 'exited', exitCode: exit.exitCode, oomKilled: exit.oomKilled, exitedAtMs: exit.exitedAtUnixNanos / 1e6 || undefined };
   }
 
@@ -111,7 +142,8 @@ export class AgentAdapter implements GuestAgent {
     const output = { stdout: [] as Buffer[], stderr: [] as Buffer[], bytes: { stdout: 0, stderr: 0 } };
     this.execOutput.set(key, output);
     // The exit event comes after the process's last output on the same stream, so waiting for it collects everything.
-    const exited = new Promise<ProcessExit>((resolve) => this.execWaiters.set(key, resolve));
+    const exited = new Promise<ProcessExit>((resolve, reject) => this.execWaiters.set(key, { resolve, reject }));
+    exited.catch(() => undefined); // raced below; a rejection before the race starts is not unhandled
     let timer: NodeJS.Timeout | undefined;
     try {
       await this.client.execProcess({ containerId: req.containerId, execId, args: req.argv });
@@ -173,6 +205,18 @@ export class AgentAdapter implements GuestAgent {
 
   onClose(listener: (err?: Error) => void): void {
     this.client.on('disconnect', (reason) => listener(new Error(reason)));
+  }
+
+  onProtocolError(listener: (reason: string) => void): void {
+    this.client.on('protocolError', listener);
+  }
+
+  pauseOutput(): void {
+    this.client.pause();
+  }
+
+  resumeOutput(): void {
+    this.client.resume();
   }
 
   shutdown(): Promise<void> {

@@ -197,7 +197,7 @@ export class ContainerService {
 
   async openLog(c: ContainerRecord): Promise<void> {
     if (this.ctx.logWriters.has(c.id) || !c.logFile) return;
-    this.ctx.logWriters.set(c.id, await CriLogWriter.open(c.logFile));
+    this.ctx.logWriters.set(c.id, await CriLogWriter.open(c.logFile, { throttle: this.ctx.outputThrottle(c.sandboxId) }));
   }
 
   private async closeLog(id: string): Promise<void> {
@@ -206,8 +206,13 @@ export class ContainerService {
     await w?.close().catch((e) => log.warn({ container: id, err: messageOf(e) }, 'closing container log failed'));
   }
 
-  /** Output from the agent; the container's log writer adds the CRI framing. */
+  /**
+   * Output from the agent; the container's log writer adds the CRI framing.
+   * Nothing is written for a container already recorded EXITED: kubelet no
+   * longer rotates its log, so a guest could otherwise grow it without bound (H3).
+   */
   handleOutput(ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }): void {
+    if (this.ctx.index.containerById(ev.containerId)?.state === 'exited') return;
     this.ctx.logWriters.get(ev.containerId)?.write(ev.stream, ev.data);
   }
 
@@ -224,8 +229,8 @@ export class ContainerService {
       this.starting.set(exit.containerId, exit);
       return;
     }
-    const c = this.ctx.index.findContainer(exit.containerId);
-    if (!c || c.id !== exit.containerId || c.state === 'exited') return;
+    const c = this.ctx.index.containerById(exit.containerId);
+    if (!c || c.state === 'exited') return;
     await this.markExited(c, { exitCode: exit.exitCode, reason: exitReason(exit.exitCode, exit.oomKilled), finishedAt: finishedTime(c, exit, live) });
   }
 
@@ -235,12 +240,8 @@ export class ContainerService {
     this.exiting.add(c.id);
     try {
       // The agent sends a process's last output before its exit: once the log has it, EXITED means the log is complete.
-      const w = this.ctx.logWriters.get(c.id);
-      if (w) {
-        w.endStream('stdout');
-        w.endStream('stderr');
-        await w.flush().catch(() => undefined);
-      }
+      // Closing writes the unfinished lines; nothing more is written to an EXITED container's log (H3).
+      await this.closeLog(c.id);
       c.state = 'exited';
       c.exitCode = how.exitCode;
       c.reason = how.reason;
@@ -381,13 +382,25 @@ export class ContainerService {
   }
 }
 
-/** log_directory (sandbox) joined with log_path (container), as containerd does; '' when there is no log path. */
+/**
+ * log_directory (sandbox) joined with log_path (container), as containerd
+ * does; '' when there is no log path. Unlike a plain join, the result must stay
+ * inside log_directory (M2): the directory is absolute and normalized, the
+ * path relative without `..`, so a CRI client cannot make podvisord (root)
+ * create or append to any other host file.
+ */
 export function containerLogFile(sandbox: SandboxRecord, config: ContainerConfig): string {
   if (config.logPath === '') return '';
-  const path = normalize(join(sandbox.config.logDirectory, config.logPath));
-  if (!isAbsolute(path)) {
-    throw invalidArgument(`log path "${config.logPath}" with sandbox log_directory "${sandbox.config.logDirectory}" is not an absolute path`);
+  const dir = sandbox.config.logDirectory;
+  if (dir === '') throw invalidArgument(`log path "${config.logPath}" needs the sandbox's log_directory, which is empty`);
+  if (!isAbsolute(dir) || normalize(dir).replace(/\/$/, '') !== dir.replace(/\/$/, '')) {
+    throw invalidArgument(`sandbox log_directory "${dir}" must be an absolute, normalized path`);
   }
+  if (isAbsolute(config.logPath) || config.logPath.split('/').includes('..') || config.logPath.includes('\0')) {
+    throw invalidArgument(`log path "${config.logPath}" must be relative to the sandbox's log_directory and must not contain ".."`);
+  }
+  const path = normalize(join(dir, config.logPath));
+  if (!path.startsWith(dir.replace(/\/$/, '') + '/')) throw invalidArgument(`log path "${config.logPath}" leaves the sandbox's log_directory`);
   return path;
 }
 

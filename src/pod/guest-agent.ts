@@ -32,6 +32,11 @@ export interface GuestAgent {
   onExit(listener: (ev: GuestExit) => void): void;
   /** The connection to the agent is gone (VM died, or closed). */
   onClose(listener: (err?: Error) => void): void;
+  /** The guest broke the protocol; its channel is closed for good (the sandbox cannot be trusted to speak). */
+  onProtocolError(listener: (reason: string) => void): void;
+  /** Stop taking the guest's output for a while (the host's log writers are behind); resumeOutput undoes it. */
+  pauseOutput(): void;
+  resumeOutput(): void;
   /** Asks the guest to power off; QEMU then exits. */
   shutdown(): Promise<void>;
   close(): void;

@@ -6,6 +6,7 @@ import { ContainerEventBus } from './events.js';
 import type { GuestAgent } from './guest-agent.js';
 import type { PodImages } from './images.js';
 import { KeyedLock } from './keyed-lock.js';
+import { OutputThrottle } from './output-throttle.js';
 import { PodIndex } from './pod-index.js';
 import type { PluggedImage } from './records.js';
 import type { StateStore } from './state-store.js';
@@ -42,6 +43,10 @@ export class PodContext {
   readonly events = new ContainerEventBus();
   readonly runtimes = new Map<string, SandboxRuntime>();
   readonly logWriters = new Map<string, CriLogWriter>();
+  /** Per-sandbox output backpressure shared by that sandbox's log writers. */
+  readonly outputThrottles = new Map<string, OutputThrottle>();
+  /** Events a guest sent about containers that are not its own (H1), per sandbox: dropped and counted. */
+  readonly foreignEvents = new Map<string, number>();
   /** Emits `exited:<containerId>` when a container's record turns EXITED. */
   readonly exits = new EventEmitter();
 
@@ -52,5 +57,14 @@ export class PodContext {
     readonly settings: PodSettings,
   ) {
     this.exits.setMaxListeners(0);
+  }
+
+  outputThrottle(sandboxId: string): OutputThrottle {
+    let t = this.outputThrottles.get(sandboxId);
+    if (!t) {
+      t = new OutputThrottle();
+      this.outputThrottles.set(sandboxId, t);
+    }
+    return t;
   }
 }

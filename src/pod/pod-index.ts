@@ -70,6 +70,11 @@ export class PodIndex {
     return id === undefined ? undefined : this.containers.get(id);
   }
 
+  /** Exact-id lookup, for ids a guest supplies (never resolved as a prefix). */
+  containerById(id: string): ContainerRecord | undefined {
+    return this.containers.get(id);
+  }
+
   allSandboxes(): SandboxRecord[] {
     return [...this.sandboxes.values()];
   }

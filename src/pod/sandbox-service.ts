@@ -115,9 +115,24 @@ export class SandboxService {
   attach(record: SandboxRecord, vm: Vm, agent: GuestAgent): SandboxRuntime {
     const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map() };
     this.ctx.runtimes.set(record.id, rt);
-    agent.onOutput((ev) => this.containers.handleOutput(ev));
+    this.ctx.outputThrottle(record.id).bind({ pause: () => agent.pauseOutput(), resume: () => agent.resumeOutput() });
+    // A guest speaks only for its own sandbox (H1): an event naming any other container is dropped and counted.
+    const own = (containerId: string, kind: string): boolean => {
+      if (this.ctx.index.containerById(containerId)?.sandboxId === record.id) return true;
+      const n = (this.ctx.foreignEvents.get(record.id) ?? 0) + 1;
+      this.ctx.foreignEvents.set(record.id, n);
+      if (n === 1 || n % 1000 === 0) log.warn({ sandbox: record.id, kind, dropped: n }, 'dropped guest events naming a container outside this sandbox');
+      return false;
+    };
+    agent.onOutput((ev) => {
+      if (own(ev.containerId, 'output')) this.containers.handleOutput(ev);
+    });
     agent.onExit((ev) => {
+      if (!own(ev.containerId, 'exit')) return;
       this.containers.recordExit(ev).catch((e) => log.error({ container: ev.containerId, err: messageOf(e) }, 'recording a container exit failed'));
+    });
+    agent.onProtocolError((reason) => {
+      this.handleHostileGuest(record.id, reason).catch((e) => log.error({ sandbox: record.id, err: messageOf(e) }, 'handling a protocol error failed'));
     });
     vm.once('exit', (info) => {
       if (rt.stopping) return;
@@ -136,6 +151,24 @@ export class SandboxService {
       this.ctx.runtimes.delete(id);
       rt?.agent.close();
       await this.markNotReady(record, `the pod VM exited unexpectedly (${info.reason}): ${info.detail}`);
+    });
+  }
+
+  /**
+   * The guest sent something the host cannot decode (C1): its channel is
+   * already closed for good. Its VM is stopped and the sandbox turns NOTREADY;
+   * no other sandbox is touched.
+   */
+  private async handleHostileGuest(id: string, reason: string): Promise<void> {
+    await this.ctx.locks.run(id, async () => {
+      const record = this.ctx.index.findSandbox(id);
+      const rt = this.ctx.runtimes.get(id);
+      if (!record || record.id !== id || !rt) return;
+      rt.stopping = true;
+      this.ctx.runtimes.delete(id);
+      rt.agent.close();
+      await rt.vm.stop({ timeoutMs: VM_STOP_PHASE_MS }).catch((e) => log.warn({ sandbox: id, err: messageOf(e) }, 'stopping the VM of a guest that broke the protocol'));
+      await this.markNotReady(record, `the pod VM broke the agent protocol and was stopped (${reason})`);
     });
   }
 

@@ -4,7 +4,7 @@ import { deadlineExceeded, internal, invalidArgument, messageOf, unavailable, ty
 import { encodeFrame, FrameDecoder, FrameFlag, FrameType, MAX_MESSAGE_LENGTH, type Frame } from './frame.js';
 import { decodeResponse, encodeRequest } from './messages.js';
 import { SESSION_METADATA_KEY } from './server.js';
-import { errorOf } from './status.js';
+import { capMessage, errorOf } from './status.js';
 
 export interface TtrpcClientOptions {
   /**
@@ -40,11 +40,13 @@ interface Pending {
  * settles when the server's final response arrives. When the connection closes
  * every pending call fails with UNAVAILABLE and 'close' is emitted once.
  */
-export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
+export class TtrpcClient extends EventEmitter<{ close: [reason: string]; protocolError: [reason: string] }> {
   private readonly streamIds: { next: number };
   private readonly session: string | undefined;
   private readonly pending = new Map<number, Pending>();
   private closedReason: string | undefined;
+  /** Set when the connection was ended because the peer broke the protocol. */
+  protocolFailure: string | undefined;
 
   constructor(private readonly conn: Duplex, options: TtrpcClientOptions = {}) {
     super();
@@ -54,7 +56,20 @@ export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
       (frame) => this.onFrame(frame),
       (big) => this.fail(big.streamId, internal(`server sent a ${big.length}-byte frame, over the ttRPC limit`)),
     );
-    conn.on('data', (chunk: Buffer) => decoder.push(chunk));
+    // Nothing the peer sends may throw out of a socket listener (that would be an
+    // uncaught exception in the daemon): a frame the decoder or a stream's
+    // onData cannot take is a protocol error that ends this connection.
+    conn.on('data', (chunk: Buffer) => {
+      if (this.closedReason !== undefined) return;
+      try {
+        decoder.push(chunk);
+      } catch (err) {
+        const reason = `protocol error: ${capMessage(messageOf(err))}`;
+        this.protocolFailure = reason;
+        this.emit('protocolError', reason);
+        this.shutdown(reason);
+      }
+    });
     conn.on('error', (err) => this.shutdown(`connection error: ${messageOf(err)}`));
     conn.on('end', () => this.shutdown('connection closed by the peer'));
     conn.on('close', () => this.shutdown('connection closed'));
@@ -72,6 +87,15 @@ export class TtrpcClient extends EventEmitter<{ close: [reason: string] }> {
   /** A server-streaming call; resolves (with the final payload) when the server ends the stream. */
   stream(service: string, method: string, payload: Uint8Array, onData: (payload: Uint8Array) => void, options: CallOptions = {}): Promise<Uint8Array> {
     return this.start(service, method, payload, options, onData);
+  }
+
+  /** Stops reading from the peer (backpressure); frames already received are still delivered. */
+  pause(): void {
+    this.conn.pause();
+  }
+
+  resume(): void {
+    this.conn.resume();
   }
 
   /** Writes raw bytes on the connection: for tests of the server's defences. */

@@ -105,7 +105,16 @@ class ServerConnection {
         }
       },
     );
-    conn.on('data', (chunk: Buffer) => decoder.push(chunk));
+    // A throw out of a 'data' listener would be an uncaught exception: end this connection instead.
+    conn.on('data', (chunk: Buffer) => {
+      if (this.isClosed) return;
+      try {
+        decoder.push(chunk);
+      } catch (err) {
+        log.warn({ err: messageOf(err) }, 'closing a connection after a protocol error');
+        this.close();
+      }
+    });
     conn.on('error', (err) => log.debug({ err: messageOf(err) }, 'connection error'));
     conn.on('close', () => this.close());
     conn.on('end', () => this.close());
