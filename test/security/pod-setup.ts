@@ -1,0 +1,75 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { EventEmitter } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ContainerService } from '../../src/pod/container-service.js';
+import type { GuestAgent, GuestExit } from '../../src/pod/guest-agent.js';
+import { PodContext } from '../../src/pod/pod-context.js';
+import { SandboxService } from '../../src/pod/sandbox-service.js';
+import { StateStore } from '../../src/pod/state-store.js';
+import type { ContainerRecord, SandboxRecord } from '../../src/pod/records.js';
+import type { Vm } from '../../src/vm/vm.js';
+import { sampleContainer, sampleSandbox } from '../pod/fixtures.js';
+
+type OutputEvent = { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array };
+
+/** A guest agent whose events the test sends: the pod services' port, scripted (no VM). */
+export class ScriptedGuest {
+  private readonly out: Array<(ev: OutputEvent) => void> = [];
+  private readonly exits: Array<(ev: GuestExit) => void> = [];
+  paused = 0;
+  resumed = 0;
+  signals: Array<[string, number]> = [];
+  onSignal: (id: string, sig: number) => void = () => undefined;
+  statsDelayMs = 0;
+  onOutput(l: (ev: OutputEvent) => void) { this.out.push(l); }
+  onExit(l: (ev: GuestExit) => void) { this.exits.push(l); }
+  onProtocolError() {}
+  onClose() {}
+  pauseOutput() { this.paused++; }
+  resumeOutput() { this.resumed++; }
+  async signalContainer(id: string, sig: number) { this.signals.push([id, sig]); this.onSignal(id, sig); }
+  async containerState() { return { status: 'running' as const, pid: 42 }; }
+  async containerStats(ids: string[]) {
+    if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
+    return new Map(ids.map((id) => [id, {
+      timestampMs: Date.now(), cpuUsageNanos: 1000n, memoryWorkingSetBytes: 1, memoryUsageBytes: 1, memoryRssBytes: 1, pageFaults: 0, majorPageFaults: 0, processCount: 1,
+    }]));
+  }
+  close() {}
+  output(containerId: string, data: string | Buffer) { for (const l of this.out) l({ containerId, stream: 'stdout', data: Buffer.from(data) }); }
+  exit(ev: GuestExit) { for (const l of this.exits) l(ev); }
+}
+
+/** Pod services on a temp store, with sandboxes whose guests are scripted. */
+export async function podSetup() {
+  const dir = await mkdtemp(join(tmpdir(), 'pv-sec-pod-'));
+  const store = new StateStore(join(dir, 'pods'));
+  await store.init();
+  const ctx = new PodContext(store, { find: async () => undefined, ensureDisk: async () => '' }, async () => { throw new Error('unused'); },
+    { vmRunRoot: join(dir, 'vms'), runtimes: {}, bootTimeoutMs: 1000 });
+  const containers = new ContainerService(ctx);
+  const sandboxes = new SandboxService(ctx, containers);
+
+  async function sandbox(): Promise<{ record: SandboxRecord; guest: ScriptedGuest }> {
+    const record = sampleSandbox();
+    record.config.logDirectory = join(dir, 'logs', record.id);
+    await store.saveSandbox(record);
+    ctx.index.addSandbox(record);
+    const guest = new ScriptedGuest();
+    sandboxes.attach(record, new EventEmitter() as unknown as Vm, guest as unknown as GuestAgent);
+    return { record, guest };
+  }
+
+  async function runningContainer(sandboxId: string, name: string): Promise<ContainerRecord> {
+    const c = sampleContainer(sandboxId, name, { state: 'running', startedAt: '2', logFile: join(dir, 'logs', sandboxId, `${name}.log`) });
+    await store.saveContainer(c);
+    ctx.index.addContainer(c);
+    await containers.openLog(c);
+    return c;
+  }
+
+  return { dir, ctx, store, containers, sandboxes, sandbox, runningContainer, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
