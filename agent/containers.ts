@@ -3,13 +3,13 @@ import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../src/errors.js';
 import type {
   ContainerInfo, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest, ProcessRef, SignalProcessRequest,
-} from '../src/agent-client/types.js';
+} from '../src/agent-protocol/types.js';
 import { logger } from '../src/log.js';
 import type { EventHub } from './events.js';
 import { GuestProcess, type ExitStatus } from './process.js';
 import { run } from './run.js';
 import { ensurePodPidNamespace } from './pod-pid-namespace.js';
-import { GUEST_POD_PID_NAMESPACE } from '../src/agent-client/guest-paths.js';
+import { GUEST_POD_PID_NAMESPACE } from '../src/agent-protocol/guest-paths.js';
 import { redeliverOnceHandled, signalDisposition } from './signal-redelivery.js';
 import { cgroupStats, flatKeyed } from './stats.js';
 import { checkGuestPath, checkId } from './validate.js';

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { AgentEvent, GuestLog, ProcessExit, ProcessOutput } from '../src/agent-client/types.js';
+import type { AgentEvent, GuestLog, ProcessExit, ProcessOutput } from '../src/agent-protocol/types.js';
 
 type EventBody = { output: ProcessOutput } | { exit: ProcessExit } | { log: GuestLog };
 /**

@@ -2,7 +2,7 @@
 import { hub } from './log-setup.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import v8 from 'node:v8';
-import { agentCodecs, eventCodec } from '../src/agent-client/api.js';
+import { agentCodecs, eventCodec } from '../src/agent-protocol/api.js';
 import { logger } from '../src/log.js';
 import { servePort } from './channel.js';
 import { ContainerManager } from './containers.js';

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { invalidArgument, notFound, unimplemented } from '../src/errors.js';
-import type { ConfigureNetworkRequest } from '../src/agent-client/types.js';
+import type { ConfigureNetworkRequest } from '../src/agent-protocol/types.js';
 import { logger } from '../src/log.js';
 import { run } from './run.js';
 

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { failedPrecondition } from '../src/errors.js';
-import { GUEST_POD_PID_NAMESPACE } from '../src/agent-client/guest-paths.js';
+import { GUEST_POD_PID_NAMESPACE } from '../src/agent-protocol/guest-paths.js';
 import { logger } from '../src/log.js';
 import { run } from './run.js';
 

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { invalidArgument } from '../src/errors.js';
-import type { SetupSandboxRequest } from '../src/agent-client/types.js';
+import type { SetupSandboxRequest } from '../src/agent-protocol/types.js';
 import { run } from './run.js';
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;

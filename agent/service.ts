@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { agentCodecs, eventCodec } from '../src/agent-client/api.js';
-import { AGENT_API_VERSION, AGENT_SERVICE, codec } from '../src/agent-client/schema.js';
-import type { AgentApi, AgentMethod } from '../src/agent-client/types.js';
+import { agentCodecs, eventCodec } from '../src/agent-protocol/api.js';
+import { AGENT_API_VERSION, AGENT_SERVICE, codec } from '../src/agent-protocol/schema.js';
+import type { AgentApi, AgentMethod } from '../src/agent-protocol/types.js';
 import { invalidArgument, messageOf } from '../src/errors.js';
 import { logger } from '../src/log.js';
 import { TtrpcServer } from '../src/ttrpc/index.js';

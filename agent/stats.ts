@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { ContainerStatsResponse } from '../src/agent-client/types.js';
+import type { ContainerStatsResponse } from '../src/agent-protocol/types.js';
 
 /** Reads one cgroup v2 file; missing files (controller not enabled) read as empty. */
 function read(dir: string, file: string): string {

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { deadlineExceeded, invalidArgument } from '../src/errors.js';
-import type { MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ReadFileRequest, ReadFileResponse, UnmountRequest } from '../src/agent-client/types.js';
+import type { MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ReadFileRequest, ReadFileResponse, UnmountRequest } from '../src/agent-protocol/types.js';
 import { logger } from '../src/log.js';
 import { run } from './run.js';
 import { checkGuestPath } from './validate.js';

@@ -4,8 +4,7 @@
 //   node --import tsx hack/demo-pod.ts --socket PATH --remove
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { criClient } from '../src/cri/proto.js';
-import { unary } from '../src/cri/unary.js';
+import { criClient, unary } from '../src/cri/client.js';
 
 const { values: flags } = parseArgs({
   options: { socket: { type: 'string' }, image: { type: 'string' }, logs: { type: 'string' }, remove: { type: 'boolean' } },

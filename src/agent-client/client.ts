@@ -5,15 +5,15 @@ import { deadlineExceeded, internal, isPodvisorError, messageOf, unavailable } f
 import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import { TtrpcClient } from '../ttrpc/index.js';
-import { agentCodecs, eventCodec } from './api.js';
-import { AGENT_SERVICE, codec } from './schema.js';
+import { agentCodecs, eventCodec } from '../agent-protocol/api.js';
+import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
 
 const getEventsRequest = () => codec<{ afterSequence: number }>('GetEventsRequest');
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
   ProcessOutput, ProcessRef, ReadFileRequest, ReadFileResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
-} from './types.js';
+} from '../agent-protocol/types.js';
 
 const log = logger('agent-client');
 

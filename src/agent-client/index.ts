@@ -1,3 +1,3 @@
 export { AgentClient, type AgentClientEvents, type AgentConnectOptions } from './client.js';
-export { AGENT_API_VERSION, AGENT_SERVICE } from './schema.js';
-export type * from './types.js';
+export { AGENT_API_VERSION, AGENT_SERVICE } from '../agent-protocol/schema.js';
+export type * from '../agent-protocol/types.js';

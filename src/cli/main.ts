@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
-import { criClient, type CriClient } from '../cri/proto.js';
-import { unary } from '../cri/unary.js';
+import { criClient, unary, type CriClient } from '../cri/client.js';
 import { messageOf } from '../errors.js';
 import { configureLogging } from '../log.js';
 import { imageCommand } from './image-import.js';

@@ -1,6 +1,6 @@
 /**
  * Loads the CRI `runtime.v1` proto (proto/cri/api.proto) for grpc-js and hands
- * out typed service definitions plus a client factory for tests and the CLI.
+ * out typed service definitions (clients: client.ts).
  *
  * Shape of the JS objects handlers receive and return (CRI_LOADER_OPTIONS):
  * - field names exactly as in the proto (`pod_sandbox_id`, `CDI_devices`), so
@@ -17,14 +17,14 @@
  * same options; change both together.
  */
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { internal } from '../errors.js';
 import type { ProtoGrpcType } from './generated/api.js';
-import type { RuntimeServiceClient, RuntimeServiceDefinition } from './generated/runtime/v1/RuntimeService.js';
-import type { ImageServiceClient, ImageServiceDefinition } from './generated/runtime/v1/ImageService.js';
+import type { RuntimeServiceDefinition } from './generated/runtime/v1/RuntimeService.js';
+import type { ImageServiceDefinition } from './generated/runtime/v1/ImageService.js';
 
 export type { RuntimeServiceClient, RuntimeServiceHandlers, RuntimeServiceDefinition } from './generated/runtime/v1/RuntimeService.js';
 export type { ImageServiceClient, ImageServiceHandlers, ImageServiceDefinition } from './generated/runtime/v1/ImageService.js';
@@ -44,7 +44,7 @@ const PROTO_RELATIVE_PATH = join('proto', 'cri', 'api.proto');
 
 /**
  * Finds proto/cri/api.proto by walking up from this module, so the same code
- * works when run from src/ with tsx and when compiled into dist/src/.
+ * does not depend on the working directory.
  */
 function locateCriProto(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -71,34 +71,3 @@ export const RuntimeService: RuntimeServiceDefinition = criGrpc.runtime.v1.Runti
 
 /** Pass to `server.addService(ImageService, handlers)`. */
 export const ImageService: ImageServiceDefinition = criGrpc.runtime.v1.ImageService.service;
-
-export interface CriClient {
-  runtime: RuntimeServiceClient;
-  image: ImageServiceClient;
-  /** Closes the channel both clients share. */
-  close(): void;
-}
-
-/**
- * Real grpc-js clients for both CRI services over one channel to a unix
- * socket, as kubelet and crictl connect.
- */
-export function criClient(socketPath: string, options: grpc.ChannelOptions = {}): CriClient {
-  const target = `unix:${resolve(socketPath)}`;
-  const channelOptions: grpc.ChannelOptions = {
-    'grpc.max_receive_message_length': CRI_MAX_MESSAGE_BYTES,
-    'grpc.max_send_message_length': CRI_MAX_MESSAGE_BYTES,
-    ...options,
-  };
-  const credentials = grpc.credentials.createInsecure();
-  const runtime = new criGrpc.runtime.v1.RuntimeService(target, credentials, channelOptions);
-  const image = new criGrpc.runtime.v1.ImageService(target, credentials, {
-    ...channelOptions,
-    channelOverride: runtime.getChannel(),
-  });
-  return {
-    runtime,
-    image,
-    close: () => runtime.close(),
-  };
-}

@@ -1,5 +1,5 @@
 import type { PodvisorConfig } from '../config/config.js';
-import type { RuntimeInfo } from '../daemon/runtime-info.js';
+import type { RuntimeInfo } from '../runtime/runtime-info.js';
 import type { ImageService } from '../image/image-service.js';
 import type { PodServices } from '../pod/pod-services.js';
 

@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import type { PodvisorConfig } from '../config/config.js';
 import { startCriServer } from '../cri/server.js';
 import type { CriServices } from '../cri/services.js';
-import { RuntimeInfo } from './runtime-info.js';
+import { RuntimeInfo } from '../runtime/runtime-info.js';
 import { ImageService } from '../image/image-service.js';
 import { connectAgent } from '../pod/agent-adapter.js';
 import { podImages } from '../pod/image-adapter.js';

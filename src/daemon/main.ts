@@ -5,7 +5,7 @@ import { isPodvisorError, messageOf } from '../errors.js';
 import { privateDir } from '../util/private-dir.js';
 import { installExceptionPolicy } from './exception-policy.js';
 import { configureLogging, logger } from '../log.js';
-import { PODVISOR_VERSION } from './runtime-info.js';
+import { PODVISOR_VERSION } from '../version.js';
 import { prepareSocketPath } from './socket.js';
 import { startDaemon } from './daemon.js';
 

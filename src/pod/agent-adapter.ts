@@ -7,7 +7,7 @@ import type { AgentConnector } from './pod-context.js';
 import type {
   CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit,
 } from './guest-agent.js';
-import type { SandboxFiles } from './oci-spec.js';
+import type { SandboxFiles } from './records.js';
 import type { DnsConfig } from './records.js';
 
 const log = logger('pod-agent');

@@ -1,5 +1,5 @@
-import { invalidArgument, unimplemented } from '../errors.js';
-import type { ContainerConfig, SecurityProfile } from './records.js';
+import { unimplemented } from '../errors.js';
+import type { ContainerConfig } from './records.js';
 
 /**
  * podvisor runs no AppArmor inside the pod VM: the VM is the isolation
@@ -13,13 +13,4 @@ export function rejectAppArmorProfile(config: ContainerConfig): void {
   if (p?.type !== 'Localhost') return;
   throw unimplemented(`container "${config.metadata.name}": AppArmor profile "${p.localhostRef}" cannot be applied: podvisor does not run ` +
     'AppArmor inside the pod VM (the VM is the isolation boundary); use the RuntimeDefault or Unconfined AppArmor profile');
-}
-
-/** The deprecated `apparmor_profile` strings, as kubelet used to send them. */
-export function appArmorProfileFromName(name: string): SecurityProfile | undefined {
-  if (name === '') return undefined;
-  if (name === 'runtime/default') return { type: 'RuntimeDefault', localhostRef: '' };
-  if (name === 'unconfined') return { type: 'Unconfined', localhostRef: '' };
-  if (name.startsWith('localhost/')) return { type: 'Localhost', localhostRef: name.slice('localhost/'.length) };
-  throw invalidArgument(`apparmor_profile "${name}" is not one of runtime/default, unconfined or localhost/<profile>`);
 }

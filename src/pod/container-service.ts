@@ -16,7 +16,7 @@ import { parseStopSignal, SIGKILL } from './signals.js';
 import { loadContainerSeccomp } from './seccomp.js';
 import { assertContainerMove } from './state-machine.js';
 import { resolveUser } from './user.js';
-import { GUEST_POD_PID_NAMESPACE } from '../agent-client/guest-paths.js';
+import { GUEST_POD_PID_NAMESPACE } from '../agent-protocol/guest-paths.js';
 
 const log = logger('pod-containers');
 

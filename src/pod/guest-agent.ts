@@ -1,5 +1,5 @@
-import type { DnsConfig } from './records.js';
-import type { OciSpec, SandboxFiles } from './oci-spec.js';
+import type { DnsConfig, SandboxFiles } from './records.js';
+import type { OciSpec } from './oci-spec.js';
 
 /**
  * What the pod services need from the agent inside a sandbox VM. This is the

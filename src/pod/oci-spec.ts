@@ -2,8 +2,9 @@ import { invalidArgument, unimplemented } from '../errors.js';
 import { rejectAppArmorProfile } from './apparmor.js';
 import { rejectHostNamespaces } from './host-namespaces.js';
 import type { OciImageConfig } from './image-config.js';
-import type { ContainerConfig, SandboxConfig } from './records.js';
-import { ociSeccomp, type ContainerSeccomp, type OciSeccomp } from './seccomp.js';
+import type { ContainerConfig, SandboxConfig, SandboxFiles } from './records.js';
+import type { OciSeccomp } from './oci-seccomp.js';
+import { ociSeccomp, type ContainerSeccomp } from './seccomp.js';
 import { parseImageUser, type ResolvedUser, type UserRequest } from './user.js';
 
 /** The slice of the OCI runtime spec podvisor fills in; the agent hands it to crun as config.json. */
@@ -163,13 +164,6 @@ export function containerCapabilities(add: string[], drop: string[], privileged:
   if (drops.includes('ALL')) caps = [];
   for (const c of adds) if (c !== 'ALL' && !caps.includes(c)) caps.push(c);
   return caps.filter((c) => !drops.includes(c));
-}
-
-/** Guest paths of the files the sandbox shares with its containers (written by the agent's sandbox setup). */
-export interface SandboxFiles {
-  hostname?: string;
-  resolvConf?: string;
-  hosts?: string;
 }
 
 export interface OciSpecInput {

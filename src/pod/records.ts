@@ -1,5 +1,4 @@
 import type { Nanos } from './clock.js';
-import type { SandboxFiles } from './oci-spec.js';
 
 /**
  * The persisted shape of sandboxes and containers. These records are podvisor's
@@ -94,6 +93,13 @@ export interface PluggedImage {
   serial: string;
   /** Where the agent mounted the read-only erofs in the guest. */
   guestMountPoint: string;
+}
+
+/** Guest paths of the files the sandbox shares with its containers (written by the agent's sandbox setup). */
+export interface SandboxFiles {
+  hostname?: string;
+  resolvConf?: string;
+  hosts?: string;
 }
 
 export interface SandboxRecord {

@@ -1,4 +1,4 @@
-import type { OciSeccomp, OciSeccompRule } from './seccomp.js';
+import type { OciSeccomp, OciSeccompRule } from './oci-seccomp.js';
 
 /**
  * podvisor's RuntimeDefault seccomp profile.

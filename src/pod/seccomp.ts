@@ -1,11 +1,12 @@
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { invalidArgument, isPodvisorError, messageOf, notFound, unimplemented } from '../errors.js';
-import type { ContainerConfig, SecurityProfile } from './records.js';
+import type { ContainerConfig } from './records.js';
+import type { OciSeccomp, OciSeccompArg, OciSeccompRule } from './oci-seccomp.js';
 import { defaultSeccompProfile } from './seccomp-default.js';
 
 /**
- * CRI seccomp settings → the OCI `linux.seccomp` object crun applies in the
+ * A container's seccomp setting → the OCI `linux.seccomp` object crun applies in the
  * guest. Meanings follow containerd:
  * - unset → no filter (kubelet sends RuntimeDefault when the pod asks for it);
  * - RuntimeDefault → podvisor's own profile (seccomp-default.ts);
@@ -15,28 +16,6 @@ import { defaultSeccompProfile } from './seccomp-default.js';
  *   guest never sees host paths;
  * - privileged containers get no filter whatever they ask for.
  */
-
-export interface OciSeccompArg {
-  index: number;
-  value: number;
-  valueTwo?: number;
-  op: string;
-}
-
-export interface OciSeccompRule {
-  names: string[];
-  action: string;
-  errnoRet?: number;
-  args?: OciSeccompArg[];
-}
-
-export interface OciSeccomp {
-  defaultAction: string;
-  defaultErrnoRet?: number;
-  architectures?: string[];
-  flags?: string[];
-  syscalls?: OciSeccompRule[];
-}
 
 /** A container's seccomp choice with any profile file already read; capabilities are applied later. */
 export type ContainerSeccomp =
@@ -54,15 +33,6 @@ const ACTIONS = new Set([
 const OPERATORS = new Set([
   'SCMP_CMP_NE', 'SCMP_CMP_LT', 'SCMP_CMP_LE', 'SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_MASKED_EQ',
 ]);
-
-/** The deprecated `seccomp_profile_path` strings, as kubelet used to send them. */
-export function seccompProfileFromPath(path: string): SecurityProfile | undefined {
-  if (path === '') return undefined;
-  if (path === 'runtime/default' || path === 'docker/default') return { type: 'RuntimeDefault', localhostRef: '' };
-  if (path === 'unconfined') return { type: 'Unconfined', localhostRef: '' };
-  if (path.startsWith('localhost/')) return { type: 'Localhost', localhostRef: path.slice('localhost/'.length) };
-  throw invalidArgument(`seccomp_profile_path "${path}" is not one of runtime/default, docker/default, unconfined or localhost/<path>`);
-}
 
 /**
  * Checks and reads what a container's seccomp setting needs, before anything

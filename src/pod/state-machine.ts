@@ -33,16 +33,3 @@ export function assertContainerMove(id: string, from: ContainerState, to: Contai
 export function canMoveSandbox(from: SandboxState, to: SandboxState): boolean {
   return SANDBOX_MOVES[from].includes(to);
 }
-
-/** The CRI enum names, for handlers and filters. */
-export const CRI_CONTAINER_STATE: Record<ContainerState, string> = {
-  created: 'CONTAINER_CREATED',
-  running: 'CONTAINER_RUNNING',
-  exited: 'CONTAINER_EXITED',
-  unknown: 'CONTAINER_UNKNOWN',
-};
-
-export const CRI_SANDBOX_STATE: Record<SandboxState, string> = {
-  ready: 'SANDBOX_READY',
-  notready: 'SANDBOX_NOTREADY',
-};

@@ -1,5 +1,6 @@
 import { invalidArgument } from '../errors.js';
 import type { VmProfile } from './profile.js';
+import { escapeOptionValue } from './qemu-option.js';
 import type { RunDirPaths } from './run-dir.js';
 
 /**
@@ -42,11 +43,6 @@ export interface QemuArgsInput {
   sharedFs?: SharedFs;
   /** Start paused, waiting for `migrate-incoming` (VM template clones). */
   incomingDefer?: boolean;
-}
-
-/** QEMU option values use ',' as separator; a literal comma is written twice. */
-export function escapeOptionValue(v: string): string {
-  return v.replaceAll(',', ',,');
 }
 
 /** podvisor's kernel arguments; the profile's own follow and may override them (last wins). */

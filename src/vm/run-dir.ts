@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync,
 import { basename, join } from 'node:path';
 import { alreadyExists, invalidArgument } from '../errors.js';
 import { isProcessAlive, readCmdline } from './proc.js';
-import { escapeOptionValue } from './qemu-args.js';
+import { escapeOptionValue } from './qemu-option.js';
 
 /**
  * The per-sandbox files on the host. None of these paths reaches the guest: the guest sees

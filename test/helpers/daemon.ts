@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { criClient, type CriClient } from '../../src/cri/proto.js';
+import { criClient, type CriClient } from '../../src/cri/client.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const MAIN = join(REPO_ROOT, 'src/daemon/main.ts');
@@ -99,4 +99,4 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   };
 }
 
-export { unary } from '../../src/cri/unary.js';
+export { unary } from '../../src/cri/client.js';

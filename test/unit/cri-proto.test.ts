@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
-import { criClient, criPackageDefinition, ImageService, RuntimeService, type CriClient } from '../../src/cri/proto.js';
+import { criPackageDefinition, ImageService, RuntimeService } from '../../src/cri/proto.js';
+import { criClient, type CriClient } from '../../src/cri/client.js';
 import type { ContainerEventResponse__Output } from '../../src/cri/generated/runtime/v1/ContainerEventResponse.js';
 
 const RUNTIME_RPCS = [

@@ -4,14 +4,14 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isPodvisorError } from '../../src/errors.js';
-import { containerConfigFromCri } from '../../src/cri/container-convert.js';
+import { appArmorProfileFromName, containerConfigFromCri, seccompProfileFromPath } from '../../src/cri/containers.js';
 import type { ContainerConfig__Output } from '../../src/cri/generated/runtime/v1/ContainerConfig.js';
-import { appArmorProfileFromName } from '../../src/pod/apparmor.js';
 import { buildOciSpec, DEFAULT_CAPABILITIES, validateContainerConfig } from '../../src/pod/oci-spec.js';
 import type { ContainerSecurity } from '../../src/pod/records.js';
 import {
-  loadContainerSeccomp, ociSeccomp, parseSeccompProfile, seccompProfileFromPath, type OciSeccomp,
+  loadContainerSeccomp, ociSeccomp, parseSeccompProfile,
 } from '../../src/pod/seccomp.js';
+import type { OciSeccomp } from '../../src/pod/oci-seccomp.js';
 import { defaultSeccompProfile, seccompArchitectures } from '../../src/pod/seccomp-default.js';
 import { containerConfig, sandboxConfig } from '../pod/fixtures.js';
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { tscKhzFromCpuinfo, tscKhzFromKernelLog } from '../../src/vm/host.js';
 import { validateProfile, withProfileDefaults } from '../../src/vm/profile.js';
-import { AGENT_PORT_NAME, buildQemuArgs, escapeOptionValue, type QemuArgsInput } from '../../src/vm/qemu-args.js';
+import { AGENT_PORT_NAME, buildQemuArgs, type QemuArgsInput } from '../../src/vm/qemu-args.js';
+import { escapeOptionValue } from '../../src/vm/qemu-option.js';
 import { runDirPaths } from '../../src/vm/run-dir.js';
 
 function input(over: Partial<QemuArgsInput> = {}): QemuArgsInput {

@@ -1,8 +1,8 @@
 import type { ContainerEvent } from '../pod/events.js';
-import { containerStatusToCri } from './container-convert.js';
+import { containerStatusToCri } from './containers.js';
 import type { ContainerEventResponse } from './generated/runtime/v1/ContainerEventResponse.js';
 import type { RuntimeRpc } from './rpc.js';
-import { sandboxStatusToCri } from './sandbox-convert.js';
+import { sandboxStatusToCri } from './sandboxes.js';
 
 /**
  * GetContainerEvents: one long-lived stream per caller (kubelet's evented

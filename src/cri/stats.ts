@@ -1,6 +1,36 @@
 import type { ContainerStatsView, SandboxStatsView } from '../pod/stats-service.js';
+import { containerFilterFromCri } from './containers.js';
+import { requireId } from './fields.js';
 import type { ContainerStats } from './generated/runtime/v1/ContainerStats.js';
 import type { PodSandboxStats } from './generated/runtime/v1/PodSandboxStats.js';
+import type { RuntimeRpc } from './rpc.js';
+import { sandboxFilterFromCri } from './sandboxes.js';
+
+/**
+ * The stats RPCs of RuntimeService (container and pod sandbox stats) and
+ * their response mapping. The numbers come from the guest through
+ * src/pod/stats-service.ts (`svc.pods.stats`).
+ */
+
+// ---- handlers ----
+
+export const containerStats: RuntimeRpc<'ContainerStats'> = async (svc, req) => ({
+  stats: containerStatsToCri(await svc.pods.stats.containerStats(requireId(req.container_id, 'container_id'))),
+});
+
+export const listContainerStats: RuntimeRpc<'ListContainerStats'> = async (svc, req) => ({
+  stats: (await svc.pods.stats.listContainerStats(containerFilterFromCri(req.filter))).map(containerStatsToCri),
+});
+
+export const podSandboxStats: RuntimeRpc<'PodSandboxStats'> = async (svc, req) => ({
+  stats: sandboxStatsToCri(await svc.pods.stats.sandboxStats(requireId(req.pod_sandbox_id, 'pod_sandbox_id'))),
+});
+
+export const listPodSandboxStats: RuntimeRpc<'ListPodSandboxStats'> = async (svc, req) => ({
+  stats: (await svc.pods.stats.listSandboxStats(sandboxFilterFromCri(req.filter))).map(sandboxStatsToCri),
+});
+
+// ---- response mapping ----
 
 const u64 = (v: number | bigint) => ({ value: String(v) });
 const nanos = (ms: number) => (BigInt(Math.round(ms * 1000)) * 1000n).toString();

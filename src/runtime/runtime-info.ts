@@ -1,16 +1,9 @@
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { createRequire } from 'node:module';
 import type { PodvisorConfig } from '../config/config.js';
 import { invalidArgument } from '../errors.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
-
-export const RUNTIME_NAME = 'podvisor';
-export const CRI_API_VERSION = 'v1';
-/** The kubelet-runtime API version string runtimes report in VersionResponse.version. */
-export const KUBELET_API_VERSION = '0.1.0';
-
-export const PODVISOR_VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+import { hostAcceleration, type Acceleration } from '../vm/host.js';
 
 export interface Condition {
   type: 'RuntimeReady' | 'NetworkReady';
@@ -42,6 +35,11 @@ export class RuntimeInfo {
 
   get currentPodCidr(): string {
     return this.podCidr;
+  }
+
+  /** Which accelerator sandbox VMs get on this host, and why (KVM or TCG). */
+  accelerator(): Acceleration {
+    return hostAcceleration();
   }
 
   /**

@@ -1,16 +1,65 @@
 import { invalidArgument } from '../errors.js';
 import type { ContainerFilter } from '../pod/filters.js';
-import { appArmorProfileFromName } from '../pod/apparmor.js';
 import type { ContainerConfig, ContainerRecord, ContainerState, Mount, SecurityProfile } from '../pod/records.js';
-import { seccompProfileFromPath } from '../pod/seccomp.js';
-import { CRI_CONTAINER_STATE } from '../pod/state-machine.js';
+import { identityFromCri, int, namespaceOptionsFromCri, requireId, resourcesFromCri } from './fields.js';
 import type { Container } from './generated/runtime/v1/Container.js';
 import type { ContainerConfig__Output } from './generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from './generated/runtime/v1/ContainerFilter.js';
 import type { ContainerStatsFilter__Output } from './generated/runtime/v1/ContainerStatsFilter.js';
 import type { ContainerStatus } from './generated/runtime/v1/ContainerStatus.js';
 import type { SecurityProfile__Output } from './generated/runtime/v1/SecurityProfile.js';
-import { int, namespaceOptionsFromCri, resourcesFromCri } from './sandbox-convert.js';
+import type { RuntimeRpc } from './rpc.js';
+
+/**
+ * The container RPCs of RuntimeService (lifecycle, status, list, ExecSync,
+ * ReopenContainerLog) and their CRI <-> pod-domain mapping. The logic is in
+ * src/pod/container-service.ts (`svc.pods.containers`).
+ */
+
+// ---- handlers ----
+
+export const createContainer: RuntimeRpc<'CreateContainer'> = async (svc, req) => ({
+  container_id: await svc.pods.containers.create(requireId(req.pod_sandbox_id, 'pod_sandbox_id'), containerConfigFromCri(req.config)),
+});
+
+export const startContainer: RuntimeRpc<'StartContainer'> = async (svc, req) => {
+  await svc.pods.containers.start(requireId(req.container_id, 'container_id'));
+  return {};
+};
+
+export const stopContainer: RuntimeRpc<'StopContainer'> = async (svc, req) => {
+  await svc.pods.containers.stop(requireId(req.container_id, 'container_id'), Math.max(0, int(req.timeout, 'timeout')));
+  return {};
+};
+
+export const removeContainer: RuntimeRpc<'RemoveContainer'> = async (svc, req) => {
+  await svc.pods.containers.remove(requireId(req.container_id, 'container_id'));
+  return {};
+};
+
+export const containerStatus: RuntimeRpc<'ContainerStatus'> = async (svc, req) => {
+  const record = svc.pods.containers.status(requireId(req.container_id, 'container_id'));
+  return {
+    status: containerStatusToCri(record),
+    info: (req.verbose ? { info: JSON.stringify({ sandboxId: record.sandboxId, guestPid: record.guestPid, config: record.config }) } : {}) as Record<string, string>,
+  };
+};
+
+export const listContainers: RuntimeRpc<'ListContainers'> = async (svc, req) => ({
+  containers: svc.pods.containers.list(containerFilterFromCri(req.filter)).map(containerToCri),
+});
+
+export const execSync: RuntimeRpc<'ExecSync'> = async (svc, req) => {
+  const res = await svc.pods.containers.execSync(requireId(req.container_id, 'container_id'), req.cmd, Math.max(0, int(req.timeout, 'timeout')));
+  return { stdout: res.stdout, stderr: res.stderr, exit_code: res.exitCode };
+};
+
+export const reopenContainerLog: RuntimeRpc<'ReopenContainerLog'> = async (svc, req) => {
+  await svc.pods.containers.reopenLog(requireId(req.container_id, 'container_id'));
+  return {};
+};
+
+// ---- request mapping ----
 
 const PROPAGATIONS = ['PRIVATE', 'HOST_TO_CONTAINER', 'BIDIRECTIONAL'] as const;
 const PROPAGATION_NAMES: Record<string, Mount['propagation']> = {
@@ -52,10 +101,8 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
     security: {
       privileged: sec?.privileged ?? false,
       readonlyRootfs: sec?.readonly_rootfs ?? false,
-      ...(sec?.run_as_user ? { runAsUser: int(sec.run_as_user.value, 'run_as_user') } : {}),
-      ...(sec?.run_as_group ? { runAsGroup: int(sec.run_as_group.value, 'run_as_group') } : {}),
+      ...identityFromCri(sec),
       runAsUsername: sec?.run_as_username ?? '',
-      supplementalGroups: (sec?.supplemental_groups ?? []).map((g) => int(g, 'supplemental_groups')),
       addCapabilities: sec?.capabilities?.add_capabilities ?? [],
       dropCapabilities: sec?.capabilities?.drop_capabilities ?? [],
       noNewPrivs: sec?.no_new_privs ?? false,
@@ -79,17 +126,49 @@ function profileFromCri(p: SecurityProfile__Output | null | undefined): Security
   return { type, localhostRef: p.localhost_ref };
 }
 
-const STATES: Record<string, ContainerState> = {
-  CONTAINER_CREATED: 'created', CONTAINER_RUNNING: 'running', CONTAINER_EXITED: 'exited', CONTAINER_UNKNOWN: 'unknown',
+/**
+ * The deprecated `seccomp_profile_path` strings, as kubelet sent them before
+ * the SecurityProfile field (`runtime/default`, `docker/default`,
+ * `unconfined`, `localhost/<absolute path>`).
+ */
+export function seccompProfileFromPath(path: string): SecurityProfile | undefined {
+  if (path === '') return undefined;
+  if (path === 'runtime/default' || path === 'docker/default') return { type: 'RuntimeDefault', localhostRef: '' };
+  if (path === 'unconfined') return { type: 'Unconfined', localhostRef: '' };
+  if (path.startsWith('localhost/')) return { type: 'Localhost', localhostRef: path.slice('localhost/'.length) };
+  throw invalidArgument(`seccomp_profile_path "${path}" is not one of runtime/default, docker/default, unconfined or localhost/<path>`);
+}
+
+/** The deprecated `apparmor_profile` strings, as kubelet used to send them. */
+export function appArmorProfileFromName(name: string): SecurityProfile | undefined {
+  if (name === '') return undefined;
+  if (name === 'runtime/default') return { type: 'RuntimeDefault', localhostRef: '' };
+  if (name === 'unconfined') return { type: 'Unconfined', localhostRef: '' };
+  if (name.startsWith('localhost/')) return { type: 'Localhost', localhostRef: name.slice('localhost/'.length) };
+  throw invalidArgument(`apparmor_profile "${name}" is not one of runtime/default, unconfined or localhost/<profile>`);
+}
+
+/** The CRI ContainerState enum, by name and by number (proto order). */
+const CRI_CONTAINER_STATE: Record<ContainerState, 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN'> = {
+  created: 'CONTAINER_CREATED',
+  running: 'CONTAINER_RUNNING',
+  exited: 'CONTAINER_EXITED',
+  unknown: 'CONTAINER_UNKNOWN',
 };
 const STATE_BY_NUMBER: ContainerState[] = ['created', 'running', 'exited', 'unknown'];
 
+function stateFromCri(v: string | number): ContainerState | undefined {
+  if (typeof v === 'number') return STATE_BY_NUMBER[v];
+  return (Object.keys(CRI_CONTAINER_STATE) as ContainerState[]).find((s) => CRI_CONTAINER_STATE[s] === v);
+}
+
 export function containerFilterFromCri(f: ContainerFilter__Output | ContainerStatsFilter__Output | null | undefined): ContainerFilter {
   if (!f) return {};
-  let state: ContainerState | undefined;
-  if ('state' in f && f.state) state = typeof f.state.state === 'number' ? STATE_BY_NUMBER[f.state.state] : STATES[f.state.state];
+  const state = 'state' in f && f.state ? stateFromCri(f.state.state) : undefined;
   return { id: f.id, podSandboxId: f.pod_sandbox_id, state, labelSelector: f.label_selector };
 }
+
+// ---- response mapping ----
 
 export function containerToCri(r: ContainerRecord): Container {
   return {
@@ -100,7 +179,7 @@ export function containerToCri(r: ContainerRecord): Container {
     image: { image: r.config.image, user_specified_image: r.config.image },
     image_ref: r.imageId,
     image_id: r.imageId,
-    state: CRI_CONTAINER_STATE[r.state] as Container['state'],
+    state: CRI_CONTAINER_STATE[r.state],
     created_at: r.createdAt,
     labels: r.config.labels,
     annotations: r.config.annotations,
@@ -111,7 +190,7 @@ export function containerStatusToCri(r: ContainerRecord): ContainerStatus {
   return {
     id: r.id,
     metadata: { name: r.config.metadata.name, attempt: r.config.metadata.attempt },
-    state: CRI_CONTAINER_STATE[r.state] as ContainerStatus['state'],
+    state: CRI_CONTAINER_STATE[r.state],
     created_at: r.createdAt,
     started_at: r.startedAt ?? '0',
     finished_at: r.finishedAt ?? '0',

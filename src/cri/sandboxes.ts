@@ -1,54 +1,54 @@
 import { invalidArgument } from '../errors.js';
+import { nowNanos } from '../pod/clock.js';
 import type { SandboxFilter } from '../pod/filters.js';
 import type { SandboxRuntime } from '../pod/pod-context.js';
-import type { LinuxResources, NamespaceMode, NamespaceOptions, SandboxConfig, SandboxRecord } from '../pod/records.js';
-import { CRI_SANDBOX_STATE } from '../pod/state-machine.js';
-import type { LinuxContainerResources__Output } from './generated/runtime/v1/LinuxContainerResources.js';
-import type { NamespaceOption__Output } from './generated/runtime/v1/NamespaceOption.js';
+import type { SandboxConfig, SandboxRecord, SandboxState } from '../pod/records.js';
+import { containerStatusToCri } from './containers.js';
+import { identityFromCri, namespaceOptionsFromCri, requireId, resourcesFromCri } from './fields.js';
 import type { PodSandbox } from './generated/runtime/v1/PodSandbox.js';
 import type { PodSandboxConfig__Output } from './generated/runtime/v1/PodSandboxConfig.js';
 import type { PodSandboxFilter__Output } from './generated/runtime/v1/PodSandboxFilter.js';
 import type { PodSandboxStatus } from './generated/runtime/v1/PodSandboxStatus.js';
 import type { PodSandboxStatsFilter__Output } from './generated/runtime/v1/PodSandboxStatsFilter.js';
+import type { RuntimeRpc } from './rpc.js';
 
 /**
- * CRI <-> pod-domain translation for sandboxes. The CRI objects arrive with
- * proto3 defaults filled in (CRI_LOADER_OPTIONS), 64-bit numbers as strings.
+ * The pod sandbox RPCs of RuntimeService and their CRI <-> pod-domain
+ * mapping. The logic is in src/pod/sandbox-service.ts (`svc.pods.sandboxes`).
  */
 
-const NAMESPACE_MODES: readonly NamespaceMode[] = ['POD', 'CONTAINER', 'NODE', 'TARGET'];
+// ---- handlers ----
 
-function mode(v: unknown): NamespaceMode {
-  if (typeof v === 'number') return NAMESPACE_MODES[v] ?? 'POD';
-  return NAMESPACE_MODES.includes(v as NamespaceMode) ? (v as NamespaceMode) : 'POD';
-}
+export const runPodSandbox: RuntimeRpc<'RunPodSandbox'> = async (svc, req) => ({
+  pod_sandbox_id: await svc.pods.sandboxes.run(sandboxConfigFromCri(req.config), req.runtime_handler),
+});
 
-/** kubelet's defaults when a field is absent: pod-wide network and IPC, per-container PID. */
-export function namespaceOptionsFromCri(ns: NamespaceOption__Output | null | undefined): NamespaceOptions {
-  if (!ns) return { network: 'POD', pid: 'CONTAINER', ipc: 'POD', targetId: '' };
-  return { network: mode(ns.network), pid: mode(ns.pid), ipc: mode(ns.ipc), targetId: ns.target_id ?? '' };
-}
+export const stopPodSandbox: RuntimeRpc<'StopPodSandbox'> = async (svc, req) => {
+  await svc.pods.sandboxes.stop(requireId(req.pod_sandbox_id, 'pod_sandbox_id'));
+  return {};
+};
 
-/** An int64 that arrived as a decimal string, as a JS number (exact below 2^53, plenty for these fields). */
-export function int(v: string | number | undefined | null, field: string): number {
-  if (v === undefined || v === null || v === '') return 0;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n)) throw invalidArgument(`${field} ${JSON.stringify(v)} is not an integer podvisor can use`);
-  return n;
-}
+export const removePodSandbox: RuntimeRpc<'RemovePodSandbox'> = async (svc, req) => {
+  await svc.pods.sandboxes.remove(requireId(req.pod_sandbox_id, 'pod_sandbox_id'));
+  return {};
+};
 
-export function resourcesFromCri(r: LinuxContainerResources__Output | null | undefined): LinuxResources | undefined {
-  if (!r) return undefined;
+export const podSandboxStatus: RuntimeRpc<'PodSandboxStatus'> = async (svc, req) => {
+  const { record, runtime } = svc.pods.sandboxes.status(requireId(req.pod_sandbox_id, 'pod_sandbox_id'));
   return {
-    cpuPeriod: int(r.cpu_period, 'cpu_period'),
-    cpuQuota: int(r.cpu_quota, 'cpu_quota'),
-    cpuShares: int(r.cpu_shares, 'cpu_shares'),
-    memoryLimitInBytes: int(r.memory_limit_in_bytes, 'memory_limit_in_bytes'),
-    oomScoreAdj: int(r.oom_score_adj, 'oom_score_adj'),
-    cpusetCpus: r.cpuset_cpus ?? '',
-    cpusetMems: r.cpuset_mems ?? '',
+    status: sandboxStatusToCri(record),
+    info: req.verbose ? sandboxVerboseInfo(record, runtime) : {},
+    // Filled for kubelet's evented PLEG, which reads pod and container status in one call.
+    containers_statuses: svc.pods.containers.list({ podSandboxId: record.id }).map(containerStatusToCri),
+    timestamp: nowNanos(),
   };
-}
+};
+
+export const listPodSandbox: RuntimeRpc<'ListPodSandbox'> = async (svc, req) => ({
+  items: svc.pods.sandboxes.list(sandboxFilterFromCri(req.filter)).map(sandboxToCri),
+});
+
+// ---- request mapping ----
 
 export function sandboxConfigFromCri(c: PodSandboxConfig__Output | null | undefined): SandboxConfig {
   if (!c) throw invalidArgument('the request has no sandbox config');
@@ -76,13 +76,17 @@ export function sandboxConfigFromCri(c: PodSandboxConfig__Output | null | undefi
     ...(linux?.overhead ? { overhead: resourcesFromCri(linux.overhead) } : {}),
     privileged: sec?.privileged ?? false,
     readonlyRootfs: sec?.readonly_rootfs ?? false,
-    ...(sec?.run_as_user ? { runAsUser: int(sec.run_as_user.value, 'run_as_user') } : {}),
-    ...(sec?.run_as_group ? { runAsGroup: int(sec.run_as_group.value, 'run_as_group') } : {}),
-    supplementalGroups: (sec?.supplemental_groups ?? []).map((g) => int(g, 'supplemental_groups')),
+    ...identityFromCri(sec),
   };
 }
 
-function stateFromCri(v: { state: unknown } | null | undefined): 'ready' | 'notready' | undefined {
+/** The CRI PodSandboxState enum names. */
+const CRI_SANDBOX_STATE: Record<SandboxState, 'SANDBOX_READY' | 'SANDBOX_NOTREADY'> = {
+  ready: 'SANDBOX_READY',
+  notready: 'SANDBOX_NOTREADY',
+};
+
+function stateFromCri(v: { state: unknown } | null | undefined): SandboxState | undefined {
   if (!v) return undefined;
   return v.state === 'SANDBOX_READY' || v.state === 0 ? 'ready' : 'notready';
 }
@@ -91,6 +95,8 @@ export function sandboxFilterFromCri(f: PodSandboxFilter__Output | PodSandboxSta
   if (!f) return {};
   return { id: f.id, state: 'state' in f ? stateFromCri(f.state) : undefined, labelSelector: f.label_selector };
 }
+
+// ---- response mapping ----
 
 function metadataToCri(r: SandboxRecord) {
   const m = r.config.metadata;
@@ -101,7 +107,7 @@ export function sandboxToCri(r: SandboxRecord): PodSandbox {
   return {
     id: r.id,
     metadata: metadataToCri(r),
-    state: CRI_SANDBOX_STATE[r.state] as PodSandbox['state'],
+    state: CRI_SANDBOX_STATE[r.state],
     created_at: r.createdAt,
     labels: r.config.labels,
     annotations: r.config.annotations,
@@ -114,7 +120,7 @@ export function sandboxStatusToCri(r: SandboxRecord): PodSandboxStatus {
   return {
     id: r.id,
     metadata: metadataToCri(r),
-    state: CRI_SANDBOX_STATE[r.state] as PodSandboxStatus['state'],
+    state: CRI_SANDBOX_STATE[r.state],
     created_at: r.createdAt,
     // Loopback only until pod networking exists: no pod IP to report.
     network: { ip: r.network.ips[0] ?? '', additional_ips: r.network.ips.slice(1).map((ip) => ({ ip })) },
