@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TtrpcServer, type ServerStream } from '../../src/ttrpc/index.js';
-import { AGENT_SERVICE, codec } from '../../src/agent-client/schema.js';
-import { eventCodec } from '../../src/agent-client/api.js';
-import type { AgentEvent } from '../../src/agent-client/types.js';
+import { AGENT_SERVICE, codec } from '../../src/agent-protocol/schema.js';
+import { eventCodec } from '../../src/agent-protocol/api.js';
+import type { AgentEvent } from '../../src/agent-protocol/types.js';
 
 /**
  * A compromised guest agent for the security tests: a real ttRPC server on a
