@@ -10,8 +10,8 @@ import { AgentClient } from '../src/agent-client/index.js';
 import { sizeVm, vmProfileFor } from '../src/pod/vm-sizing.js';
 import { Vm } from '../src/vm/vm.js';
 import { unary } from '../test/helpers/daemon.js';
-import { startPodTestEnv } from '../test/pod/env.js';
-import { containerConfig, sandboxConfig } from '../test/pod/cri.js';
+import { startPodTestEnv } from '../test/helpers/pod-env.js';
+import { containerConfig, sandboxConfig } from '../test/helpers/cri.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 

@@ -4,7 +4,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startPodTestEnv, type PodTestEnv } from './env.js';
+import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
 
 const run = promisify(execFile);
 

@@ -4,10 +4,10 @@ import { existsSync, readdirSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { unary } from '../helpers/daemon.js';
-import { startPodTestEnv, type PodTestEnv } from './env.js';
+import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
 import {
   containerConfig, containerState, readCriLog, rejectsWith, runToExit, sandboxConfig, waitFor,
-} from './cri.js';
+} from '../helpers/cri.js';
 import type { ContainerEventResponse__Output } from '../../src/cri/generated/runtime/v1/ContainerEventResponse.js';
 
 /**

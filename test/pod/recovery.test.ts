@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { unary } from '../helpers/daemon.js';
-import { startPodTestEnv, type PodTestEnv } from './env.js';
-import { containerConfig, containerState, readCriLog, sandboxConfig, waitContainerState, waitFor } from './cri.js';
+import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
+import { containerConfig, containerState, readCriLog, sandboxConfig, waitContainerState, waitFor } from '../helpers/cri.js';
 
 /**
  * podvisord killed with SIGKILL and started again on the same folders keeps

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unary } from '../helpers/daemon.js';
-import { startPodTestEnv, type PodTestEnv } from './env.js';
-import { containerConfig, rejectsWith, runToExit, sandboxConfig } from './cri.js';
+import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
+import { containerConfig, rejectsWith, runToExit, sandboxConfig } from '../helpers/cri.js';
 
 /**
  * Seccomp (and the AppArmor refusal) through the real CRI socket: profiles are

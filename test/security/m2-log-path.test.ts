@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerLogFile } from '../../src/pod/container-service.js';
 import { CriLogWriter } from '../../src/pod/cri-log-writer.js';
-import { containerConfig, sampleSandbox } from '../pod/fixtures.js';
+import { containerConfig, sampleSandbox } from '../helpers/pod-records.js';
 
 /**
  * M2 (security review 2026-12-01): log_path with `..`, or an absolute one with

@@ -9,7 +9,7 @@ import { SandboxService } from '../../src/pod/sandbox-service.js';
 import { StateStore } from '../../src/pod/state-store.js';
 import type { ContainerRecord, SandboxRecord } from '../../src/pod/records.js';
 import type { Vm } from '../../src/vm/vm.js';
-import { sampleContainer, sampleSandbox } from '../pod/fixtures.js';
+import { sampleContainer, sampleSandbox } from '../helpers/pod-records.js';
 
 type OutputEvent = { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array };
 

@@ -8,7 +8,7 @@ import type { GuestAgent, GuestExit } from '../../src/pod/guest-agent.js';
 import { PodContext, type SandboxRuntime } from '../../src/pod/pod-context.js';
 import { StateStore } from '../../src/pod/state-store.js';
 import type { Vm } from '../../src/vm/vm.js';
-import { sampleContainer, sampleSandbox } from '../pod/fixtures.js';
+import { sampleContainer, sampleSandbox } from '../helpers/pod-records.js';
 
 /**
  * The container service's own logic against a scripted agent (no VM): the

@@ -5,7 +5,7 @@ import { newId, resolveIdPrefix } from '../../src/pod/ids.js';
 import { assertContainerMove, canMoveContainer, canMoveSandbox } from '../../src/pod/state-machine.js';
 import { filterContainers, filterSandboxes } from '../../src/pod/filters.js';
 import { isPodvisorError } from '../../src/errors.js';
-import { sampleContainer, sampleSandbox, sandboxConfig } from '../pod/fixtures.js';
+import { sampleContainer, sampleSandbox, sandboxConfig } from '../helpers/pod-records.js';
 
 test('ids are 64 lowercase hex digits and distinct', () => {
   const a = newId(), b = newId();

@@ -6,7 +6,7 @@ import {
 } from '../../src/pod/oci-spec.js';
 import { parseImageUser, resolveUser } from '../../src/pod/user.js';
 import { isPodvisorError } from '../../src/errors.js';
-import { containerConfig, sandboxConfig } from '../pod/fixtures.js';
+import { containerConfig, sandboxConfig } from '../helpers/pod-records.js';
 
 const image = { Entrypoint: ['/entry'], Cmd: ['serve', '--port=80'], Env: ['PATH=/opt/bin:/bin', 'A=image'], WorkingDir: '/srv', User: '' };
 

@@ -13,7 +13,7 @@ import {
 } from '../../src/pod/seccomp.js';
 import type { OciSeccomp } from '../../src/pod/oci-seccomp.js';
 import { defaultSeccompProfile, seccompArchitectures } from '../../src/pod/seccomp-default.js';
-import { containerConfig, sandboxConfig } from '../pod/fixtures.js';
+import { containerConfig, sandboxConfig } from '../helpers/pod-records.js';
 
 function withSecurity(over: Partial<ContainerSecurity>) {
   const c = containerConfig();

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StateStore } from '../../src/pod/state-store.js';
 import { newId } from '../../src/pod/ids.js';
-import { sampleContainer, sampleSandbox } from '../pod/fixtures.js';
+import { sampleContainer, sampleSandbox } from '../helpers/pod-records.js';
 
 async function withStore(fn: (store: StateStore, root: string) => Promise<void>): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'podvisor-store-'));

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { bootGuest, busyboxRootfsDisk, busyboxSpec, collectProcess, type BootedGuest } from '../helpers/guest.js';
-import { scratchRoot } from './fixtures.js';
+import { scratchRoot } from '../helpers/vm.js';
 
 /**
  * Hot-plugged disks as the guest sees them: the agent finds each by the address hotplugDisk

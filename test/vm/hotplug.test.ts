@@ -3,7 +3,7 @@ import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Vm } from '../../src/vm/vm.js';
-import { guestProfile, qemuProcessesUsing, scratchRoot } from './fixtures.js';
+import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
 
 /** Hot-plug and unplug of SCSI disks through QMP on a real QEMU. */
 

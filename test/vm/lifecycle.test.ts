@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Vm, type VmExitInfo } from '../../src/vm/vm.js';
-import { guestProfile, qemuProcessesUsing, scratchRoot } from './fixtures.js';
+import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
 
 /**
  * Boot, stop, crash and reattach against real QEMU. A "boot" here is QEMU up and QMP

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:f
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Vm } from '../../src/vm/vm.js';
-import { guestProfile, qemuProcessesUsing, scratchRoot } from './fixtures.js';
+import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
 
 /** The host side of a virtio-fs share: QEMU connects its vhost-user-fs device to a real virtiofsd. */
 

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Vm } from '../../src/vm/vm.js';
-import { guestProfile, qemuProcessesUsing, scratchRoot } from './fixtures.js';
+import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
 
 /** A VM that cannot start says why and leaves nothing: no process, socket or file. */
 

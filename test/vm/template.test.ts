@@ -6,7 +6,7 @@ import { after, describe, it } from 'node:test';
 import { AgentClient } from '../../src/agent-client/index.js';
 import { saveVmState, restoreVmState } from '../../src/vm/vm-state.js';
 import { Vm } from '../../src/vm/vm.js';
-import { guestProfile, qemuProcessesUsing, scratchRoot } from './fixtures.js';
+import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
 
 /**
  * The VM-template primitives: a booted VM with its RAM in a shared tmpfs file is saved

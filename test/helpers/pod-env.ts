@@ -2,8 +2,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageService } from '../../src/image/image-service.js';
-import { startDaemon, unary, type DaemonOptions, type RunningDaemon } from '../helpers/daemon.js';
-import { pushTestImages, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { startDaemon, unary, type DaemonOptions, type RunningDaemon } from './daemon.js';
+import { pushTestImages, startRegistry, type TestRegistry } from './registry.js';
 
 /**
  * A real podvisord on a temp socket, with a real registry holding the test

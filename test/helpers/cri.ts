@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { unary } from '../helpers/daemon.js';
+import { unary } from './daemon.js';
 import type { CriClient } from '../../src/cri/client.js';
 
 /** Small helpers for driving the CRI from the pod e2e tests. */
