@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config/config.js';
 import { AgentClient } from '../src/agent-client/index.js';
-import { sizeVm, vmProfileFor } from '../src/pod/vm-sizing.js';
+import { sizePodVm, vmProfileFor } from '../src/pod/vm-sizing.js';
 import { Vm } from '../src/vm/vm.js';
 import { unary } from '../test/helpers/daemon.js';
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
@@ -27,7 +27,7 @@ async function bareBoot(runRoot: string, i: number): Promise<number> {
   let agent: AgentClient | undefined;
   const vm = await Vm.launch({
     id: `bench-bare-${process.pid}-${i}`,
-    profile: vmProfileFor(profile, sizeVm(profile)),
+    profile: vmProfileFor(profile, sizePodVm(profile)),
     runDir: join(runRoot, String(i)),
     readyTimeoutMs: 120_000,
     waitReady: async (v, deadline) => {

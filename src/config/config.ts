@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import { invalidArgument, isPodvisorError, messageOf } from '../errors.js';
 import { validateRegistryConfig, type RegistryConfig } from '../image/registry-config.js';
+import { DEFAULT_MAX_UNPACKED_BYTES } from '../image/unpack.js';
 import { TableReader, isTable } from './table-reader.js';
 
 /** A VM shape that a runtime handler maps to. */
@@ -115,7 +116,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   const registry = readRegistry(top, file ?? '(defaults)');
 
   const images = top.table('images');
-  const maxUnpackedBytes = images.int('max_unpacked_bytes', 8 * 1024 ** 3, { min: 1024 * 1024 });
+  const maxUnpackedBytes = images.int('max_unpacked_bytes', DEFAULT_MAX_UNPACKED_BYTES, { min: 1024 * 1024 });
   images.finish();
 
   const cniTable = top.table('cni');

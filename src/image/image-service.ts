@@ -16,11 +16,9 @@ import { EMPTY_REGISTRY_CONFIG, type RegistryConfig } from './registry-config.js
 import { endpointsFor } from './registry-endpoints.js';
 import { SingleFlight } from './single-flight.js';
 import { TransferStats } from './transfer-stats.js';
-import { UnpackBudget, unpackLayers } from './unpack.js';
+import { DEFAULT_MAX_UNPACKED_BYTES, UnpackBudget, unpackLayers } from './unpack.js';
 
 const log = logger('image');
-
-export const DEFAULT_MAX_UNPACKED_BYTES = 16 * 1024 ** 3;
 
 export interface ImageServiceOptions {
   /** podvisor's state root; image data lives in `<root>/images/` */

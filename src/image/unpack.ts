@@ -17,6 +17,9 @@ const MAX_SYMLINK_HOPS = 40;
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_WHITEOUT = '.wh..wh..opq';
 
+/** The default of `[images] max_unpacked_bytes`: the one default, used by the config and the image service. */
+export const DEFAULT_MAX_UNPACKED_BYTES = 8 * 1024 ** 3;
+
 /**
  * A limit on the bytes one image may unpack to (file data plus ENTRY_OVERHEAD_BYTES per entry),
  * shared by all of its layers: the guard against tar bombs, including files that claim to be huge.
@@ -26,7 +29,7 @@ export class UnpackBudget {
   constructor(readonly maxBytes: number) {}
   charge(bytes: number, what: string): void {
     if (this.used + bytes > this.maxBytes) {
-      throw resourceExhausted(`${what} would take the unpacked image past its limit of ${this.maxBytes} bytes (image.maxUnpackedBytes); refusing the layer`);
+      throw resourceExhausted(`${what} would take the unpacked image past its limit of ${this.maxBytes} bytes (config [images] max_unpacked_bytes); refusing the layer`);
     }
     this.used += bytes;
   }

@@ -13,7 +13,7 @@ import type { PodContext, SandboxRuntime } from './pod-context.js';
 import { sandboxNameKey } from './pod-index.js';
 import type { SandboxConfig, SandboxRecord } from './records.js';
 import { SIGKILL } from './signals.js';
-import { profileForHandler, sizeVm, vmProfileFor } from './vm-sizing.js';
+import { profileForHandler, sizePodVm, vmProfileFor } from './vm-sizing.js';
 
 const log = logger('pod-sandboxes');
 
@@ -51,7 +51,7 @@ export class SandboxService {
   async run(config: SandboxConfig, runtimeHandler: string): Promise<string> {
     validateSandboxConfig(config);
     const profile = profileForHandler(runtimeHandler, this.ctx.settings.runtimes);
-    const size = sizeVm(profile, config.resources, config.overhead);
+    const size = sizePodVm(profile, config.resources, config.overhead);
     const id = newId();
     const nameKey = sandboxNameKey(config.metadata);
     this.ctx.index.reserveName(nameKey, id, 'sandbox');

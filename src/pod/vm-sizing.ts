@@ -1,5 +1,5 @@
 import { invalidArgument } from '../errors.js';
-import { sizeVm as sizeVmByLimits, type VmSize } from '../vm/sizing.js';
+import { sizeVm, type VmSize } from '../vm/sizing.js';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { VmProfile } from '../vm/profile.js';
 import type { LinuxResources } from './records.js';
@@ -20,10 +20,10 @@ export function profileForHandler(handler: string, runtimes: Record<string, Runt
  * (LinuxPodSandboxConfig.resources) and the pod overhead, by the VM manager's
  * one sizing rule with this handler's defaults, guest overhead and bounds.
  */
-export function sizeVm(p: RuntimeProfileConfig, resources?: LinuxResources, overhead?: LinuxResources): VmSize {
+export function sizePodVm(p: RuntimeProfileConfig, resources?: LinuxResources, overhead?: LinuxResources): VmSize {
   const asLimits = (r: LinuxResources | undefined) =>
     r ? [{ cpuQuota: r.cpuQuota, cpuPeriod: r.cpuPeriod || 100_000, memoryBytes: r.memoryLimitInBytes }] : [];
-  return sizeVmByLimits([...asLimits(resources), ...asLimits(overhead)], {
+  return sizeVm([...asLimits(resources), ...asLimits(overhead)], {
     defaultVcpus: p.vcpus,
     defaultMemoryMiB: p.memoryMiB,
     overheadVcpus: 0,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../../src/config/config.js';
-import { profileForHandler, sizeVm, vmProfileFor } from '../../src/pod/vm-sizing.js';
+import { profileForHandler, sizePodVm, vmProfileFor } from '../../src/pod/vm-sizing.js';
 import { parseStopSignal } from '../../src/pod/signals.js';
 import { isPodvisorError } from '../../src/errors.js';
 import type { LinuxResources } from '../../src/pod/records.js';
@@ -19,12 +19,12 @@ test('handlers "" and kata exist; an unknown one is refused naming the known one
 
 test('the VM grows with the pod\'s limits and overhead, never below the profile, never past its maximum', () => {
   const p = profileForHandler('', runtimes);
-  assert.deepEqual(sizeVm(p), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
-  const big = sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 250000, memoryLimitInBytes: 1024 * 1024 * 1024 }), res({ memoryLimitInBytes: 64 * 1024 * 1024 }));
+  assert.deepEqual(sizePodVm(p), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
+  const big = sizePodVm(p, res({ cpuPeriod: 100000, cpuQuota: 250000, memoryLimitInBytes: 1024 * 1024 * 1024 }), res({ memoryLimitInBytes: 64 * 1024 * 1024 }));
   assert.deepEqual(big, { vcpus: 3, memoryMiB: 1024 + 64 + p.overheadMemoryMiB });
-  assert.deepEqual(sizeVm(p, res({ memoryLimitInBytes: 1024 * 1024 })), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
-  assert.throws(() => sizeVm(p, res({ cpuPeriod: 100000, cpuQuota: 100000 * (p.maxVcpus + 1) })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_vcpus/.test(e.message));
-  assert.throws(() => sizeVm(p, res({ memoryLimitInBytes: (p.maxMemoryMiB + 1) * 1024 * 1024 })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_memory_mib/.test(e.message));
+  assert.deepEqual(sizePodVm(p, res({ memoryLimitInBytes: 1024 * 1024 })), { vcpus: p.vcpus, memoryMiB: p.memoryMiB });
+  assert.throws(() => sizePodVm(p, res({ cpuPeriod: 100000, cpuQuota: 100000 * (p.maxVcpus + 1) })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_vcpus/.test(e.message));
+  assert.throws(() => sizePodVm(p, res({ memoryLimitInBytes: (p.maxMemoryMiB + 1) * 1024 * 1024 })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_memory_mib/.test(e.message));
   const vm = vmProfileFor(p, big);
   assert.equal(vm.memoryMiB, big.memoryMiB);
   assert.equal(vm.kernel, p.kernel);
