@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { agentCodecs, eventCodec } from '../src/agent-protocol/api.js';
-import { AGENT_API_VERSION, AGENT_SERVICE, codec } from '../src/agent-protocol/schema.js';
+import { agentCodecs, eventCodec, getEventsRequestCodec } from '../src/agent-protocol/api.js';
+import { AGENT_API_VERSION, AGENT_SERVICE } from '../src/agent-protocol/schema.js';
 import type { AgentApi, AgentMethod } from '../src/agent-protocol/types.js';
 import { invalidArgument, messageOf } from '../src/errors.js';
 import { logger } from '../src/log.js';
@@ -91,7 +91,7 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
   }
 
   const events = eventCodec();
-  const getEventsRequest = codec<{ afterSequence: number }>('GetEventsRequest');
+  const getEventsRequest = getEventsRequestCodec();
   server.stream(AGENT_SERVICE, 'GetEvents', async (payload, stream) => {
     let afterSequence: number;
     try {

@@ -5,10 +5,9 @@ import { deadlineExceeded, internal, isPodvisorError, messageOf, unavailable } f
 import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import { TtrpcClient } from '../ttrpc/index.js';
-import { agentCodecs, eventCodec } from '../agent-protocol/api.js';
-import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
+import { agentCodecs, eventCodec, getEventsRequestCodec } from '../agent-protocol/api.js';
+import { AGENT_SERVICE } from '../agent-protocol/schema.js';
 
-const getEventsRequest = () => codec<{ afterSequence: number }>('GetEventsRequest');
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
@@ -225,7 +224,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     // The agent re-sends what it still holds after the last event we got: what
     // was in flight when a connection went away.
     ttrpc
-      .stream(AGENT_SERVICE, 'GetEvents', getEventsRequest().encode({ afterSequence: this.lastSequence }), (bytes) => {
+      .stream(AGENT_SERVICE, 'GetEvents', getEventsRequestCodec().encode({ afterSequence: this.lastSequence }), (bytes) => {
         const event = events.decode(bytes);
         if (event.sequence <= this.lastSequence) return; // already delivered
         if (this.lastSequence && event.sequence > this.lastSequence + 1) this.droppedEvents += event.sequence - this.lastSequence - 1;

@@ -18,3 +18,6 @@ export function agentCodecs(): AgentCodecs {
 }
 
 export const eventCodec = (): MessageCodec<AgentEvent> => codec<AgentEvent>('Event');
+
+/** The GetEvents stream's request: the host's last seen event sequence, so the agent re-sends what came after. */
+export const getEventsRequestCodec = (): MessageCodec<{ afterSequence: number }> => codec<{ afterSequence: number }>('GetEventsRequest');
