@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { invalidArgument, notFound, unimplemented } from '../src/errors.js';
 import type { ConfigureNetworkRequest } from '../src/agent-protocol/types.js';
 import { logger } from '../src/log.js';
@@ -39,6 +40,11 @@ export async function configureNetwork(req: ConfigureNetworkRequest): Promise<vo
     if (current !== name) await ip(['link', 'set', 'dev', current, 'name', name], `renaming ${current} to ${name}`);
     if (nic.mtu) await ip(['link', 'set', 'dev', name, 'mtu', String(nic.mtu)], `setting the MTU of ${name}`);
     await ip(['addr', 'flush', 'dev', name], `flushing addresses of ${name}`);
+    if (nic.addresses?.some((a) => a.cidr.includes(':'))) {
+      // The CNI IPAM already owns these addresses: skip duplicate address detection, which would hold
+      // them "tentative" (unusable) for a second or more after the NIC comes up.
+      await writeFile(`/proc/sys/net/ipv6/conf/${name}/accept_dad`, '0').catch(() => undefined);
+    }
     for (const addr of nic.addresses ?? []) {
       await ip(['addr', 'add', check(CIDR, 'address', addr.cidr), 'dev', name], `adding ${addr.cidr} to ${name}`);
     }
@@ -46,7 +52,8 @@ export async function configureNetwork(req: ConfigureNetworkRequest): Promise<vo
     log.info({ mac, name, mtu: nic.mtu, addresses: nic.addresses?.map((a) => a.cidr) }, 'configured interface');
   }
   for (const route of req.routes ?? []) {
-    const args = ['route', 'replace', route.destination === 'default' ? 'default' : check(CIDR, 'route destination', route.destination)];
+    const dst = route.destination === 'default' ? 'default' : check(CIDR, 'route destination', route.destination);
+    const args = [...(dst.includes(':') || route.gateway?.includes(':') ? ['-6'] : []), 'route', 'replace', dst];
     if (route.gateway) args.push('via', check(IP, 'gateway', route.gateway));
     if (route.device) args.push('dev', check(IFNAME, 'route device', route.device));
     if (route.source) args.push('src', check(IP, 'route source', route.source));

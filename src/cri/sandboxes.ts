@@ -122,7 +122,7 @@ export function sandboxStatusToCri(r: SandboxRecord): PodSandboxStatus {
     metadata: metadataToCri(r),
     state: CRI_SANDBOX_STATE[r.state],
     created_at: r.createdAt,
-    // Loopback only until pod networking exists: no pod IP to report.
+    // The CNI result's addresses, IPv4 first (kubelet's pod IP); none for a loopback-only sandbox.
     network: { ip: r.network.ips[0] ?? '', additional_ips: r.network.ips.slice(1).map((ip) => ({ ip })) },
     linux: { namespaces: { options: { network: ns.network, pid: ns.pid, ipc: ns.ipc, target_id: ns.targetId } } },
     labels: r.config.labels,
@@ -143,10 +143,9 @@ export function sandboxVerboseInfo(r: SandboxRecord, rt: SandboxRuntime | undefi
       runDir: r.vm.runDir,
       consoleLog: rt?.vm.paths.consoleLog,
     } : undefined,
-    network: {
-      mode: r.network.mode,
-      note: 'the pod VM has a loopback interface only: pod networking is not implemented yet',
-    },
+    network: r.network.mode === 'cni'
+      ? { mode: 'cni', network: r.network.networkName, netns: r.network.netns, ips: r.network.ips }
+      : { mode: 'loopback', note: 'the node had no CNI network config when this pod started: loopback only' },
     imageDisks: r.images,
     notReadyReason: r.notReadyReason,
     config: r.config,

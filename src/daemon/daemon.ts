@@ -1,9 +1,11 @@
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { PodvisorConfig } from '../config/config.js';
 import { startCriServer } from '../cri/server.js';
 import type { CriServices } from '../cri/services.js';
 import { RuntimeInfo } from '../runtime/runtime-info.js';
 import { ImageService } from '../image/image-service.js';
+import { SandboxNetworks } from '../network/sandbox-networks.js';
 import { connectAgent } from '../pod/agent-adapter.js';
 import { podImages } from '../pod/image-adapter.js';
 import { createPodServices, podDirs } from '../pod/pod-services.js';
@@ -24,15 +26,25 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
   const images = new ImageService({ root: config.root, registry: config.registry, maxUnpackedBytes: config.images.maxUnpackedBytes });
   await images.init();
   const dirs = podDirs(config.root, config.state);
+  let runtime: RuntimeInfo | undefined;
+  const network = new SandboxNetworks({
+    confDir: config.cni.confDir,
+    binDirs: config.cni.binDirs,
+    netnsDir: join(config.state, 'netns'),
+    cacheDir: join(config.root, 'cni'),
+    podCidr: () => runtime?.currentPodCidr ?? '',
+  });
+  runtime = new RuntimeInfo(config, network);
   const pods = await createPodServices({
     recordsDir: dirs.recordsDir,
     settings: { vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: 120_000 },
     images: podImages(images),
     connectAgent,
+    network,
   });
   const services: CriServices = {
     config,
-    runtime: new RuntimeInfo(config),
+    runtime,
     images,
     pods,
     shutdown: shutdown.signal,

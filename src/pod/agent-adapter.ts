@@ -5,7 +5,7 @@ import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import type { AgentConnector } from './pod-context.js';
 import type {
-  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit,
+  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic,
 } from './guest-agent.js';
 import type { SandboxFiles } from './records.js';
 import type { DnsConfig } from './records.js';
@@ -20,6 +20,8 @@ const WAIT_STOPPED_MS = 5_000;
 /** Guest log lines reach the daemon's log at most this often (per second, per sandbox) and this long. */
 const GUEST_LOG_LINES_PER_SECOND = 20;
 const GUEST_LOG_MAX_CHARS = 1024;
+/** The pod NIC's name in the guest, as CNI names it in the pod netns. */
+const GUEST_IFNAME = 'eth0';
 /** ExecSync keeps at most this much of each stream (as containerd caps it), so a chatty command cannot exhaust the daemon. */
 const EXEC_SYNC_MAX_STREAM = 16 * 1024 * 1024;
 
@@ -62,12 +64,12 @@ export class AgentAdapter implements GuestAgent {
     log.debug({ source: String(source).slice(0, 64), level: String(level).slice(0, 16), message: capMessage(message, GUEST_LOG_MAX_CHARS) }, 'guest log');
   }
 
-  async setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string> }): Promise<SandboxFiles> {
+  async setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[] }): Promise<SandboxFiles> {
     await this.client.setupSandbox({
       hostname: req.hostname,
       ...(req.dns ? { dns: req.dns } : {}),
-      // The pod's own name resolves to itself, as in any pod's /etc/hosts.
-      hosts: [{ ip: '127.0.0.1', names: [req.hostname] }],
+      // The pod's own name resolves to itself (its pod IPs when it has a network), as in any pod's /etc/hosts.
+      hosts: (req.podIps?.length ? req.podIps : ['127.0.0.1']).map((ip) => ({ ip, names: [req.hostname] })),
       sysctls: req.sysctls,
       // No clock: a cold-booted guest reads the RTC (to the second, as the agent could set it), and
       // setting it costs a process start in the guest. Template clones are where the clock needs fixing.
@@ -75,6 +77,13 @@ export class AgentAdapter implements GuestAgent {
     });
     const hasDns = !!req.dns && (req.dns.servers.length > 0 || req.dns.searches.length > 0 || req.dns.options.length > 0);
     return { hostname: '/etc/hostname', hosts: '/etc/hosts', ...(hasDns ? { resolvConf: '/etc/resolv.conf' } : {}) };
+  }
+
+  async configureNetwork(nic: GuestNic): Promise<void> {
+    await this.client.configureNetwork({
+      interfaces: [{ mac: nic.mac, name: GUEST_IFNAME, mtu: nic.mtu, addresses: nic.addresses }],
+      routes: nic.routes.map((r) => ({ ...r, device: GUEST_IFNAME })),
+    });
   }
 
   async mountImage(req: { imageId: string; serial: string }): Promise<{ mountPoint: string }> {

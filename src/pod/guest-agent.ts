@@ -9,7 +9,9 @@ import type { OciSpec } from './oci-spec.js';
  */
 export interface GuestAgent {
   /** Hostname, /etc/resolv.conf from the pod's DNS config, /etc/hosts and sysctls for the whole VM. */
-  setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string> }): Promise<SandboxFiles>;
+  setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[] }): Promise<SandboxFiles>;
+  /** Gives the guest NIC (found by MAC) the pod's addresses, MTU and routes from the CNI result. */
+  configureNetwork(nic: GuestNic): Promise<void>;
   /** Mounts a hot-plugged read-only image disk (found by its serial) once; returns the guest mount point. */
   mountImage(req: { imageId: string; serial: string }): Promise<{ mountPoint: string }>;
   /** A file from a mounted image (e.g. /etc/passwd for user names), or undefined when the image has none. */
@@ -40,6 +42,13 @@ export interface GuestAgent {
   /** Asks the guest to power off; QEMU then exits. */
   shutdown(): Promise<void>;
   close(): void;
+}
+
+export interface GuestNic {
+  mac: string;
+  mtu: number;
+  addresses: Array<{ cidr: string }>;
+  routes: Array<{ destination: string; gateway?: string }>;
 }
 
 export interface CreateContainerRequest {

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { RuntimeProfileConfig } from '../config/config.js';
+import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { Vm } from '../vm/vm.js';
 import type { CriLogWriter } from './cri-log-writer.js';
 import { ContainerEventBus } from './events.js';
@@ -55,6 +56,8 @@ export class PodContext {
     readonly images: PodImages,
     readonly connectAgent: AgentConnector,
     readonly settings: PodSettings,
+    /** Pod networking (netns, CNI, tap); without it every sandbox has loopback only. */
+    readonly network?: SandboxNetworks,
   ) {
     this.exits.setMaxListeners(0);
   }

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { logger } from '../log.js';
+import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import { ContainerService } from './container-service.js';
 import { PodContext, type AgentConnector, type PodSettings } from './pod-context.js';
 import type { PodImages } from './images.js';
@@ -17,6 +18,7 @@ export interface PodServicesOptions {
   settings: PodSettings;
   images: PodImages;
   connectAgent: AgentConnector;
+  network?: SandboxNetworks;
 }
 
 /** Everything the CRI handlers for pods and containers call. */
@@ -33,7 +35,7 @@ export interface PodServices {
 export async function createPodServices(opts: PodServicesOptions): Promise<PodServices> {
   const store = new StateStore(opts.recordsDir);
   await store.init();
-  const ctx = new PodContext(store, opts.images, opts.connectAgent, opts.settings);
+  const ctx = new PodContext(store, opts.images, opts.connectAgent, opts.settings, opts.network);
   const containers = new ContainerService(ctx);
   const sandboxes = new SandboxService(ctx, containers);
   await recover(ctx, sandboxes, containers);

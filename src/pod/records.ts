@@ -111,7 +111,8 @@ export interface SandboxRecord {
   /** Why the sandbox is NOTREADY when it was not asked to stop (e.g. the VM died). */
   notReadyReason?: string;
   vm?: VmInfo;
-  network: { mode: 'loopback'; ips: string[] };
+  /** `cni`: attached to the named CNI network in the netns file; `loopback`: the node had no CNI config. */
+  network: { mode: 'loopback' | 'cni'; ips: string[]; netns?: string; networkName?: string };
   images: PluggedImage[];
   /** Guest paths of the hostname, resolv.conf and hosts files the sandbox setup wrote. */
   guestFiles: SandboxFiles;

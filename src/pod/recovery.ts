@@ -33,6 +33,8 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
       /* no VM: nothing to stop */
     }
     await rm(sandboxes.runDir(id), { recursive: true, force: true });
+    // CNI DEL from the attachment written before ADD, then the netns: no IP, rule or veth outlives the crash.
+    await ctx.network?.release(id).catch((e) => log.warn({ sandbox: id, err: messageOf(e) }, 'could not release its pod network'));
     await ctx.store.removeSandbox(id);
   }
 
@@ -82,6 +84,11 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
         }
       }
       log.info({ sandbox: sandbox.id, pid: vm.pid }, 'sandbox recovered');
+      // CNI CHECK in the background: a network that broke while podvisord was down is worth a warning, not a slower start.
+      ctx.network?.check(sandbox.id).then(
+        (r) => log.info({ sandbox: sandbox.id, check: r }, 'pod network checked'),
+        (e) => log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'pod network CHECK failed'),
+      );
     } catch (e) {
       log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'sandbox VM is gone; marking the sandbox NOTREADY');
       await sandboxes.markNotReady(sandbox, `the pod VM was not running when podvisord restarted (${messageOf(e)})`);

@@ -11,6 +11,7 @@ import { rejectHostNamespaces } from './host-namespaces.js';
 import { newId } from './ids.js';
 import type { PodContext, SandboxRuntime } from './pod-context.js';
 import { sandboxNameKey } from './pod-index.js';
+import { guestNic, networkRequest } from './sandbox-network.js';
 import type { SandboxConfig, SandboxRecord } from './records.js';
 import { SIGKILL } from './signals.js';
 import { profileForHandler, sizePodVm, vmProfileFor } from './vm-sizing.js';
@@ -61,6 +62,10 @@ export class SandboxService {
       await this.ctx.store.prepareSandboxDir(id);
       undo.push(['remove sandbox directory', () => this.ctx.store.removeSandbox(id)]);
       const runDir = this.runDir(id);
+      // Network before the VM: microvm has no NIC hot-plug, so QEMU starts in the netns with the tap.
+      undo.push(['release pod network', async () => this.ctx.network?.release(id)]);
+      const tNet = performance.now();
+      const net = await this.ctx.network?.setup(networkRequest(id, config));
       const t0 = performance.now();
       let agent: GuestAgent | undefined;
       undo.push(['close agent connection', async () => agent?.close()]);
@@ -68,6 +73,7 @@ export class SandboxService {
         id,
         profile: vmProfileFor(profile, size),
         runDir,
+        ...(net ? { netns: net.netns, tap: net.tap } : {}),
         readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
         waitReady: async (_vm, deadline) => {
           agent = await this.ctx.connectAgent(_vm.agentSocket, deadline);
@@ -77,7 +83,9 @@ export class SandboxService {
       if (!agent) throw new Error('the VM became ready without an agent connection');
       const t1 = performance.now();
       const hostname = config.hostname || config.metadata.name.slice(0, 63);
-      const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls });
+      if (net) await agent.configureNetwork(guestNic(net));
+      const podIps = net?.attachment.addresses.map((a) => a.ip) ?? [];
+      const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls, podIps });
       const t2 = performance.now();
       const record: SandboxRecord = {
         id,
@@ -86,7 +94,7 @@ export class SandboxService {
         state: 'ready',
         createdAt: nowNanos(),
         vm: { runDir, pid: vm.pid, accelerator: vm.accel, profile: runtimeHandler, vcpus: size.vcpus, memoryMiB: size.memoryMiB },
-        network: { mode: 'loopback', ips: [] },
+        network: net ? { mode: 'cni', ips: podIps, netns: net.netns, networkName: net.networkName } : { mode: 'loopback', ips: [] },
         images: [],
         guestFiles,
       };
@@ -95,7 +103,7 @@ export class SandboxService {
       this.attach(record, vm, agent);
       log.info({
         sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
-        bootMs: Math.round(t1 - t0), setupMs: Math.round(t2 - t1), recordMs: Math.round(performance.now() - t2),
+        networkMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), setupMs: Math.round(t2 - t1), recordMs: Math.round(performance.now() - t2),
       }, 'sandbox ready');
       return id;
     } catch (e) {
@@ -217,6 +225,8 @@ export class SandboxService {
       await this.ctx.store.saveSandbox(record);
       log.info({ sandbox: record.id }, 'sandbox stopped');
     }
+    // CNI DEL once QEMU no longer holds the tap; idempotent, and also after a restart (the attachment is on disk).
+    await this.ctx.network?.detach(record.id);
   }
 
   private waitExit(containerId: string, ms: number): Promise<void> {
@@ -242,6 +252,7 @@ export class SandboxService {
       await this.stopLocked(record);
       for (const c of this.ctx.index.containersOf(record.id)) await this.containers.forget(c, false);
       await rm(this.runDir(record.id), { recursive: true, force: true });
+      await this.ctx.network?.release(record.id);
       await this.ctx.store.removeSandbox(record.id);
       this.ctx.index.deleteSandbox(record.id);
       this.ctx.index.releaseName(sandboxNameKey(record.config.metadata), record.id);

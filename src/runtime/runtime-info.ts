@@ -2,6 +2,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { PodvisorConfig } from '../config/config.js';
 import { invalidArgument } from '../errors.js';
+import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { hostAcceleration, type Acceleration } from '../vm/host.js';
 
@@ -20,7 +21,7 @@ export class RuntimeInfo {
   private podCidr = '';
   private readonly cidrFile: string;
 
-  constructor(private readonly config: PodvisorConfig) {
+  constructor(private readonly config: PodvisorConfig, private readonly network?: SandboxNetworks) {
     this.cidrFile = join(config.state, 'runtime-config.json');
     try {
       this.podCidr = readJsonFile<{ podCidr?: string }>(this.cidrFile)?.podCidr ?? '';
@@ -68,13 +69,12 @@ export class RuntimeInfo {
     return { type: 'RuntimeReady', status: true, reason: '', message: '' };
   }
 
+  /** True only while `[cni] conf_dir` holds a usable network config (read again on every call). */
   private networkReady(): Condition {
-    return {
-      type: 'NetworkReady',
-      status: false,
-      reason: 'NetworkNotImplemented',
-      message: 'podvisor does not set up pod networking yet: sandboxes get loopback only',
-    };
+    const state = this.network?.state();
+    if (!state) return { type: 'NetworkReady', status: false, reason: 'NetworkNotConfigured', message: 'podvisord runs without pod networking' };
+    if (state.ready) return { type: 'NetworkReady', status: true, reason: '', message: '' };
+    return { type: 'NetworkReady', status: false, reason: state.reason, message: state.message };
   }
 
   /** Keeps the CIDR kubelet assigns to this node; an empty one leaves it unchanged. */
