@@ -29,13 +29,14 @@ export function daemonConfig(registryHost: string): string {
   return `[registry]\ninsecure = ["${registryHost}"]\n`;
 }
 
-export async function startPodTestEnv(opts: DaemonOptions = {}): Promise<PodTestEnv> {
+/** `extraConfig`: TOML appended to the registry settings (e.g. a `[cni]` table). */
+export async function startPodTestEnv(opts: DaemonOptions = {}, extraConfig = ''): Promise<PodTestEnv> {
   const registry = await startRegistry();
   let dir: string | undefined;
   try {
     await pushTestImages(registry);
     dir = mkdtempSync(join(tmpdir(), 'pvp-'));
-    const daemonOpts: DaemonOptions = { config: daemonConfig(registry.host), logLevel: 'info', ...opts, dir };
+    const daemonOpts: DaemonOptions = { config: daemonConfig(registry.host) + extraConfig, logLevel: 'info', ...opts, dir };
     const env: PodTestEnv = {
       registry,
       dir,
