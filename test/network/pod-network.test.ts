@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { unary } from '../helpers/daemon.js';
-import { containerConfig, rejectsWith, sandboxConfig, waitFor } from '../pod/cri.js';
-import { startPodTestEnv, type PodTestEnv } from '../pod/env.js';
+import { containerConfig, rejectsWith, sandboxConfig, waitFor } from '../helpers/cri.js';
+import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
 import { createCniWorld, networksFor, type CniWorld } from './cni-fixture.js';
 
 /**
