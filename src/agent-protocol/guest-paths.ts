@@ -9,3 +9,9 @@
  * a host), and bind-mounts it here for OCI specs to join.
  */
 export const GUEST_POD_PID_NAMESPACE = '/run/podvisor/pod-pid-ns';
+
+/** Where the host asks the agent to mount each image disk (under the guest's private /run). */
+export const GUEST_IMAGES_DIR = '/run/podvisor/images';
+
+/** Per-container folders: the rootfs overlay is `<GUEST_CONTAINERS_DIR>/<id>/rootfs`. */
+export const GUEST_CONTAINERS_DIR = '/run/podvisor/containers';

@@ -1,3 +1,4 @@
+import { GUEST_CONTAINERS_DIR } from '../agent-protocol/guest-paths.js';
 import type { ContainerStatsView, SandboxStatsView } from '../pod/stats-service.js';
 import { containerFilterFromCri } from './containers.js';
 import { requireId } from './fields.js';
@@ -54,7 +55,7 @@ export function containerStatsToCri(v: ContainerStatsView): ContainerStats {
     ...(s.writableLayer ? {
       writable_layer: {
         timestamp: ts,
-        fs_id: { mountpoint: `/run/podvisor/containers/${c.id}` },
+        fs_id: { mountpoint: `${GUEST_CONTAINERS_DIR}/${c.id}` },
         used_bytes: u64(s.writableLayer.bytes),
         inodes_used: u64(s.writableLayer.inodes),
       },

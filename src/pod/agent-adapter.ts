@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { AgentClient, type ProcessExit, type ProcessOutput } from '../agent-client/index.js';
+import { GUEST_CONTAINERS_DIR, GUEST_IMAGES_DIR } from '../agent-protocol/guest-paths.js';
 import { isPodvisorError, messageOf, unavailable } from '../errors.js';
 import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
@@ -12,9 +13,6 @@ import type { DnsConfig } from './records.js';
 
 const log = logger('pod-agent');
 
-/** Guest paths podvisor chooses for its mounts (under the guest's private /run). */
-const IMAGES_DIR = '/run/podvisor/images';
-const CONTAINERS_DIR = '/run/podvisor/containers';
 /** A stopped process's exit status is already known to the agent: asking for it should be quick. */
 const WAIT_STOPPED_MS = 5_000;
 /** Guest log lines reach the daemon's log at most this often (per second, per sandbox) and this long. */
@@ -87,7 +85,7 @@ export class AgentAdapter implements GuestAgent {
   }
 
   async mountImage(req: { imageId: string; serial: string }): Promise<{ mountPoint: string }> {
-    const mountPoint = `${IMAGES_DIR}/${req.imageId.replace(/^sha256:/, '').slice(0, 32)}`;
+    const mountPoint = `${GUEST_IMAGES_DIR}/${req.imageId.replace(/^sha256:/, '').slice(0, 32)}`;
     await this.client.mountDisk({ serial: req.serial, mountPoint, fsType: 'erofs' });
     return { mountPoint };
   }
@@ -98,7 +96,7 @@ export class AgentAdapter implements GuestAgent {
   }
 
   containerRootfs(containerId: string): string {
-    return `${CONTAINERS_DIR}/${containerId}/rootfs`;
+    return `${GUEST_CONTAINERS_DIR}/${containerId}/rootfs`;
   }
 
   async createContainer(req: CreateContainerRequest): Promise<void> {
