@@ -187,7 +187,10 @@ async function loadImage(svc: ImageService, topDigest: string, file: string, lea
   }
   const manifest: ImageManifest = doc.manifest;
   const config = parseImageConfig(await read(manifest.config.digest, 'image config'), manifest, `${file}: image ${manifestDigest}`);
-  for (const l of manifest.layers) await read(l.digest, 'layer');
+  // Present is enough: reading a layer whole to check it would fail at 2 GiB (L10).
+  for (const l of manifest.layers) {
+    if (!(await svc.store.has(l.digest))) throw failedPrecondition(`${file}: layer ${l.digest} is not in the archive`);
+  }
   const blobs = [...new Set([topDigest, manifestDigest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)])];
   for (const b of blobs) lease.add(b);
   return { topDigest, manifestDigest, manifest, manifestSize, configDigest: manifest.config.digest, config, blobs };

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { failedPrecondition, notFound } from '../errors.js';
@@ -117,7 +117,11 @@ export class ContentStore {
 
   /** Stores an in-memory blob whose digest is already verified by the caller or computed here. */
   async put(digest: string, data: Uint8Array, what: string): Promise<void> {
-    if (await this.has(digest)) return;
+    if (await this.has(digest)) {
+      // Reused by a new image: fresh again for the sweep's grace period (L9).
+      await utimes(this.blobPath(digest), new Date(), new Date()).catch(() => undefined);
+      return;
+    }
     await this.ingest(digest, [data], what, data.length);
   }
 
@@ -148,11 +152,21 @@ export class ContentStore {
     return out;
   }
 
-  /** Removes every blob not in `keep`; returns the digests removed. */
-  async sweep(keep: ReadonlySet<string>): Promise<string[]> {
+  /**
+   * Removes every blob not in `keep`; returns the digests removed. Blobs
+   * written within `graceMs` are spared (L9): another process (`podvisor image
+   * import`) may have stored them for an image it has not recorded yet, and its
+   * leases live in its own memory.
+   */
+  async sweep(keep: ReadonlySet<string>, graceMs = 0): Promise<string[]> {
     const removed: string[] = [];
+    const cutoff = Date.now() - graceMs;
     for (const digest of await this.list()) {
       if (keep.has(digest)) continue;
+      if (graceMs > 0) {
+        const st = await stat(this.blobPath(digest)).catch(() => undefined);
+        if (!st || st.mtimeMs > cutoff) continue;
+      }
       await this.delete(digest);
       removed.push(digest);
     }

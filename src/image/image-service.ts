@@ -20,6 +20,9 @@ import { DEFAULT_MAX_UNPACKED_BYTES, UnpackBudget, unpackLayers } from './unpack
 
 const log = logger('image');
 
+/** How old an unreferenced blob must be before a full garbage sweep removes it (L9). */
+export const FULL_SWEEP_GRACE_MS = 60 * 60 * 1000;
+
 export interface ImageServiceOptions {
   /** podvisor's state root; image data lives in `<root>/images/` */
   readonly root: string;
@@ -143,6 +146,7 @@ export class ImageService {
       const client = new RegistryClient({
         baseUrl: endpoint.baseUrl,
         repository: ref.path,
+        internalHosts: this.registry.internalHosts ?? [],
         ...(credentials ? { credentials } : {}),
         ...(this.opts.requestTimeoutMs !== undefined ? { timeoutMs: this.opts.requestTimeoutMs } : {}),
         ...(this.opts.requestAttempts !== undefined ? { attempts: this.opts.requestAttempts } : {}),
@@ -152,7 +156,11 @@ export class ImageService {
       try {
         const started = Date.now();
         const fetched = await fetchImage(
-          { store: this.store, blobFlights: this.blobFlights, lease, layerConcurrency: this.opts.layerConcurrency ?? 3 },
+          {
+            store: this.store, blobFlights: this.blobFlights, lease, layerConcurrency: this.opts.layerConcurrency ?? 3,
+            maxImageBytes: this.opts.maxUnpackedBytes ?? DEFAULT_MAX_UNPACKED_BYTES,
+            trustCachedDigests: this.registry.trustCachedDigests === true,
+          },
           client, ref,
         );
         log.info({ image: name, endpoint: endpoint.baseUrl, mirror: endpoint.mirror, ms: Date.now() - started }, 'image fetched');
@@ -231,7 +239,9 @@ export class ImageService {
     await this.records.update((images) => { images.delete(record.id); });
     this.configCache.delete(record.id);
     await rm(this.diskPath(record.id), { force: true });
-    await this.collectGarbage();
+    // Only this image's blobs (those no other image or pull needs): a full sweep would also
+    // take blobs a concurrent `podvisor image import` (another process) stored but has not recorded yet (L9).
+    await this.collectGarbage(new Set(record.blobs));
     log.info({ id: record.id, tags: record.repoTags }, 'image removed');
     return true;
   }
@@ -287,7 +297,7 @@ export class ImageService {
         })), budget);
         const unpacked = Date.now();
         await buildErofs(tree, disk);
-        log.info({ image: name, id, unpackMs: unpacked - started, mkfsMs: Date.now() - unpacked, bytes: budget.used, skipped: notes.skipped.length }, 'erofs disk ready');
+        log.info({ image: name, id, unpackMs: unpacked - started, mkfsMs: Date.now() - unpacked, bytes: budget.used, skipped: notes.skippedCount }, 'erofs disk ready');
         return disk;
       } finally {
         await rm(tree, { recursive: true, force: true });
@@ -304,7 +314,8 @@ export class ImageService {
     const keep = new Set<string>();
     for (const r of this.records.all()) for (const b of r.blobs) keep.add(b);
     for (const lease of this.leases) for (const b of lease) keep.add(b);
-    if (!candidates) return this.store.sweep(keep);
+    // A full sweep spares fresh blobs: a concurrent `podvisor image import` (another process) may not have recorded them yet (L9).
+    if (!candidates) return this.store.sweep(keep, FULL_SWEEP_GRACE_MS);
     const removed: string[] = [];
     for (const d of candidates) {
       if (keep.has(d)) continue;

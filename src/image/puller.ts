@@ -1,4 +1,4 @@
-import { failedPrecondition, isPodvisorError, messageOf } from '../errors.js';
+import { failedPrecondition, isPodvisorError, messageOf, resourceExhausted } from '../errors.js';
 import { logger } from '../log.js';
 import type { ContentStore } from './content-store.js';
 import {
@@ -31,7 +31,14 @@ export interface PullContext {
   /** digests this pull holds against garbage collection until it is recorded */
   readonly lease: Set<string>;
   readonly layerConcurrency: number;
+  /** Largest total of layer sizes one image may declare (M3): the unpack limit. */
+  readonly maxImageBytes: number;
+  /** Serve digest pulls from the store without asking the registry (M6; off by default). */
+  readonly trustCachedDigests?: boolean;
 }
+
+/** Largest image config accepted (M3), as containerd-like tools cap it; it is read whole and parsed. */
+export const MAX_CONFIG_BYTES = 8 << 20;
 
 /**
  * Fetches an image from one registry endpoint into the content store: resolves the tag (HEAD, so
@@ -41,9 +48,22 @@ export interface PullContext {
 export async function fetchImage(ctx: PullContext, client: RegistryClient, ref: ImageReference): Promise<FetchedImage> {
   const name = formatReference(ref);
   const reference = ref.digest ?? ref.tag!;
-  let topDigest = ref.digest ?? (await client.resolveDigest(reference));
+  let topDigest: string | undefined;
+  let fromStoreOk = true;
+  if (ref.digest) {
+    topDigest = ref.digest;
+    if (!ctx.trustCachedDigests) {
+      // As containerd's resolver does: ask the registry with this pull's credentials even when
+      // the manifest is stored, so a private image is not served to a pull without them (M6).
+      const answered = await client.resolveDigest(ref.digest);
+      // A registry that does not answer HEAD is asked with a GET instead.
+      if (answered === undefined) fromStoreOk = false;
+    }
+  } else {
+    topDigest = await client.resolveDigest(reference);
+  }
   // once the tag is resolved, fetch by digest: a tag that moves meanwhile cannot mix two images
-  const top = await manifestBlob(ctx, client, topDigest ?? reference, topDigest, `manifest of ${name}`);
+  const top = await manifestBlob(ctx, client, topDigest ?? reference, topDigest, `manifest of ${name}`, fromStoreOk);
   topDigest = top.digest;
 
   let doc = parseManifestDocument(top.body, top.mediaType, `manifest of ${name}`);
@@ -61,6 +81,7 @@ export async function fetchImage(ctx: PullContext, client: RegistryClient, ref: 
     manifestSize = child.body.length;
   }
   const manifest = doc.manifest;
+  checkDeclaredSizes(ctx, manifest, name);
 
   await blob(ctx, client, manifest.config, `image config of ${name}`);
   const config = parseImageConfig(await ctx.store.read(manifest.config.digest), manifest, name);
@@ -82,11 +103,26 @@ export async function fetchImage(ctx: PullContext, client: RegistryClient, ref: 
   };
 }
 
+/**
+ * Refuses, before any download, an image whose config or layers declare sizes
+ * past the limits (M3): the config is read whole and parsed, layers fill the
+ * ingest directory until their declared size.
+ */
+function checkDeclaredSizes(ctx: PullContext, manifest: ImageManifest, name: string): void {
+  if (manifest.config.size > MAX_CONFIG_BYTES) {
+    throw failedPrecondition(`image config of ${name} declares ${manifest.config.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for image configs`);
+  }
+  const total = manifest.layers.reduce((sum, l) => sum + l.size, 0);
+  if (total > ctx.maxImageBytes) {
+    throw resourceExhausted(`the layers of ${name} declare ${total} bytes, over this node's limit of ${ctx.maxImageBytes} bytes per image (image.maxUnpackedBytes)`);
+  }
+}
+
 /** A manifest from the store when its digest is known and present, else from the registry (then stored). */
-async function manifestBlob(ctx: PullContext, client: RegistryClient, reference: string, digest: string | undefined, what: string) {
+async function manifestBlob(ctx: PullContext, client: RegistryClient, reference: string, digest: string | undefined, what: string, fromStoreOk = true) {
   if (digest !== undefined) {
     ctx.lease.add(digest);
-    if (await ctx.store.has(digest)) return { digest, body: await ctx.store.read(digest), mediaType: '' };
+    if (fromStoreOk && (await ctx.store.has(digest))) return { digest, body: await ctx.store.read(digest), mediaType: '' };
   }
   const fetched = await client.getManifest(reference, digest);
   ctx.lease.add(fetched.digest);

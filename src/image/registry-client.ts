@@ -6,6 +6,7 @@ import {
   unauthenticated, unavailable,
 } from '../errors.js';
 import { logger } from '../log.js';
+import { checkTarget, guardedLookup, policyFor, type TargetPolicy } from './address-policy.js';
 import { basicAuthorization, credentialKey, parseChallenges, type Credentials } from './auth.js';
 import { digestWithAlgorithmOf, sha256Digest } from './digest.js';
 import { MANIFEST_ACCEPT } from './manifest.js';
@@ -32,6 +33,8 @@ export interface RegistryClientOptions {
   /** first retry delay; doubles per retry */
   readonly backoffMs?: number;
   readonly stats?: TransferStats;
+  /** Hosts redirects and token realms may name although they resolve to internal addresses (M5). */
+  readonly internalHosts?: readonly string[];
 }
 
 export interface FetchedManifest {
@@ -68,6 +71,14 @@ export class RegistryClient {
     this.attempts = Math.max(1, opts.attempts ?? 4);
     this.backoffMs = opts.backoffMs ?? 250;
     this.stats = opts.stats ?? new TransferStats();
+    this.policy = policyFor(this.base, opts.internalHosts ?? []);
+  }
+
+  private readonly policy: TargetPolicy;
+
+  /** Whether a URL is the registry itself (same scheme and host): only then may it see the registry's credentials (L8). */
+  private isRegistry(url: URL): boolean {
+    return url.protocol === this.base.protocol && url.host === this.base.host;
   }
 
   /** `registry (repository)` for messages */
@@ -198,16 +209,21 @@ export class RegistryClient {
     let url = start;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const h: Record<string, string> = { 'user-agent': 'podvisor', ...headers };
-      // the registry's credentials go to the registry only, never to a redirect target elsewhere
-      if (this.authorization && url.host === this.base.host) h.authorization = this.authorization;
-      const res = await this.rawRequest(method, url, h);
+      // the registry's credentials go to the registry only (same scheme and host: L8), never to a redirect target elsewhere
+      if (this.authorization && this.isRegistry(url)) h.authorization = this.authorization;
+      const res = await this.rawRequest(method, url, h, url === start ? undefined : 'a registry redirect');
       const code = res.statusCode ?? 0;
       if ([301, 302, 303, 307, 308].includes(code) && res.headers.location) {
         drain(res);
+        const from = url;
         url = new URL(res.headers.location, url);
         if (url.protocol !== 'http:' && url.protocol !== 'https:') {
           throw failedPrecondition(`${this.where} redirected to an unsupported URL scheme ${url.protocol}`);
         }
+        if (from.protocol === 'https:' && url.protocol === 'http:') {
+          throw permissionDenied(`${this.where} redirected from https to plain http (${url.host}); refusing the downgrade`);
+        }
+        checkTarget(this.policy, url, `a redirect from ${this.where}`);
         continue;
       }
       return res;
@@ -215,11 +231,17 @@ export class RegistryClient {
     throw failedPrecondition(`${this.where} redirected more than ${MAX_REDIRECTS} times`);
   }
 
-  private rawRequest(method: string, url: URL, headers: Record<string, string>): Promise<IncomingMessage> {
+  /** One HTTP request; `guarded` names a target the registry chose (redirect, realm), whose address is checked on connect. */
+  private rawRequest(method: string, url: URL, headers: Record<string, string>, guarded?: string): Promise<IncomingMessage> {
     this.stats.requests++;
     const https = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
-      const req = (https ? httpsRequest : httpRequest)(url, { method, headers, agent: https ? httpsAgent : httpAgent });
+      const req = (https ? httpsRequest : httpRequest)(url, {
+        method,
+        headers,
+        // A guarded request gets its own connection, so the address check sees every connect.
+        ...(guarded ? { agent: false as const, lookup: guardedLookup(this.policy, guarded) as never } : { agent: https ? httpsAgent : httpAgent }),
+      });
       req.setTimeout(this.timeoutMs, () => {
         req.destroy(deadlineExceeded(`${method} ${url.pathname} at ${this.where}: no answer within ${this.timeoutMs / 1000} s`));
       });
@@ -266,6 +288,11 @@ export class RegistryClient {
     } catch {
       throw unauthenticated(`${this.where} sent a Bearer challenge with an invalid realm`);
     }
+    // The realm is the registry's choice, hence the tenant's (M5): https unless the registry itself is plain http, never internal.
+    if (realmUrl.protocol !== 'https:' && !(realmUrl.protocol === 'http:' && this.base.protocol === 'http:')) {
+      throw permissionDenied(`${this.where} names a token realm over ${realmUrl.protocol} while the registry is ${this.base.protocol}; refusing it`);
+    }
+    checkTarget(this.policy, realmUrl, `the token realm of ${this.where}`);
     const scope = params.scope ?? `repository:${this.opts.repository}:pull`;
     const creds = this.opts.credentials;
     const who = creds?.kind === 'basic' || creds?.kind === 'identity' ? 'credentials' : 'anonymous';
@@ -286,7 +313,7 @@ export class RegistryClient {
       realmUrl.searchParams.set('scope', scope);
       const h: Record<string, string> = { 'user-agent': 'podvisor' };
       if (creds?.kind === 'basic') h.authorization = basicAuthorization(creds.username, creds.password);
-      res = await this.rawRequest('GET', realmUrl, h).catch((e) => { throw this.networkError(e, 'GET', realmUrl); });
+      res = await this.rawRequest('GET', realmUrl, h, `the token realm of ${this.where}`).catch((e) => { throw this.networkError(e, 'GET', realmUrl); });
     }
     const code = res.statusCode ?? 0;
     if (code === 401 || code === 403) {
@@ -319,7 +346,8 @@ export class RegistryClient {
     return new Promise((resolve, reject) => {
       const req = (https ? httpsRequest : httpRequest)(url, {
         method: 'POST',
-        agent: https ? httpsAgent : httpAgent,
+        agent: false,
+        lookup: guardedLookup(this.policy, `the token realm of ${this.where}`) as never,
         headers: { 'user-agent': 'podvisor', 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(form) },
       });
       req.setTimeout(this.timeoutMs, () => req.destroy(deadlineExceeded(`token server ${url.origin}: no answer within ${this.timeoutMs / 1000} s`)));

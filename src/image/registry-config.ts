@@ -20,9 +20,22 @@ export interface RegistryConfig {
   readonly mirrors: Readonly<Record<string, RegistryMirror>>;
   /** registry hosts spoken to in plain HTTP without a mirror entry (loopback hosts always are) */
   readonly insecure?: readonly string[];
+  /**
+   * Serve a digest pull from the local store without asking the registry (M6). Off by
+   * default: like containerd, a pull by digest is resolved (HEAD) with the caller's
+   * credentials, so an image pulled with credentials is not handed to a pull without
+   * them. An air-gapped node whose registry is gone may turn it on.
+   */
+  readonly trustCachedDigests?: boolean;
+  /**
+   * Hosts a registry may redirect to, or name as its token realm, even though they resolve
+   * to a loopback or private address (M5); link-local addresses are never allowed.
+   */
+  readonly internalHosts?: readonly string[];
 }
 
 export const EMPTY_REGISTRY_CONFIG: RegistryConfig = { mirrors: {}, insecure: [] };
+const KNOWN_KEYS = ['mirrors', 'insecure', 'trust_cached_digests', 'internal_hosts'];
 
 /**
  * Checks the raw `registry` table (as parsed from TOML) and returns it typed. Errors name the
@@ -33,8 +46,12 @@ export function validateRegistryConfig(raw: unknown, where = 'registry'): Regist
   if (raw === undefined || raw === null) return EMPTY_REGISTRY_CONFIG;
   if (!isTable(raw)) throw invalidArgument(`${where} must be a table`);
   for (const key of Object.keys(raw)) {
-    if (key !== 'mirrors' && key !== 'insecure') throw invalidArgument(`${where}.${key} is not a known setting (known: mirrors, insecure)`);
+    if (!KNOWN_KEYS.includes(key)) throw invalidArgument(`${where}.${key} is not a known setting (known: ${KNOWN_KEYS.join(', ')})`);
   }
+  if (raw.trust_cached_digests !== undefined && typeof raw.trust_cached_digests !== 'boolean') {
+    throw invalidArgument(`${where}.trust_cached_digests must be true or false`);
+  }
+  const internalHosts = asList(raw.internal_hosts, `${where}.internal_hosts`);
   const insecure = asList(raw.insecure, `${where}.insecure`);
   for (const host of insecure) {
     if (!HOST.test(host)) throw invalidArgument(`${where}.insecure: "${host}" is not a registry host (expected e.g. 127.0.0.1:5000)`);
@@ -56,7 +73,7 @@ export function validateRegistryConfig(raw: unknown, where = 'registry'): Regist
     if (list.length === 0) throw invalidArgument(`${at}.endpoints must list at least one URL`);
     mirrors[host] = { endpoints: list.map((e, i) => normaliseEndpoint(e, `${at}.endpoints[${i}]`)) };
   }
-  return { mirrors, insecure };
+  return { mirrors, insecure, trustCachedDigests: raw.trust_cached_digests === true, internalHosts };
 }
 
 const HOST = /^[A-Za-z0-9.-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$/;

@@ -11,8 +11,12 @@ import { Digester, parseDigest } from './digest.js';
 
 const log = logger('image.unpack');
 
-/** Cost charged per tar entry on top of its data, so millions of empty files also hit the limit. */
+/** Cost charged per tar entry on top of its data and header, so millions of empty files also hit the limit. */
 export const ENTRY_OVERHEAD_BYTES = 512;
+/** Longest entry or link name accepted (PATH_MAX). tar-stream allows PAX names of up to 4 MiB (C2). */
+export const MAX_ENTRY_NAME = 4096;
+/** Skipped entries named in the notes (and the log); beyond this only counted (C2). */
+export const MAX_NOTED_ENTRIES = 32;
 const MAX_SYMLINK_HOPS = 40;
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_WHITEOUT = '.wh..wh..opq';
@@ -26,7 +30,21 @@ export const DEFAULT_MAX_UNPACKED_BYTES = 8 * 1024 ** 3;
  */
 export class UnpackBudget {
   used = 0;
+  /** Decoded tar bytes read (headers, padding, zero blocks, skipped payloads: all cost CPU). */
+  decoded = 0;
   constructor(readonly maxBytes: number) {}
+
+  /**
+   * Counts decoded layer bytes against twice the unpack limit (L6): tar
+   * overhead legitimately adds a little, but a small gzip of zero blocks or
+   * of payloads the unpacker skips must not cost unbounded CPU.
+   */
+  chargeDecoded(bytes: number, what: string): void {
+    this.decoded += bytes;
+    if (this.decoded > 2 * this.maxBytes) {
+      throw resourceExhausted(`${what} decodes to more than ${2 * this.maxBytes} bytes (twice image.maxUnpackedBytes); refusing the layer`);
+    }
+  }
   charge(bytes: number, what: string): void {
     if (this.used + bytes > this.maxBytes) {
       throw resourceExhausted(`${what} would take the unpacked image past its limit of ${this.maxBytes} bytes (config [images] max_unpacked_bytes); refusing the layer`);
@@ -35,9 +53,15 @@ export class UnpackBudget {
   }
 }
 
-/** Things the unpacker skipped and says so (device nodes, FIFOs, extended attributes). */
+/** Things the unpacker skipped and says so (device nodes, FIFOs, extended attributes): the first few by name, all by count. */
 export interface UnpackNotes {
   skipped: string[];
+  skippedCount: number;
+}
+
+function noteSkipped(notes: UnpackNotes, what: string): void {
+  notes.skippedCount++;
+  if (notes.skipped.length < MAX_NOTED_ENTRIES) notes.skipped.push(what);
 }
 
 export interface LayerSource {
@@ -64,7 +88,7 @@ export interface LayerSource {
  * setuid/setgid/sticky), uid/gid and mtimes are kept; directory mtimes are set last.
  */
 export async function unpackLayers(root: string, layers: readonly LayerSource[], budget: UnpackBudget): Promise<UnpackNotes> {
-  const notes: UnpackNotes = { skipped: [] };
+  const notes: UnpackNotes = { skipped: [], skippedCount: 0 };
   const dirTimes = new Map<string, Date>();
   const rootStat = await lstat(root);
   if (!rootStat.isDirectory()) throw failedPrecondition(`unpack target ${root} is not a directory`);
@@ -74,7 +98,13 @@ export async function unpackLayers(root: string, layers: readonly LayerSource[],
   // deepest first, so setting a child's time does not disturb its parent's afterwards
   const dirs = [...dirTimes.entries()].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
   for (const [rel, mtime] of dirs) {
+    // A later entry may have put a symlink where the directory (or one of its parents) was (M1):
+    // set the time only when every component is still a real directory inside root.
+    if (!(await isRealDirectoryPath(root, rel))) continue;
     await utimes(join(root, rel), mtime, mtime).catch(() => {}); // removed by a later whiteout
+  }
+  if (notes.skippedCount > 0) {
+    log.info({ skipped: notes.skippedCount, first: notes.skipped.slice(0, 5) }, 'skipped entries the VM disk cannot carry (device nodes, FIFOs, xattrs)');
   }
   return notes;
 }
@@ -83,6 +113,7 @@ async function applyLayer(root: string, layer: LayerSource, budget: UnpackBudget
   const diffHasher = layer.diffId ? new Digester(parseDigest(layer.diffId).algorithm) : undefined;
   async function* hashed(): AsyncGenerator<Buffer> {
     for await (const chunk of decodeLayer(layer.open(), layer.name)) {
+      budget.chargeDecoded(chunk.length, layer.name);
       diffHasher?.update(chunk);
       yield chunk;
     }
@@ -134,16 +165,24 @@ export function entryComponents(name: string): string[] | { error: string } {
 }
 
 async function applyEntry(ctx: LayerContext, h: Header, data: AsyncIterable<Buffer>): Promise<void> {
+  // Names first, before anything keeps or logs them (C2): a device node is never created, so
+  // nothing else would stop a 4 MiB name.
+  if (h.name.length > MAX_ENTRY_NAME || (h.linkname ?? '').length > MAX_ENTRY_NAME) {
+    throw refuse(ctx, `${h.name.slice(0, 64)}…`, `an entry or link name longer than ${MAX_ENTRY_NAME} characters`);
+  }
   const name = h.name;
   const parts = entryComponents(name);
   if (!Array.isArray(parts)) throw refuse(ctx, name, parts.error);
-  ctx.budget.charge(ENTRY_OVERHEAD_BYTES + (h.type === 'file' || h.type === 'contiguous-file' ? h.size ?? 0 : 0), `entry "${name}" of ${ctx.layer}`);
+  // Every entry costs its header (names, PAX records), whatever its type, and its data when kept.
+  let headerBytes = name.length + (h.linkname ?? '').length;
+  for (const [k, v] of Object.entries(h.pax ?? {})) headerBytes += k.length + String(v).length;
+  const dataBytes = h.type === 'file' || h.type === 'contiguous-file' ? h.size ?? 0 : 0;
+  ctx.budget.charge(ENTRY_OVERHEAD_BYTES + headerBytes + dataBytes, `entry "${name}" of ${ctx.layer}`);
   if (h.pax && Object.keys(h.pax).some((k) => k.startsWith('GNU.sparse'))) throw refuse(ctx, name, 'sparse files are not supported');
   const xattrs = h.pax ? Object.keys(h.pax).filter((k) => k.startsWith('SCHILY.xattr.')) : [];
   if (xattrs.length > 0) {
     // Node has no setxattr: file capabilities and other xattrs are not carried into the disk yet
-    ctx.notes.skipped.push(`${parts.join('/')} (xattrs ${xattrs.map((k) => k.slice('SCHILY.xattr.'.length)).join(', ')})`);
-    log.warn({ layer: ctx.layer, entry: name, xattrs }, 'extended attributes are not applied (not supported yet)');
+    noteSkipped(ctx.notes, `${parts.join('/')} (xattrs ${xattrs.map((k) => k.slice('SCHILY.xattr.'.length, 'SCHILY.xattr.'.length + 64)).slice(0, 8).join(', ')})`);
   }
   if (parts.length === 0) return; // the layer's own root ("./")
 
@@ -225,8 +264,7 @@ async function applyEntry(ctx: LayerContext, h: Header, data: AsyncIterable<Buff
     case 'character-device':
     case 'block-device':
     case 'fifo': {
-      ctx.notes.skipped.push(`${rel} (${h.type})`);
-      log.info({ layer: ctx.layer, entry: rel, type: h.type }, 'skipping special file: images cannot carry device nodes or FIFOs into a VM disk');
+      noteSkipped(ctx.notes, `${rel} (${h.type})`);
       return;
     }
     default:
@@ -273,6 +311,17 @@ async function resolveInRoot(ctx: LayerContext, entry: string, parts: readonly s
     resolved.push(c);
   }
   return resolved;
+}
+
+/** Whether every component of `rel` below `root` is a directory, none a symlink. */
+async function isRealDirectoryPath(root: string, rel: string): Promise<boolean> {
+  let here = root;
+  for (const c of rel.split('/')) {
+    here = join(here, c);
+    const st = await lstat(here).catch(() => undefined);
+    if (!st || !st.isDirectory()) return false;
+  }
+  return true;
 }
 
 let ownershipWarned = false;
