@@ -15,6 +15,7 @@ import type { ContainerConfig, ContainerRecord, PluggedImage, SandboxRecord } fr
 import { parseStopSignal, SIGKILL } from './signals.js';
 import { loadContainerSeccomp } from './seccomp.js';
 import { assertContainerMove } from './state-machine.js';
+import { timerMs } from './timers.js';
 import { resolveUser } from './user.js';
 import { GUEST_POD_PID_NAMESPACE } from '../agent-protocol/guest-paths.js';
 
@@ -294,7 +295,7 @@ export class ContainerService {
     }
     if (timeoutSec > 0) {
       await this.signal(rt, c, c.stopSignal);
-      if (await this.waitExited(c, timeoutSec * 1000)) return;
+      if (await this.waitExited(c, timerMs(timeoutSec))) return;
       log.info({ container: c.id, timeoutSec }, 'container ignored its stop signal; killing it');
     }
     await this.signal(rt, c, SIGKILL);
@@ -361,7 +362,7 @@ export class ContainerService {
     if (argv.length === 0) throw invalidArgument('ExecSync needs a command');
     if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state.toUpperCase()}, not RUNNING; cannot exec in it`);
     const rt = this.runtimeOf(this.ctx.index.sandbox(c.sandboxId));
-    const res = await rt.agent.execSync({ containerId: c.id, argv, timeoutMs: timeoutSec > 0 ? timeoutSec * 1000 : 0 });
+    const res = await rt.agent.execSync({ containerId: c.id, argv, timeoutMs: timeoutSec > 0 ? timerMs(timeoutSec) : 0 });
     if (res.timedOut) throw deadlineExceeded(`command ${JSON.stringify(argv)} in container ${c.id} timed out after ${timeoutSec} s`);
     return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };
   }

@@ -6,11 +6,21 @@ import type { ContainerService } from './container-service.js';
 import type { PodContext } from './pod-context.js';
 import { containerNameKey, sandboxNameKey } from './pod-index.js';
 import type { SandboxService } from './sandbox-service.js';
+import type { GuestAgent } from './guest-agent.js';
 
 const log = logger('pod-recovery');
 
 /** How long a restarted daemon waits for a running VM's agent to answer. */
 const AGENT_RECONNECT_MS = 15_000;
+/**
+ * How long one sandbox's recovery may take once its agent answered (H4): the
+ * CRI socket is served only after recovery, so a guest that never answers
+ * must cost its own sandbox (NOTREADY, VM stopped), not the node's runtime.
+ */
+export const SANDBOX_RECOVERY_MS = 30_000;
+/** Guest-listed containers without a record deleted per sandbox at most; a guest may list thousands. */
+const MAX_STRAY_DELETES = 64;
+const CONTAINER_ID = /^[0-9a-f]{64}$/;
 
 /**
  * Rebuilds memory from the store after podvisord (re)starts, without touching
@@ -22,7 +32,7 @@ const AGENT_RECONNECT_MS = 15_000;
  * turns its sandbox NOTREADY. Directories without a record (a crash during
  * RunPodSandbox) are cleaned up, their VM included.
  */
-export async function recover(ctx: PodContext, sandboxes: SandboxService, containers: ContainerService): Promise<void> {
+export async function recover(ctx: PodContext, sandboxes: SandboxService, containers: ContainerService, deadlineMs = SANDBOX_RECOVERY_MS): Promise<void> {
   const { sandboxes: loaded, orphans } = await ctx.store.loadAll();
   for (const id of orphans) {
     log.warn({ sandbox: id }, 'removing a sandbox left half-made by an earlier podvisord');
@@ -63,25 +73,16 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
       }
       if (sandbox.vm) sandbox.vm.pid = vm.pid;
       const rt = sandboxes.attach(sandbox, vm, agent);
-      // A CreateContainer cut short by the crash may have left a container in the guest with no record.
-      for (const id of await rt.agent.listContainerIds()) {
-        if (ctx.index.findContainer(id)?.id === id) continue;
-        log.warn({ sandbox: sandbox.id, container: id }, 'deleting a guest container that has no record');
-        await rt.agent.deleteContainer(id).catch((e) => log.warn({ container: id, err: messageOf(e) }, 'could not delete it'));
-      }
-      for (const c of ctx.index.containersOf(sandbox.id)) {
-        if (c.state === 'exited') continue;
-        const st = await rt.agent.containerState(c.id);
-        if (st.status === 'exited') {
-          await containers.recordExit({ containerId: c.id, exitCode: st.exitCode, oomKilled: st.oomKilled, exitedAtMs: st.exitedAtMs }, false);
-        } else if (st.status === 'missing') {
-          await containers.markExited(c, { exitCode: 255, reason: 'Error', message: 'the agent did not know this container after podvisord restarted' });
-        } else if (st.status === 'running' && c.state !== 'running') {
-          // It started but podvisord died before recording it.
-          c.state = 'running';
-          await ctx.store.saveContainer(c);
-          await containers.openLog(c);
-        }
+      let abandoned = false;
+      let timer: NodeJS.Timeout | undefined;
+      const overdue = new Promise<'overdue'>((resolve) => { timer = setTimeout(() => resolve('overdue'), deadlineMs); });
+      const checked = reconcileContainers(ctx, containers, sandbox.id, rt.agent, () => abandoned);
+      const outcome = await Promise.race([checked, overdue]).finally(() => clearTimeout(timer));
+      if (outcome === 'overdue') {
+        abandoned = true;
+        checked.catch(() => undefined); // it fails once the agent is closed; the sandbox is already given up
+        await sandboxes.abandon(sandbox.id, `its agent did not finish answering within ${deadlineMs / 1000} s after podvisord restarted`);
+        return;
       }
       log.info({ sandbox: sandbox.id, pid: vm.pid }, 'sandbox recovered');
       // CNI CHECK in the background: a network that broke while podvisord was down is worth a warning, not a slower start.
@@ -90,8 +91,48 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
         (e) => log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'pod network CHECK failed'),
       );
     } catch (e) {
+      if (sandbox.state !== 'ready') return; // already given up on (a protocol error while recovering)
+      if (ctx.runtimes.has(sandbox.id)) {
+        // The VM is there but its guest failed us: stop it rather than leave it half-alive.
+        await sandboxes.abandon(sandbox.id, `recovering the sandbox after podvisord restarted failed (${messageOf(e)})`);
+        return;
+      }
       log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'sandbox VM is gone; marking the sandbox NOTREADY');
       await sandboxes.markNotReady(sandbox, `the pod VM was not running when podvisord restarted (${messageOf(e)})`);
     }
   }));
+}
+
+/**
+ * Brings one recovered sandbox's container records in line with its guest.
+ * Every agent call here has its own deadline, and the whole runs under the
+ * sandbox's recovery deadline; `abandoned` stops it from touching records
+ * once that passed.
+ */
+async function reconcileContainers(ctx: PodContext, containers: ContainerService, sandboxId: string, agent: GuestAgent, abandoned: () => boolean): Promise<void> {
+  // A CreateContainer cut short by the crash may have left a container in the guest with no record.
+  let strays = 0;
+  for (const id of await agent.listContainerIds()) {
+    if (abandoned()) return;
+    if (ctx.index.containerById(id)) continue;
+    // Only ids podvisor could have made, and a bounded number: the list is the guest's word.
+    if (!CONTAINER_ID.test(id) || ++strays > MAX_STRAY_DELETES) continue;
+    log.warn({ sandbox: sandboxId, container: id }, 'deleting a guest container that has no record');
+    await agent.deleteContainer(id).catch((e) => log.warn({ container: id, err: messageOf(e) }, 'could not delete it'));
+  }
+  for (const c of ctx.index.containersOf(sandboxId)) {
+    if (c.state === 'exited') continue;
+    const st = await agent.containerState(c.id);
+    if (abandoned()) return;
+    if (st.status === 'exited') {
+      await containers.recordExit({ containerId: c.id, exitCode: st.exitCode, oomKilled: st.oomKilled, exitedAtMs: st.exitedAtMs }, false);
+    } else if (st.status === 'missing') {
+      await containers.markExited(c, { exitCode: 255, reason: 'Error', message: 'the agent did not know this container after podvisord restarted' });
+    } else if (st.status === 'running' && c.state !== 'running') {
+      // It started but podvisord died before recording it.
+      c.state = 'running';
+      await ctx.store.saveContainer(c);
+      await containers.openLog(c);
+    }
+  }
 }

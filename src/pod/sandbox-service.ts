@@ -140,7 +140,7 @@ export class SandboxService {
       this.containers.recordExit(ev).catch((e) => log.error({ container: ev.containerId, err: messageOf(e) }, 'recording a container exit failed'));
     });
     agent.onProtocolError((reason) => {
-      this.handleHostileGuest(record.id, reason).catch((e) => log.error({ sandbox: record.id, err: messageOf(e) }, 'handling a protocol error failed'));
+      this.abandon(record.id, `the pod VM broke the agent protocol (${reason})`).catch((e) => log.error({ sandbox: record.id, err: messageOf(e) }, 'handling a protocol error failed'));
     });
     vm.once('exit', (info) => {
       if (rt.stopping) return;
@@ -163,11 +163,12 @@ export class SandboxService {
   }
 
   /**
-   * The guest sent something the host cannot decode (C1): its channel is
-   * already closed for good. Its VM is stopped and the sandbox turns NOTREADY;
-   * no other sandbox is touched.
+   * Gives up on a sandbox whose guest cannot be trusted or waited for: it sent
+   * something the host cannot decode (C1), or it did not answer in time during
+   * recovery (H4). Its agent channel is closed, its VM stopped, and the sandbox
+   * turns NOTREADY saying why; no other sandbox is touched.
    */
-  private async handleHostileGuest(id: string, reason: string): Promise<void> {
+  async abandon(id: string, reason: string): Promise<void> {
     await this.ctx.locks.run(id, async () => {
       const record = this.ctx.index.findSandbox(id);
       const rt = this.ctx.runtimes.get(id);
@@ -176,7 +177,8 @@ export class SandboxService {
       this.ctx.runtimes.delete(id);
       rt.agent.close();
       await rt.vm.stop({ timeoutMs: VM_STOP_PHASE_MS }).catch((e) => log.warn({ sandbox: id, err: messageOf(e) }, 'stopping the VM of a guest that broke the protocol'));
-      await this.markNotReady(record, `the pod VM broke the agent protocol and was stopped (${reason})`);
+      log.warn({ sandbox: id, reason }, 'giving up on the sandbox: stopping its VM');
+      await this.markNotReady(record, `${reason}; the pod VM was stopped`);
     });
   }
 

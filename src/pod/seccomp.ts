@@ -1,4 +1,5 @@
-import { readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { invalidArgument, isPodvisorError, messageOf, notFound, unimplemented } from '../errors.js';
 import type { ContainerConfig } from './records.js';
@@ -50,18 +51,37 @@ export async function loadContainerSeccomp(config: ContainerConfig): Promise<Con
   return { kind: 'profile', file, profile: parseSeccompProfile(await readProfileFile(file, subject), file) };
 }
 
+/**
+ * Reads a Localhost profile through one descriptor (L1): opened without
+ * following a symlink at its last component, checked with fstat on that same
+ * descriptor, and read with a limit, so a swap between check and read (to
+ * /dev/zero, or a symlink to a secret) cannot get past the size cap.
+ */
 async function readProfileFile(file: string, subject: string): Promise<string> {
+  let fh: FileHandle | undefined;
   try {
-    const info = await stat(file);
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const info = await fh.stat();
     if (!info.isFile()) throw invalidArgument(`${subject}: seccomp profile ${file} is not a regular file`);
     if (info.size > MAX_PROFILE_BYTES) throw invalidArgument(`${subject}: seccomp profile ${file} is larger than ${MAX_PROFILE_BYTES} bytes`);
-    return await readFile(file, 'utf8');
+    const buf = Buffer.alloc(MAX_PROFILE_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, length, buf.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_PROFILE_BYTES) throw invalidArgument(`${subject}: seccomp profile ${file} is larger than ${MAX_PROFILE_BYTES} bytes`);
+    }
+    return buf.subarray(0, length).toString('utf8');
   } catch (e) {
     if (isPodvisorError(e)) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') throw notFound(`${subject}: seccomp profile ${file} does not exist on this node`);
-    if (code !== undefined) throw invalidArgument(`${subject}: seccomp profile ${file} cannot be read: ${messageOf(e)}`, e);
+    if (code === 'ELOOP') throw invalidArgument(`${subject}: seccomp profile ${file} is a symlink; name the profile file itself`);
+    if (code !== undefined) throw invalidArgument(`${subject}: seccomp profile ${file} cannot be read (${code})`, e);
     throw e;
+  } finally {
+    await fh?.close();
   }
 }
 
@@ -76,8 +96,9 @@ export function parseSeccompProfile(text: string, file: string): OciSeccomp {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
-  } catch (e) {
-    throw bad(`not valid JSON (${messageOf(e)})`);
+  } catch {
+    // Not the parser's message: it quotes the file's first bytes, and the file may be any root-readable one (L1).
+    throw bad('not valid JSON');
   }
   if (!isObject(doc)) throw bad('not a JSON object');
   if (doc.listenerPath !== undefined && doc.listenerPath !== '') {

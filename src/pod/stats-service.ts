@@ -26,7 +26,19 @@ export interface SandboxStatsView {
 export class StatsService {
   private readonly lastCpu = new Map<string, { atMs: number; usage: bigint }>();
 
-  constructor(private readonly ctx: PodContext) {}
+  constructor(private readonly ctx: PodContext, private readonly guestDeadlineMs = STATS_DEADLINE_MS) {}
+
+  /** CPU samples kept for rates; entries of removed containers and sandboxes are dropped (L11). */
+  get trackedSamples(): number {
+    return this.lastCpu.size;
+  }
+
+  private prune(): void {
+    for (const key of this.lastCpu.keys()) {
+      const alive = key.startsWith('pod:') ? this.ctx.index.findSandbox(key.slice(4))?.id === key.slice(4) : this.ctx.index.containerById(key) !== undefined;
+      if (!alive) this.lastCpu.delete(key);
+    }
+  }
 
   private rate(key: string, atMs: number, usage: bigint): number | undefined {
     const prev = this.lastCpu.get(key);
@@ -51,10 +63,14 @@ export class StatsService {
     const bySandbox = new Map<string, ContainerRecord[]>();
     for (const c of list) bySandbox.set(c.sandboxId, [...(bySandbox.get(c.sandboxId) ?? []), c]);
     const out: ContainerStatsView[] = [];
+    this.prune();
     await Promise.all([...bySandbox].map(async ([sandboxId, cs]) => {
       const rt = this.ctx.runtimes.get(sandboxId);
       if (!rt) return;
-      const stats = await rt.agent.containerStats(cs.map((c) => c.id));
+      // One guest that is slow or silent must not hold every pod's stats (M4): past the
+      // deadline its containers are left out of this answer, as containers without stats are.
+      const stats = await withDeadline(rt.agent.containerStats(cs.map((c) => c.id)), this.guestDeadlineMs);
+      if (!stats) return;
       for (const c of cs) {
         const s = stats.get(c.id);
         if (s) out.push({ container: c, stats: s, usageNanoCores: this.rate(c.id, s.timestampMs, s.cpuUsageNanos) });
@@ -84,6 +100,15 @@ export class StatsService {
     }));
     return views.filter((v): v is SandboxStatsView => v !== undefined);
   }
+}
+
+/** How long stats wait for one sandbox's guest (kubelet polls every 10-15 s; a late sample is dropped). */
+export const STATS_DEADLINE_MS = 2_000;
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms); });
+  return Promise.race([work.catch(() => undefined), late]).finally(() => clearTimeout(timer));
 }
 
 /** A pod's numbers as the sum of its containers' cgroups. */

@@ -1,0 +1,47 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { StatsService } from '../../src/pod/stats-service.js';
+import { podSetup } from './pod-setup.js';
+
+/**
+ * M4 (security review 2026-12-01): stats fanned out to every guest and waited
+ * for the slowest (up to 60 s), so one guest stalled ListContainerStats and
+ * ListPodSandboxStats for the whole node. Each guest now gets a short deadline
+ * and the answer carries what arrived in time.
+ * L11: the CPU samples of removed containers were never dropped.
+ */
+test('M4: one silent guest does not hold the node\'s stats', async () => {
+  const pods = await podSetup();
+  try {
+    const healthy = await pods.sandbox();
+    const silent = await pods.sandbox();
+    const ok = await pods.runningContainer(healthy.record.id, 'ok');
+    await pods.runningContainer(silent.record.id, 'stuck');
+    silent.guest.statsDelayMs = 60_000;
+    const stats = new StatsService(pods.ctx, 300);
+    const t0 = Date.now();
+    const list = await stats.listContainerStats({});
+    assert.ok(Date.now() - t0 < 5_000, `answered in ${Date.now() - t0} ms`);
+    assert.deepEqual(list.map((v) => v.container.id), [ok.id]);
+    const pods2 = await stats.listSandboxStats({});
+    assert.equal(pods2.length, 2);
+  } finally {
+    await pods.cleanup();
+  }
+});
+
+test('L11: CPU samples of removed containers are dropped', async () => {
+  const pods = await podSetup();
+  try {
+    const { record } = await pods.sandbox();
+    const c = await pods.runningContainer(record.id, 'a');
+    const stats = new StatsService(pods.ctx);
+    await stats.listContainerStats({});
+    assert.equal(stats.trackedSamples, 1);
+    await pods.containers.forget(c, false);
+    await stats.listContainerStats({});
+    assert.equal(stats.trackedSamples, 0);
+  } finally {
+    await pods.cleanup();
+  }
+});
