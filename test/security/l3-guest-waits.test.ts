@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AgentClient } from '../../src/agent-client/client.js';
-import { codec } from '../../src/agent-client/schema.js';
+import { codec } from '../../src/agent-protocol/schema.js';
 import { AgentAdapter } from '../../src/pod/agent-adapter.js';
 import { HostileAgent } from './hostile-agent.js';
 
