@@ -4,7 +4,7 @@ import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadContainerSeccomp } from '../../src/pod/seccomp.js';
-import { containerConfig } from '../pod/fixtures.js';
+import { containerConfig } from '../helpers/pod-records.js';
 
 /**
  * L1 (security review 2026-12-01): a Localhost seccomp profile path could
