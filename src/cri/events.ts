@@ -1,8 +1,16 @@
-import type { ContainerEvent } from '../pod/events.js';
+import type { ContainerEvent, ContainerEventType } from '../pod/events.js';
 import { containerStatusToCri } from './containers.js';
 import type { ContainerEventResponse } from './generated/runtime/v1/ContainerEventResponse.js';
 import type { RuntimeRpc } from './rpc.js';
 import { sandboxStatusToCri } from './sandboxes.js';
+
+/** The CRI ContainerEventType names. */
+const CRI_EVENT_TYPE: Record<ContainerEventType, ContainerEventResponse['container_event_type']> = {
+  created: 'CONTAINER_CREATED_EVENT',
+  started: 'CONTAINER_STARTED_EVENT',
+  stopped: 'CONTAINER_STOPPED_EVENT',
+  deleted: 'CONTAINER_DELETED_EVENT',
+};
 
 /**
  * GetContainerEvents: one long-lived stream per caller (kubelet's evented
@@ -16,7 +24,7 @@ export const getContainerEvents: RuntimeRpc<'GetContainerEvents'> = async (svc, 
       const sandbox = svc.pods.sandboxes.list({ id: ev.sandboxId })[0];
       return {
         container_id: ev.containerId,
-        container_event_type: ev.type,
+        container_event_type: CRI_EVENT_TYPE[ev.type],
         created_at: ev.createdAt,
         pod_sandbox_status: sandbox ? sandboxStatusToCri(sandbox) : null,
         containers_statuses: sandbox ? svc.pods.containers.list({ podSandboxId: sandbox.id }).map(containerStatusToCri) : [],

@@ -105,7 +105,7 @@ export class ContainerService {
       };
       await this.ctx.store.saveContainer(record);
       this.ctx.index.addContainer(record);
-      this.ctx.events.publish({ containerId: id, sandboxId: sandbox.id, type: 'CONTAINER_CREATED_EVENT', createdAt: record.createdAt });
+      this.ctx.events.publish({ containerId: id, sandboxId: sandbox.id, type: 'created', createdAt: record.createdAt });
       log.info({ container: id, sandbox: sandbox.id, name: config.metadata.name, image: config.image }, 'container created');
       return id;
     } catch (e) {
@@ -187,7 +187,7 @@ export class ContainerService {
         await this.ctx.store.saveContainer(c);
       } finally {
         // Until STARTED is out, an exit that arrives waits its turn (events must come in order).
-        this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STARTED_EVENT', createdAt: c.startedAt });
+        this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'started', createdAt: c.startedAt });
         log.info({ container: c.id }, 'container started');
         const earlyExit = this.starting.get(c.id);
         this.starting.delete(c.id);
@@ -257,7 +257,7 @@ export class ContainerService {
     } catch (e) {
       log.error({ container: c.id, err: messageOf(e) }, 'cannot persist container exit');
     }
-    this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_STOPPED_EVENT', createdAt: c.finishedAt });
+    this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'stopped', createdAt: c.finishedAt });
     this.ctx.exits.emit(`exited:${c.id}`);
     log.info({ container: c.id, exitCode: c.exitCode, reason: c.reason }, 'container exited');
   }
@@ -341,7 +341,7 @@ export class ContainerService {
     await this.ctx.store.removeContainer(c.sandboxId, c.id);
     this.ctx.index.deleteContainer(c.id);
     this.ctx.index.releaseName(containerNameKey(c.sandboxId, c.config.metadata), c.id);
-    this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'CONTAINER_DELETED_EVENT', createdAt: nowNanos() });
+    this.ctx.events.publish({ containerId: c.id, sandboxId: c.sandboxId, type: 'deleted', createdAt: nowNanos() });
     log.info({ container: c.id }, 'container removed');
   }
 

@@ -1,12 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { Nanos } from './clock.js';
 
-/** CRI ContainerEventType names. */
-export type ContainerEventType =
-  | 'CONTAINER_CREATED_EVENT'
-  | 'CONTAINER_STARTED_EVENT'
-  | 'CONTAINER_STOPPED_EVENT'
-  | 'CONTAINER_DELETED_EVENT';
+/** What happened to a container; the CRI layer names them for kubelet. */
+export type ContainerEventType = 'created' | 'started' | 'stopped' | 'deleted';
 
 export interface ContainerEvent {
   containerId: string;

@@ -71,7 +71,7 @@ test('an exit that arrives before StartContainer returns is recorded after START
       agent.exit({ containerId: id, exitCode: 0, oomKilled: false });
     };
     await svc.start(c.id);
-    assert.deepEqual(events, ['CONTAINER_STARTED_EVENT', 'CONTAINER_STOPPED_EVENT']);
+    assert.deepEqual(events, ['started', 'stopped']);
     assert.equal(c.state, 'exited');
     assert.equal(c.reason, 'Completed');
     assert.ok(BigInt(c.finishedAt!) >= BigInt(c.startedAt!));
