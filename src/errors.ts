@@ -3,19 +3,27 @@
  * `code`; `src/cri/grpc-status.ts` is the only place that turns a code into a
  * gRPC status, so domain code never imports grpc-js.
  */
-export type ErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'NOT_FOUND'
-  | 'ALREADY_EXISTS'
-  | 'FAILED_PRECONDITION'
-  | 'UNIMPLEMENTED'
-  | 'RESOURCE_EXHAUSTED'
-  | 'DEADLINE_EXCEEDED'
-  | 'UNAVAILABLE'
-  | 'PERMISSION_DENIED'
-  | 'UNAUTHENTICATED'
-  | 'ABORTED'
-  | 'INTERNAL';
+export type ErrorCode = keyof typeof STATUS_NUMBERS;
+
+/**
+ * Each code is a gRPC status code; this is its number, which the CRI
+ * (src/cri/grpc-status.ts) and the agent channel (src/ttrpc/status.ts) both
+ * carry on the wire. One table, so the two cannot drift apart.
+ */
+export const STATUS_NUMBERS = {
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
 
 export class PodvisorError extends Error {
   readonly code: ErrorCode;

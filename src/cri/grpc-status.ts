@@ -1,24 +1,14 @@
 import { status as GrpcCode, type ServiceError, Metadata } from '@grpc/grpc-js';
-import { PodvisorError, type ErrorCode } from '../errors.js';
+import { PodvisorError, STATUS_NUMBERS, type ErrorCode } from '../errors.js';
 
-/** The one mapping from podvisor's error codes to gRPC status codes. */
-const CODES: Record<ErrorCode, GrpcCode> = {
-  INVALID_ARGUMENT: GrpcCode.INVALID_ARGUMENT,
-  NOT_FOUND: GrpcCode.NOT_FOUND,
-  ALREADY_EXISTS: GrpcCode.ALREADY_EXISTS,
-  FAILED_PRECONDITION: GrpcCode.FAILED_PRECONDITION,
-  UNIMPLEMENTED: GrpcCode.UNIMPLEMENTED,
-  RESOURCE_EXHAUSTED: GrpcCode.RESOURCE_EXHAUSTED,
-  DEADLINE_EXCEEDED: GrpcCode.DEADLINE_EXCEEDED,
-  UNAVAILABLE: GrpcCode.UNAVAILABLE,
-  PERMISSION_DENIED: GrpcCode.PERMISSION_DENIED,
-  UNAUTHENTICATED: GrpcCode.UNAUTHENTICATED,
-  ABORTED: GrpcCode.ABORTED,
-  INTERNAL: GrpcCode.INTERNAL,
-};
-
+/**
+ * The one mapping from podvisor's error codes to gRPC status codes. Each code
+ * is named after its gRPC status, and errors.ts holds the numbers (the agent
+ * channel carries them too); test/unit/cri-mapping.test.ts checks them
+ * against grpc-js's enum, name for name.
+ */
 export function grpcCodeOf(code: ErrorCode): GrpcCode {
-  return CODES[code];
+  return STATUS_NUMBERS[code] as GrpcCode;
 }
 
 /**

@@ -1,23 +1,10 @@
-import { PodvisorError, type ErrorCode } from '../errors.js';
+import { PodvisorError, STATUS_NUMBERS, type ErrorCode } from '../errors.js';
 
 /**
  * ttRPC statuses use gRPC's numeric codes. A PodvisorError crosses the channel
  * as its code and message and comes out the other side as the same error.
  */
-const CODE_NUMBERS: Record<ErrorCode, number> = {
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  UNAUTHENTICATED: 16,
-};
+const CODE_NUMBERS: Record<ErrorCode, number> = STATUS_NUMBERS;
 
 const CODE_NAMES = new Map<number, ErrorCode>(Object.entries(CODE_NUMBERS).map(([name, n]) => [n, name as ErrorCode]));
 

@@ -7,8 +7,9 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { MethodDefinition } from '@grpc/grpc-js';
-import { isPodvisorError } from '../../src/errors.js';
+import { status as grpcStatus, type MethodDefinition } from '@grpc/grpc-js';
+import { isPodvisorError, PodvisorError, STATUS_NUMBERS, type ErrorCode } from '../../src/errors.js';
+import { grpcCodeOf, toServiceError } from '../../src/cri/grpc-status.js';
 import { RuntimeService, ImageService } from '../../src/cri/proto.js';
 import { identityFromCri, int, namespaceOptionsFromCri, requireId, resourcesFromCri } from '../../src/cri/fields.js';
 import { containerConfigFromCri, containerFilterFromCri, containerStatusToCri, containerToCri } from '../../src/cri/containers.js';
@@ -34,6 +35,17 @@ function onTheWire<T>(method: AnyMethod, res: object): T {
 
 const rejects = (fn: () => unknown, code: string, message: RegExp) =>
   assert.throws(fn, (e) => isPodvisorError(e, code as never) && message.test(e.message));
+
+describe('errors', () => {
+  test('every error code is the gRPC status of the same name', () => {
+    for (const code of Object.keys(STATUS_NUMBERS) as ErrorCode[]) assert.equal(grpcCodeOf(code), grpcStatus[code], code);
+  });
+
+  test('a PodvisorError keeps its code and message; anything else is INTERNAL', () => {
+    assert.deepEqual([toServiceError(new PodvisorError('NOT_FOUND', 'no pod x')).code, toServiceError(new PodvisorError('NOT_FOUND', 'no pod x')).details], [grpcStatus.NOT_FOUND, 'no pod x']);
+    assert.equal(toServiceError(new TypeError('boom')).code, grpcStatus.INTERNAL);
+  });
+});
 
 describe('shared fields', () => {
   test('requireId refuses an empty id as the caller\'s mistake', () => {
