@@ -129,7 +129,7 @@ export class SandboxNetworks {
     // The tap first: nothing should still forward into a half-deleted veth.
     if (isNetnsMounted(attachment.netns)) await disconnectTap(attachment.netns);
     else attachment.netns = ''; // spec: DEL with an empty netns when it is gone, plugins still free IPAM and rules
-    await cniDel(network, findPlugins(network, this.settings.binDirs), this.settings.binDirs, attachment, result);
+    await cniDel(network, this.pluginsOf(network), this.settings.binDirs, attachment, result);
     await rm(this.cachePath(sandboxId), { force: true });
     log.info({ sandbox: sandboxId, network: network.name }, 'pod network detached');
   }
@@ -145,8 +145,17 @@ export class SandboxNetworks {
     const rec = await this.readRecord(sandboxId);
     if (!rec?.result) return 'detached';
     if (!versionAtLeast040(rec.network.cniVersion) || rec.network.disableCheck) return 'unsupported';
-    await cniCheck(rec.network, findPlugins(rec.network, this.settings.binDirs), this.settings.binDirs, rec.attachment, rec.result);
+    await cniCheck(rec.network, this.pluginsOf(rec.network), this.settings.binDirs, rec.attachment, rec.result);
     return 'checked';
+  }
+
+  /** The plugins of a network that was attached earlier; gone from bin_dirs since is an operator's problem to fix. */
+  private pluginsOf(network: CniNetworkList): Record<string, string> {
+    try {
+      return findPlugins(network, this.settings.binDirs);
+    } catch (e) {
+      throw failedPrecondition(`cannot run network "${network.name}" again: ${messageOf(e)}`);
+    }
   }
 
   private async readRecord(sandboxId: string): Promise<AttachmentRecord | undefined> {
