@@ -177,6 +177,10 @@ export class ContainerManager {
     return this.process(ref).resize(rows, cols);
   }
 
+  pauseOutput(ref: ProcessRef, paused: boolean): void {
+    this.process(ref).pauseOutput(paused);
+  }
+
   stats(containerId: string): ContainerStatsResponse {
     const c = this.get(containerId);
     return cgroupStats(c.groupDir, c.limitDir);

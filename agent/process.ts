@@ -8,6 +8,8 @@ import type { EventHub } from './events.js';
 import { run } from './run.js';
 
 const log = logger('agent-process');
+/** How long a host's PauseOutput holds unless renewed. */
+const HOST_PAUSE_MS = 30_000;
 
 export interface ExitStatus {
   exitCode: number;
@@ -47,6 +49,10 @@ export class GuestProcess {
   private readonly child: ChildProcess;
   private readonly oomAtStart: number;
   private readonly pidKnown: Promise<number>;
+  private readonly outputs: NodeJS.ReadableStream[] = [];
+  /** Set by the host while its streaming client is slow (see pauseOutput). */
+  private hostPaused = false;
+  private hostPauseTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: GuestProcessOptions) {
     this.containerId = opts.containerId;
@@ -91,7 +97,7 @@ export class GuestProcess {
       this.child.on('close', settle);
       // (While output is held back by backpressure, 'close' is simply later.)
       const fallback = (code: number | null, signal: NodeJS.Signals | null) => {
-        if (opts.hub.congested) setTimeout(() => fallback(code, signal), 1000).unref();
+        if (opts.hub.congested || this.hostPaused) setTimeout(() => fallback(code, signal), 1000).unref();
         else settle(code, signal);
       };
       this.child.on('exit', (code, signal) => setTimeout(() => fallback(code, signal), 1000).unref());
@@ -138,6 +144,21 @@ export class GuestProcess {
     await run('stty', ['-F', `/proc/${pid}/fd/0`, 'rows', String(rows), 'cols', String(cols)], { what: `resizing the tty of ${this.label()}` });
   }
 
+  /**
+   * Holds the process's output back (it blocks on its pipe) while the host's
+   * streaming client cannot keep up. A pause lapses after HOST_PAUSE_MS unless
+   * renewed, so a host that went away never leaves a process blocked.
+   */
+  pauseOutput(paused: boolean): void {
+    clearTimeout(this.hostPauseTimer);
+    this.hostPaused = paused;
+    if (paused) {
+      this.hostPauseTimer = setTimeout(() => this.pauseOutput(false), HOST_PAUSE_MS).unref();
+    } else {
+      for (const source of this.outputs) source.resume();
+    }
+  }
+
   private statusFile(): string {
     return `${this.opts.pidFile}.status`;
   }
@@ -150,6 +171,7 @@ export class GuestProcess {
   stderrHead = '';
 
   private pump(stream: 'STDOUT' | 'STDERR', source: NodeJS.ReadableStream): void {
+    this.outputs.push(source);
     source.on('data', (data: Buffer) => {
       if (stream === 'STDERR' && this.stderrHead.length < 2048) this.stderrHead += data.toString('utf8').slice(0, 2048);
       const { hub } = this.opts;
@@ -157,7 +179,9 @@ export class GuestProcess {
       // Backpressure: while the host cannot keep up the process blocks on its pipe.
       if (hub.congested) {
         source.pause();
-        hub.once('drain', () => source.resume());
+        hub.once('drain', () => { if (!this.hostPaused) source.resume(); });
+      } else if (this.hostPaused) {
+        source.pause();
       }
     });
   }

@@ -1,14 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { agentCodecs, eventCodec, getEventsRequestCodec } from '../src/agent-protocol/api.js';
-import { AGENT_API_VERSION, AGENT_SERVICE } from '../src/agent-protocol/schema.js';
-import type { AgentApi, AgentMethod } from '../src/agent-protocol/types.js';
+import { AGENT_API_VERSION, AGENT_SERVICE, codec } from '../src/agent-protocol/schema.js';
+import type { AgentApi, AgentMethod, DialPortRequest, PortData } from '../src/agent-protocol/types.js';
 import { invalidArgument, messageOf } from '../src/errors.js';
 import { logger } from '../src/log.js';
 import { TtrpcServer } from '../src/ttrpc/index.js';
 import type { ContainerManager } from './containers.js';
 import type { EventHub } from './events.js';
 import { configureNetwork } from './network.js';
+import { PortForwarder } from './port-forward.js';
 import { run } from './run.js';
 import { setupSandbox } from './sandbox.js';
 import { mountDisk, mountOverlay, readFileInTree, unmount } from './storage.js';
@@ -34,6 +35,7 @@ let crunVersion: string | undefined;
 /** The agent API on a ttRPC server: one handler per RPC in proto/agent.proto. */
 export function agentServer(deps: AgentDeps): TtrpcServer {
   const { containers, hub } = deps;
+  const ports = new PortForwarder();
   const handlers: Handlers = {
     Health: async () => ({ status: 'SERVING', uptimeSeconds: deps.uptimeSeconds(), agentPid: process.pid, starts: deps.starts }),
     Version: async () => {
@@ -63,6 +65,10 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     ResizeTty: async (req) => { await containers.resize(req, req.rows, req.cols); return {}; },
     ContainerStats: async (req) => containers.stats(req.containerId),
     ConfigureNetwork: async (req) => { await configureNetwork(req); return {}; },
+    PauseOutput: async (req) => { containers.pauseOutput(req, req.paused); return {}; },
+    WritePort: async (req) => { await ports.write(req); return {}; },
+    ClosePort: async (req) => { ports.close(req); return {}; },
+    PausePort: async (req) => { ports.pause(req); return {}; },
     Shutdown: async () => {
       log.info('shutdown requested');
       await containers.deleteAll();
@@ -106,6 +112,18 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     }, afterSequence > 0 ? afterSequence : undefined); // 0: a new host, no re-sends (see the proto)
     await stream.whenClosed;
     unsubscribe();
+  });
+
+  const dialPortRequest = codec<DialPortRequest>('DialPortRequest');
+  const portData = codec<PortData>('PortData');
+  server.stream(AGENT_SERVICE, 'DialPort', async (payload, stream) => {
+    let req: DialPortRequest;
+    try {
+      req = dialPortRequest.decode(payload);
+    } catch (err) {
+      throw invalidArgument(`DialPort: malformed request: ${messageOf(err)}`);
+    }
+    await ports.dial(req, stream, (data) => portData.encode({ data }));
   });
   return server;
 }

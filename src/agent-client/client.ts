@@ -6,12 +6,12 @@ import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { agentCodecs, eventCodec, getEventsRequestCodec } from '../agent-protocol/api.js';
-import { AGENT_SERVICE } from '../agent-protocol/schema.js';
+import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
 
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
-  ProcessOutput, ProcessRef, ReadFileRequest, ReadFileResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
+  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
 } from '../agent-protocol/types.js';
 
 const log = logger('agent-client');
@@ -130,6 +130,33 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   resizeTty(ref: ProcessRef, rows: number, cols: number): Promise<void> { return this.call('ResizeTty', { ...ref, rows, cols }).then(() => undefined); }
   containerStats(containerId: string): Promise<ContainerStatsResponse> { return this.call('ContainerStats', { containerId }); }
   configureNetwork(req: ConfigureNetworkRequest): Promise<void> { return this.call('ConfigureNetwork', req).then(() => undefined); }
+  pauseOutput(ref: ProcessRef, paused: boolean): Promise<void> { return this.call('PauseOutput', { ...ref, paused }).then(() => undefined); }
+  writePort(connectionId: string, data: Uint8Array): Promise<void> { return this.call('WritePort', { connectionId, data }).then(() => undefined); }
+  closePort(connectionId: string, writeOnly: boolean): Promise<void> { return this.call('ClosePort', { connectionId, writeOnly }).then(() => undefined); }
+  pausePort(connectionId: string, paused: boolean): Promise<void> { return this.call('PausePort', { connectionId, paused }).then(() => undefined); }
+
+  /**
+   * Opens a TCP connection to `port` on the guest's loopback through the
+   * agent. Resolves once connected; `ended` settles when the guest side has
+   * finished sending (or the connection failed), after the last `onData`.
+   */
+  async dialPort(req: DialPortRequest, onData: (data: Uint8Array) => void): Promise<{ ended: Promise<void> }> {
+    await this.ready();
+    const portData = codec<PortData>('PortData');
+    let connected!: () => void;
+    const isConnected = new Promise<void>((resolve) => { connected = resolve; });
+    let first = true;
+    const ended = this.ttrpc!.stream(AGENT_SERVICE, 'DialPort', codec<DialPortRequest>('DialPortRequest').encode(req), (bytes) => {
+      if (first) {
+        first = false;
+        connected();
+        return;
+      }
+      onData(portData.decode(bytes).data);
+    }).then(() => undefined);
+    await Promise.race([isConnected, ended.then(() => { throw unavailable(`connection to port ${req.port} ended before it was established`); })]);
+    return { ended };
+  }
   /** Asks the guest to stop its containers and power off; the VM exits shortly after. */
   async shutdown(): Promise<void> {
     await this.call('Shutdown', {}, 30_000);

@@ -72,6 +72,14 @@ export interface ProcessExit { containerId: string; execId: string; exitCode: nu
 export interface GuestLog { source: 'AGENT' | 'KERNEL'; level: string; message: string; timeUnixNanos: number }
 export interface AgentEvent { output?: ProcessOutput; exit?: ProcessExit; log?: GuestLog; event?: 'output' | 'exit' | 'log'; sequence: number }
 
+// Streaming sessions (exec/attach output flow control, port-forward through the agent).
+export interface PauseOutputRequest extends ProcessRef { paused: boolean }
+export interface DialPortRequest { connectionId: string; port: number }
+export interface PortData { data: Uint8Array }
+export interface WritePortRequest { connectionId: string; data: Uint8Array }
+export interface ClosePortRequest { connectionId: string; writeOnly?: boolean }
+export interface PausePortRequest { connectionId: string; paused: boolean }
+
 /** Every RPC: request and response types, keyed by method name. */
 export interface AgentApi {
   Health: [Empty, HealthResponse];
@@ -93,6 +101,10 @@ export interface AgentApi {
   ResizeTty: [ResizeTtyRequest, Empty];
   ContainerStats: [{ containerId: string }, ContainerStatsResponse];
   ConfigureNetwork: [ConfigureNetworkRequest, Empty];
+  PauseOutput: [PauseOutputRequest, Empty];
+  WritePort: [WritePortRequest, Empty];
+  ClosePort: [ClosePortRequest, Empty];
+  PausePort: [PausePortRequest, Empty];
   Shutdown: [Empty, Empty];
 }
 

@@ -24,8 +24,8 @@ export interface ServerStream {
    * is past the high-water mark (the message is still queued): wait for `onDrain`.
    */
   send(payload: Uint8Array): boolean;
-  /** Called each time the connection's write buffer has emptied. */
-  onDrain(listener: () => void): void;
+  /** Called each time the connection's write buffer has emptied; returns a function that stops the calls. */
+  onDrain(listener: () => void): () => void;
   readonly closed: boolean;
   /** Resolves when the connection carrying this stream closes or a new client session takes it over. */
   readonly whenClosed: Promise<void>;
@@ -183,6 +183,7 @@ class ServerConnection {
       },
       onDrain(listener) {
         conn.conn.on('drain', listener);
+        return () => conn.conn.off('drain', listener);
       },
       get closed() { return session.ended; },
       whenClosed: session.whenEnded,
