@@ -6,7 +6,7 @@ import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import type { AgentConnector } from './pod-context.js';
 import type {
-  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic,
+  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic, GuestPortConnection, ProcessListener,
 } from './guest-agent.js';
 import type { SandboxFiles } from './records.js';
 import type { DnsConfig } from './records.js';
@@ -32,16 +32,20 @@ export class AgentAdapter implements GuestAgent {
   private readonly execWaiters = new Map<string, { resolve: (exit: ProcessExit) => void; reject: (err: Error) => void }>();
   private readonly guestLogWindow = { startedAt: 0, lines: 0, suppressed: 0 };
   private readonly execOutput = new Map<string, { stdout: Buffer[]; stderr: Buffer[]; bytes: { stdout: number; stderr: number } }>();
+  /** Streaming sessions' listeners, by process (several attaches may watch one container). */
+  private readonly routes = new Map<string, Set<ProcessListener>>();
 
   constructor(private readonly client: AgentClient) {
     client.on('output', (o) => this.routeExecOutput(o));
     client.on('exit', (e) => {
       if (e.execId) this.execWaiters.get(execKey(e.containerId, e.execId))?.resolve(e);
+      for (const l of this.routes.get(execKey(e.containerId, e.execId)) ?? []) l.exit(e.exitCode);
     });
     client.on('log', (l) => this.logGuestLine(l.source, l.level, l.message));
     // An exec waiting for its exit event must not wait forever once no event can come (L3).
     client.on('gone', (reason) => {
       for (const waiter of this.execWaiters.values()) waiter.reject(unavailable(`the agent channel is gone: ${reason}`));
+      for (const set of this.routes.values()) for (const l of set) l.gone(`the agent channel is gone: ${reason}`);
     });
   }
 
@@ -196,6 +200,57 @@ export class AgentAdapter implements GuestAgent {
     return out;
   }
 
+  routeProcess(containerId: string, execId: string, listener: ProcessListener): () => void {
+    const key = execKey(containerId, execId);
+    let set = this.routes.get(key);
+    if (!set) this.routes.set(key, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.routes.get(key) === set) this.routes.delete(key);
+    };
+  }
+
+  async startExec(req: { containerId: string; execId: string; argv: string[]; tty: boolean; stdin: boolean; ttySize?: { rows: number; cols: number } }): Promise<void> {
+    await this.client.execProcess({
+      containerId: req.containerId, execId: req.execId, args: req.argv, tty: req.tty, stdin: req.stdin,
+      ...(req.ttySize ? { ttySize: req.ttySize } : {}),
+    });
+  }
+
+  async writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<void> {
+    await this.client.writeStdin({ containerId, execId }, data);
+  }
+
+  closeStdin(containerId: string, execId: string): Promise<void> {
+    return this.client.closeStdin({ containerId, execId });
+  }
+
+  resizeTty(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
+    return this.client.resizeTty({ containerId, execId }, rows, cols);
+  }
+
+  pauseProcessOutput(containerId: string, execId: string, paused: boolean): Promise<void> {
+    return this.client.pauseOutput({ containerId, execId }, paused);
+  }
+
+  killExec(containerId: string, execId: string): Promise<void> {
+    return this.client.signalProcess({ containerId, execId, signal: 9 });
+  }
+
+  async dialPort(port: number, onData: (data: Uint8Array) => void): Promise<GuestPortConnection> {
+    const connectionId = `pf-${randomBytes(8).toString('hex')}`;
+    const { ended } = await this.client.dialPort({ connectionId, port }, onData);
+    const client = this.client;
+    return {
+      ended,
+      write: (data) => client.writePort(connectionId, data),
+      closeWrite: () => client.closePort(connectionId, true),
+      close: () => void client.closePort(connectionId, false).catch(() => undefined),
+      pause: (paused) => client.pausePort(connectionId, paused),
+    };
+  }
+
   onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void {
     this.client.on('output', (o) => {
       if (!o.execId) listener({ containerId: o.containerId, stream: o.stream === 'STDERR' ? 'stderr' : 'stdout', data: o.data });
@@ -235,6 +290,7 @@ export class AgentAdapter implements GuestAgent {
   }
 
   private routeExecOutput(o: ProcessOutput): void {
+    for (const l of this.routes.get(execKey(o.containerId, o.execId)) ?? []) l.output(o.stream === 'STDERR' ? 'stderr' : 'stdout', o.data);
     if (!o.execId) return;
     const sink = this.execOutput.get(execKey(o.containerId, o.execId));
     if (!sink) return;

@@ -32,6 +32,18 @@ export interface GuestAgent {
   containerStats(containerIds: string[]): Promise<Map<string, GuestContainerStats>>;
   onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void;
   onExit(listener: (ev: GuestExit) => void): void;
+  // Streaming sessions (exec/attach/port-forward); execId '' is the container's own process.
+  /** Sends a process's output and exit to `listener` until the returned function is called. */
+  routeProcess(containerId: string, execId: string, listener: ProcessListener): () => void;
+  startExec(req: { containerId: string; execId: string; argv: string[]; tty: boolean; stdin: boolean; ttySize?: { rows: number; cols: number } }): Promise<void>;
+  writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<void>;
+  closeStdin(containerId: string, execId: string): Promise<void>;
+  resizeTty(containerId: string, execId: string, rows: number, cols: number): Promise<void>;
+  /** Holds one process's output back in the guest (its streaming client is slow). */
+  pauseProcessOutput(containerId: string, execId: string, paused: boolean): Promise<void>;
+  killExec(containerId: string, execId: string): Promise<void>;
+  /** A TCP connection to 127.0.0.1:port inside the VM, made by the agent. */
+  dialPort(port: number, onData: (data: Uint8Array) => void): Promise<GuestPortConnection>;
   /** The connection to the agent is gone (VM died, or closed). */
   onClose(listener: (err?: Error) => void): void;
   /** The guest broke the protocol; its channel is closed for good (the sandbox cannot be trusted to speak). */
@@ -49,6 +61,21 @@ export interface GuestNic {
   mtu: number;
   addresses: Array<{ cidr: string }>;
   routes: Array<{ destination: string; gateway?: string }>;
+}
+
+export interface ProcessListener {
+  output(stream: 'stdout' | 'stderr', data: Uint8Array): void;
+  exit(exitCode: number): void;
+  /** No output or exit can come any more (the VM or its agent channel is gone). */
+  gone(reason: string): void;
+}
+
+export interface GuestPortConnection {
+  write(data: Uint8Array): Promise<void>;
+  closeWrite(): Promise<void>;
+  close(): void;
+  pause(paused: boolean): Promise<void>;
+  readonly ended: Promise<void>;
 }
 
 export interface CreateContainerRequest {

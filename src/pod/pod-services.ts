@@ -8,6 +8,7 @@ import { recover } from './recovery.js';
 import { SandboxService } from './sandbox-service.js';
 import { StateStore } from './state-store.js';
 import { StatsService } from './stats-service.js';
+import { StreamService } from './stream-service.js';
 import type { ContainerEventBus } from './events.js';
 
 const log = logger('pod');
@@ -27,6 +28,8 @@ export interface PodServices {
   containers: ContainerService;
   stats: StatsService;
   events: ContainerEventBus;
+  /** Exec, attach and port-forward sessions for the streaming server. */
+  streams: StreamService;
   /** Lets go of VMs and agent connections without stopping them (daemon shutdown; pods keep running). */
   detach(): Promise<void>;
 }
@@ -45,6 +48,7 @@ export async function createPodServices(opts: PodServicesOptions): Promise<PodSe
     containers,
     stats: new StatsService(ctx),
     events: ctx.events,
+    streams: new StreamService(ctx),
     async detach() {
       for (const w of ctx.logWriters.values()) await w.flush().catch(() => undefined);
       for (const rt of ctx.runtimes.values()) {
