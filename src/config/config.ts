@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
@@ -35,7 +36,7 @@ export interface PodvisorConfig {
   registry: RegistryConfig;
   images: { maxUnpackedBytes: number };
   cni: { confDir: string; binDirs: string[] };
-  streaming: { address: string; port: number };
+  streaming: StreamingConfig;
   debug: { enabled: boolean; authorizedKeysFile: string };
   vm: VmHostConfig;
 }
@@ -56,6 +57,17 @@ export interface VmHostConfig {
   qemuPidsMax: number;
   /** What is kept of each VM's serial console on the host. */
   consoleMaxBytes: number;
+}
+
+/** `[streaming]`: the exec/attach/port-forward server (src/streaming/). */
+export interface StreamingConfig {
+  /** A specific IP address: it goes into the URLs kubelet is handed. */
+  address: string;
+  /** 0: a free port chosen at start. */
+  port: number;
+  /** Both or neither: HTTPS with this certificate and key. */
+  tls?: { certFile: string; keyFile: string };
+  idleTimeoutSeconds: number;
 }
 
 /** Command-line flags win over the file. */
@@ -127,10 +139,17 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   cniTable.finish();
 
   const streamingTable = top.table('streaming');
-  const streaming = {
-    address: streamingTable.string('address', '127.0.0.1'),
+  const streaming: StreamingConfig = {
+    address: streamingTable.string('address', '127.0.0.1', (v) =>
+      isIP(v) === 0 ? `must be an IP address, got "${v}"` : v === '0.0.0.0' || v === '::' ? 'must be a specific address, not a wildcard: it is put into the URLs kubelet connects to' : undefined),
     port: streamingTable.int('port', 0, { min: 0, max: 65535 }),
+    // kubelet's streamingConnectionIdleTimeout default
+    idleTimeoutSeconds: streamingTable.int('idle_timeout_seconds', 4 * 3600, { min: 1, max: 7 * 24 * 3600 }),
   };
+  const certFile = streamingTable.string('tls_cert_file', '', (v) => (v === '' || isAbsolute(v) ? undefined : 'must be an absolute path'));
+  const keyFile = streamingTable.string('tls_key_file', '', (v) => (v === '' || isAbsolute(v) ? undefined : 'must be an absolute path'));
+  if ((certFile === '') !== (keyFile === '')) streamingTable.fail(certFile ? 'tls_key_file' : 'tls_cert_file', 'tls_cert_file and tls_key_file go together: set both or neither');
+  if (certFile) streaming.tls = { certFile, keyFile };
   streamingTable.finish();
 
   const debugTable = top.table('debug');

@@ -5,6 +5,7 @@ import * as containers from './containers.js';
 import * as stats from './stats.js';
 import * as events from './events.js';
 import * as images from './images.js';
+import * as streaming from './streaming.js';
 
 /**
  * Which RPCs podvisor serves, and where each one's code is: one module per
@@ -32,6 +33,10 @@ export const runtimeHandlers: RuntimeHandlerTable = {
   ListContainers: containers.listContainers,
   ExecSync: containers.execSync,
   ReopenContainerLog: containers.reopenContainerLog,
+
+  Exec: streaming.exec,
+  Attach: streaming.attach,
+  PortForward: streaming.portForward,
 
   ContainerStats: stats.containerStats,
   ListContainerStats: stats.listContainerStats,

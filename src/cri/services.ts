@@ -2,6 +2,7 @@ import type { PodvisorConfig } from '../config/config.js';
 import type { RuntimeInfo } from '../runtime/runtime-info.js';
 import type { ImageService } from '../image/image-service.js';
 import type { PodServices } from '../pod/pod-services.js';
+import type { StreamingServer } from '../streaming/server.js';
 
 /**
  * The domain services CRI handlers call. Handlers get this object and nothing
@@ -15,6 +16,8 @@ export interface CriServices {
   images: ImageService;
   /** Pod sandboxes and their containers. */
   pods: PodServices;
+  /** Exec/Attach/PortForward: prepares a session and hands out its one-time URL. */
+  streaming: StreamingServer;
   /** Aborted when the daemon shuts down, so long-lived streams can end. */
   shutdown: AbortSignal;
 }

@@ -10,6 +10,7 @@ import { connectAgent } from '../pod/agent-adapter.js';
 import { podImages } from '../pod/image-adapter.js';
 import { createPodServices, podDirs } from '../pod/pod-services.js';
 import { startAccelProbe } from '../vm/host.js';
+import { StreamingServer } from '../streaming/server.js';
 
 export interface Daemon {
   services: CriServices;
@@ -42,11 +43,19 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     connectAgent,
     network,
   });
+  const streaming = new StreamingServer(pods.streams, {
+    address: config.streaming.address,
+    port: config.streaming.port,
+    ...(config.streaming.tls ? { tls: config.streaming.tls } : {}),
+    idleTimeoutMs: config.streaming.idleTimeoutSeconds * 1000,
+  });
+  await streaming.start();
   const services: CriServices = {
     config,
     runtime,
     images,
     pods,
+    streaming,
     shutdown: shutdown.signal,
   };
   const server = await startCriServer(services, config.listen);
@@ -55,6 +64,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     async stop() {
       shutdown.abort(); // lets event streams end so in-flight calls can drain
       await server.close();
+      await streaming.close();
       await pods.detach();
       rmSync(config.listen, { force: true });
     },

@@ -35,6 +35,17 @@ describe('config', () => {
     assert.equal(c.debug.enabled, false);
   });
 
+  test('[streaming]: loopback and a chosen port by default; TLS needs both files; wildcards and names refused', () => {
+    const d = loadConfig(undefined).streaming;
+    assert.deepEqual(d, { address: '127.0.0.1', port: 0, idleTimeoutSeconds: 14400 });
+    const c = loadConfig(file('[streaming]\naddress = "::1"\nport = 10250\nidle_timeout_seconds = 60\ntls_cert_file = "/c.pem"\ntls_key_file = "/k.pem"\n')).streaming;
+    assert.deepEqual(c, { address: '::1', port: 10250, idleTimeoutSeconds: 60, tls: { certFile: '/c.pem', keyFile: '/k.pem' } });
+    assert.match(refusal('[streaming]\ntls_cert_file = "/c.pem"\n'), /tls_key_file.*set both or neither/);
+    assert.match(refusal('[streaming]\naddress = "0.0.0.0"\n'), /not a wildcard/);
+    assert.match(refusal('[streaming]\naddress = "node1"\n'), /must be an IP address/);
+    assert.match(refusal('[streaming]\nstream_timeout = 5\n'), /streaming\.stream_timeout/);
+  });
+
   test('flags win over the file', () => {
     const c = loadConfig(file('[daemon]\nlisten = "/a/b.sock"\nroot = "/r"\n'), { listen: '/x/y.sock' });
     assert.equal(c.listen, '/x/y.sock');
