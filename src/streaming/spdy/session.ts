@@ -8,6 +8,8 @@ import { HeaderBlockReader, HeaderBlockWriter, type Headers } from './header-blo
 
 const log = logger('spdy');
 
+/** Bytes a stream holds for a reader that has not attached yet. */
+const HELD_LIMIT = 1 << 20;
 /** Bytes queued on the socket past which writers are told to wait for 'drain'. */
 export const WRITE_HIGH_WATER = 256 * 1024;
 
@@ -31,9 +33,47 @@ export class SpdyStream extends EventEmitter<{ data: [Buffer]; end: []; reset: [
   remoteEnded = false;
   localEnded = false;
   wasReset = false;
+  /**
+   * What arrived before anyone listened: a client awaiting openStream gets its
+   * stream a tick after the SYN_REPLY, and data or FIN may follow in the same read.
+   */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private heldEnd = false;
 
   constructor(private readonly session: SpdySession, readonly id: number, readonly headers: Headers) {
     super();
+    (this as EventEmitter).on('newListener', (event: string) => {
+      if ((event === 'data' && this.held.length) || (event === 'end' && this.heldEnd)) queueMicrotask(() => this.flushHeld());
+    });
+  }
+
+  /** @internal */
+  deliver(data: Buffer): void {
+    if (this.listenerCount('data') > 0 && this.held.length === 0) {
+      this.emit('data', data);
+      return;
+    }
+    // Nobody reads this stream (yet): keep a bounded amount, then refuse the stream.
+    this.heldBytes += data.length;
+    if (this.heldBytes > HELD_LIMIT) {
+      this.reset(RstStatus.Cancel);
+      return;
+    }
+    this.held.push(data);
+  }
+
+  private flushHeld(): void {
+    if (this.listenerCount('data') > 0) {
+      const held = this.held;
+      this.held = [];
+      this.heldBytes = 0;
+      for (const chunk of held) this.emit('data', chunk);
+    }
+    if (this.heldEnd && this.held.length === 0 && this.listenerCount('end') > 0) {
+      this.heldEnd = false;
+      this.emit('end');
+    }
   }
 
   header(name: string): string | undefined {
@@ -75,7 +115,8 @@ export class SpdyStream extends EventEmitter<{ data: [Buffer]; end: []; reset: [
   remoteFin(): void {
     if (this.remoteEnded) return;
     this.remoteEnded = true;
-    this.emit('end');
+    if (this.held.length > 0 || this.listenerCount('end') === 0) this.heldEnd = true;
+    else this.emit('end');
     this.session.maybeForget(this);
   }
 }
@@ -229,7 +270,7 @@ export class SpdySession extends EventEmitter<{ stream: [SpdyStream]; close: [re
       stream.reset(RstStatus.StreamAlreadyClosed);
       return;
     }
-    if (data.length) stream.emit('data', data);
+    if (data.length) stream.deliver(data);
     if (flags & Flag.Fin) stream.remoteFin();
   }
 
