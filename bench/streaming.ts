@@ -11,8 +11,8 @@ import { parseArgs } from 'node:util';
 import { bootGuest } from '../test/helpers/guest.js';
 import { unary } from '../test/helpers/daemon.js';
 import { spdyCommand, spdyConnect } from '../test/helpers/stream-clients.js';
-import { startPodTestEnv } from '../test/pod/env.js';
-import { containerConfig, sandboxConfig } from '../test/pod/cri.js';
+import { startPodTestEnv } from '../test/helpers/pod-env.js';
+import { containerConfig, sandboxConfig } from '../test/helpers/cri.js';
 import { measureChannel, median } from './agent-channel.js';
 
 const { values } = parseArgs({ options: { mib: { type: 'string', default: '32' }, rounds: { type: 'string', default: '5' } } });

@@ -6,8 +6,8 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unary } from '../helpers/daemon.js';
 import { collect, httpUpgrade, spdyCommand, spdyConnect, spdyForward, wsCommand, wsForward } from '../helpers/stream-clients.js';
-import { startPodTestEnv, type PodTestEnv } from '../pod/env.js';
-import { containerConfig, rejectsWith, sandboxConfig, waitContainerState, waitFor } from '../pod/cri.js';
+import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
+import { containerConfig, rejectsWith, sandboxConfig, waitContainerState, waitFor } from '../helpers/cri.js';
 
 /**
  * Exec, attach and port-forward end to end: a real podvisord, a real sandbox
