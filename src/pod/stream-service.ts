@@ -49,10 +49,12 @@ export class StreamService implements StreamingBackend {
     return io;
   }
 
+  checkAttach(query: string, opts: AttachOptions): string {
+    return this.attachable(query, opts).id;
+  }
+
   async attach(containerId: string, opts: AttachOptions, sink: ProcessSink): Promise<ProcessIo> {
-    const c = this.runningContainer(containerId);
-    if (opts.stdin && !c.config.stdin) throw failedPrecondition(`container ${c.id} was created without stdin; attach with stdin is not possible`);
-    if (opts.tty !== c.config.tty) throw invalidArgument(`attach tty=${opts.tty} does not match container ${c.id}, created with tty=${c.config.tty}`);
+    const c = this.attachable(containerId, opts);
     const io = new ProcessIoImpl(this.agentOf(c), c.id, '', sink, false);
     io.onRelease = async () => {
       // stdin_once: the container's stdin closes when the first attach that used it detaches.
@@ -75,6 +77,14 @@ export class StreamService implements StreamingBackend {
     return this.ctx.runtimes.get(id)!.agent.dialPort(port, onData);
   }
 
+  private attachable(query: string, opts: AttachOptions): ContainerRecord {
+    const c = this.runningContainer(query);
+    if (opts.stdin && !c.config.stdin) throw failedPrecondition(`container ${c.id} was created without stdin; attach with stdin is not possible`);
+    // A tty setting different from the container's is not refused (containerd uses the container's):
+    // the output simply arrives on the streams the client opened.
+    return c;
+  }
+
   private runningContainer(query: string): ContainerRecord {
     const c = this.ctx.index.container(query);
     if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state.toUpperCase()}, not RUNNING`);
@@ -87,10 +97,6 @@ export class StreamService implements StreamingBackend {
     return rt.agent;
   }
 
-  /** Forgets per-container state when a container is removed. */
-  forget(containerId: string): void {
-    this.stdinClosed.delete(containerId);
-  }
 }
 
 /** One session's view of a guest process. */

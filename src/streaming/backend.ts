@@ -52,6 +52,8 @@ export interface PortConnection {
 export interface StreamingBackend {
   /** Throws NOT_FOUND / FAILED_PRECONDITION when the container cannot be exec'd in (checked again at connect). */
   checkContainer(containerId: string): string;
+  /** As checkContainer, plus what attach needs: stdin only if the container has it, the container's tty setting. */
+  checkAttach(containerId: string, opts: AttachOptions): string;
   checkSandbox(sandboxId: string): string;
   exec(containerId: string, opts: ExecOptions, sink: ProcessSink): Promise<ProcessIo>;
   attach(containerId: string, opts: AttachOptions, sink: ProcessSink): Promise<ProcessIo>;

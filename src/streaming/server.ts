@@ -125,7 +125,7 @@ export class StreamingServer {
 
   attach(req: { containerId: string } & StreamRequest): string {
     validateStreams(req);
-    const containerId = this.backend.checkContainer(req.containerId);
+    const containerId = this.backend.checkAttach(req.containerId, { stdin: req.stdin, tty: req.tty });
     return this.urlFor('attach', { kind: 'attach', containerId, streams: pickStreams(req) });
   }
 
