@@ -17,7 +17,7 @@ const AGENT_RECONNECT_MS = 15_000;
  * CRI socket is served only after recovery, so a guest that never answers
  * must cost its own sandbox (NOTREADY, VM stopped), not the node's runtime.
  */
-export const SANDBOX_RECOVERY_MS = 30_000;
+export const SANDBOX_RECOVERY_MS = 10_000;
 /** Guest-listed containers without a record deleted per sandbox at most; a guest may list thousands. */
 const MAX_STRAY_DELETES = 64;
 const CONTAINER_ID = /^[0-9a-f]{64}$/;
