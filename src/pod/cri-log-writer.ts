@@ -17,7 +17,7 @@ export const MAX_LOG_LINE = 16 * 1024;
  * of newlines in one event) is finished in later turns, so one pod's output
  * never holds the daemon's thread for long (H2).
  */
-export const TURN_INPUT_BYTES = 64 << 10;
+export const TURN_INPUT_BYTES = 16 << 10;
 
 const NEWLINE = 0x0a;
 const CR = 0x0d;
