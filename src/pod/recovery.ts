@@ -59,6 +59,7 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
 
   await Promise.all(loaded.map(async ({ sandbox }) => {
     if (sandbox.state !== 'ready') return;
+    let attached = false;
     try {
       // Logs first: the agent replays the output it queued while no daemon listened as soon as we subscribe.
       for (const c of ctx.index.containersOf(sandbox.id)) if (c.state === 'running') await containers.openLog(c);
@@ -73,6 +74,7 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
       }
       if (sandbox.vm) sandbox.vm.pid = vm.pid;
       const rt = sandboxes.attach(sandbox, vm, agent);
+      attached = true;
       let abandoned = false;
       let timer: NodeJS.Timeout | undefined;
       const overdue = new Promise<'overdue'>((resolve) => { timer = setTimeout(() => resolve('overdue'), deadlineMs); });
@@ -91,9 +93,9 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
         (e) => log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'pod network CHECK failed'),
       );
     } catch (e) {
-      if (sandbox.state !== 'ready') return; // already given up on (a protocol error while recovering)
-      if (ctx.runtimes.has(sandbox.id)) {
-        // The VM is there but its guest failed us: stop it rather than leave it half-alive.
+      if (attached) {
+        // The VM is there but its guest failed us (or broke the protocol, and is being given up
+        // on already: abandon is idempotent): stop it rather than leave it half-alive.
         await sandboxes.abandon(sandbox.id, `recovering the sandbox after podvisord restarted failed (${messageOf(e)})`);
         return;
       }

@@ -13,18 +13,19 @@ import { HostileAgent } from './hostile-agent.js';
  * (security review 2026-12-01):
  *  - H2: an unprivileged container running `yes ''` does not raise another
  *    pod's CRI call latency above 100 ms p99 (measured here, as the issue asks);
- *  - C1, H1, H4 across a daemon restart: two pods' agent sockets are taken
- *    over by compromised agents while podvisord is down (the threat: root in
- *    the guest replacing the agent). One never answers its recovery calls and
- *    sends events naming the victim pod's container; the other sends an
- *    undecodable event. podvisord must come up and serve, give up on exactly
- *    those two pods (NOTREADY, VMs stopped), and leave the victim untouched.
- * One daemon and three VMs shared by the tests of this file.
+ *  - H4, H1, C1 across daemon restarts: a pod's agent socket is taken over
+ *    by a compromised agent while podvisord is down (the threat: root in the
+ *    guest replacing the agent). First the flooding pod's agent never answers
+ *    its recovery calls and sends events naming the victim pod's container:
+ *    podvisord must serve, give up on that pod only (NOTREADY, VM stopped)
+ *    and leave the victim untouched. Then the victim's agent sends an
+ *    undecodable event: podvisord must live on and give up on that pod.
+ * One daemon and two VMs shared by the tests of this file.
  */
 describe('hostile guests against a real podvisord', () => {
   let env: PodTestEnv;
   const rt = () => env.daemon.client.runtime;
-  const ids: Record<'flood' | 'victim' | 'garbler', string> = { flood: '', victim: '', garbler: '' };
+  const ids: Record<'flood' | 'victim', string> = { flood: '', victim: '' };
   let victimContainer = '';
   let floodContainer = '';
   const hostile: HostileAgent[] = [];
@@ -35,7 +36,7 @@ describe('hostile guests against a real podvisord', () => {
   before(async () => {
     env = await startPodTestEnv();
     await env.pull(env.busybox);
-    for (const name of ['flood', 'victim', 'garbler'] as const) {
+    for (const name of ['flood', 'victim'] as const) {
       const config = sandboxConfig(name, join(env.dir, 'logs', name));
       ids[name] = (await unary(rt(), 'RunPodSandbox', { config })).pod_sandbox_id;
     }
@@ -85,32 +86,30 @@ describe('hostile guests against a real podvisord', () => {
     assert.equal((await containerState(env.daemon.client, victimContainer)).state, 'CONTAINER_RUNNING');
   });
 
-  test('C1, H1, H4: compromised agents after a restart cost only their own pods', async () => {
+  /** While no daemon runs, "root in the guest" replaces a pod's agent with a compromised one. */
+  async function takeOver(sandbox: string): Promise<HostileAgent> {
+    const socket = join(env.dir, 'state', 'vms', sandbox, 'agent.sock');
+    renameSync(socket, `${socket}.real`);
+    const agent = await new HostileAgent({}, socket).listen();
+    hostile.push(agent);
+    return agent;
+  }
+
+  const notReadyReason = async (id: string): Promise<string> =>
+    JSON.parse((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: id, verbose: true })).info.info!).notReadyReason ?? '';
+
+  test('H4, H1: a guest that never answers recovery and forges events for another pod costs only its own pod', async () => {
     const floodPid = await pidOf(ids.flood);
-    const garblerPid = await pidOf(ids.garbler);
     const victimPid = await pidOf(ids.victim);
     await env.killDaemon();
-
-    // While no daemon runs, "root in the guest" replaces two agents.
-    const takeOver = async (sandbox: string) => {
-      const socket = join(env.dir, 'state', 'vms', sandbox, 'agent.sock');
-      renameSync(socket, `${socket}.real`);
-      const agent = await new HostileAgent({}, socket).listen();
-      hostile.push(agent);
-      return agent;
-    };
-    const silent = await takeOver(ids.flood); // answers Health, then nothing (H4), and forges events (H1)
-    const garbler = await takeOver(ids.garbler); // sends an undecodable event (C1)
+    // Answers Health, then nothing (H4), while sending events that name the victim's container (H1).
+    const silent = await takeOver(ids.flood);
     let forging: NodeJS.Timeout | undefined;
     void silent.subscribed().then(() => {
       forging = setInterval(() => {
         silent.sendEvent({ output: { containerId: victimContainer, execId: '', stream: 'STDOUT', data: Buffer.from('forged by another pod\n') } });
         silent.sendEvent({ exit: { containerId: victimContainer, execId: '', exitCode: 137, oomKilled: true, exitedAtUnixNanos: 0 } });
       }, 200);
-    });
-    void garbler.subscribed().then((stream) => {
-      stream.send(eventCodec().encode({ output: { containerId: victimContainer, execId: '', stream: 'STDOUT', data: Buffer.from('x') }, sequence: 1 } as never));
-      stream.send(Buffer.from([0xff, 0xff, 0xff]));
     });
 
     const t0 = Date.now();
@@ -119,29 +118,35 @@ describe('hostile guests against a real podvisord', () => {
     clearInterval(forging);
     console.log(`H4: podvisord served the CRI ${startMs} ms after starting, with one guest that never answered its recovery`);
 
-    await waitFor('the hostile pods to be given up on', async () => {
-      const { items } = await unary(rt(), 'ListPodSandbox', {});
-      const state = Object.fromEntries(items.map((s) => [s.id, s.state]));
-      return state[ids.flood] === 'SANDBOX_NOTREADY' && state[ids.garbler] === 'SANDBOX_NOTREADY' ? state : undefined;
-    }, 30_000);
-    await new Promise((r) => setTimeout(r, 2000));
-    assert.equal(env.daemon.proc.exitCode, null, 'podvisord is alive');
     const { items } = await unary(rt(), 'ListPodSandbox', {});
-    assert.equal(items.find((s) => s.id === ids.victim)?.state, 'SANDBOX_READY');
-    const reasons = await Promise.all([ids.flood, ids.garbler].map(async (id) =>
-      JSON.parse((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: id, verbose: true })).info.info!).notReadyReason as string));
-    assert.match(reasons[0]!, /did not finish answering/);
-    assert.match(reasons[1]!, /broke the agent protocol/);
-    await waitFor('the hostile pods\' VMs to be stopped', async () => (!existsSync(`/proc/${floodPid}`) && !existsSync(`/proc/${garblerPid}`) ? true : undefined), 30_000);
+    const state = Object.fromEntries(items.map((s) => [s.id, s.state]));
+    assert.deepEqual([state[ids.flood], state[ids.victim]], ['SANDBOX_NOTREADY', 'SANDBOX_READY']);
+    assert.match(await notReadyReason(ids.flood), /did not finish answering/);
+    await waitFor('the silent pod\'s VM to be stopped', async () => (!existsSync(`/proc/${floodPid}`) ? true : undefined), 30_000);
     assert.ok(existsSync(`/proc/${victimPid}`), 'the victim\'s VM runs on');
 
     // The victim is untouched: running, and its log holds only what its own container printed.
-    const victim = await containerState(env.daemon.client, victimContainer);
-    assert.equal(victim.state, 'CONTAINER_RUNNING');
+    assert.equal((await containerState(env.daemon.client, victimContainer)).state, 'CONTAINER_RUNNING');
     const lines = (await readCriLog(join(env.dir, 'logs', 'victim', 'web.log'))).map((l) => l.text);
     assert.ok(lines.length > 0 && lines.every((t) => t === 'alive'), `victim log: ${JSON.stringify(lines.filter((t) => t !== 'alive').slice(0, 3))}`);
-    const output = env.daemon.output();
-    assert.equal(output.split('broke the agent protocol; closing its channel for good').length - 1, 1, 'the protocol error is logged once');
-    assert.match(output, /dropped guest events naming a container outside this sandbox/);
+    assert.match(env.daemon.output(), /dropped guest events naming a container outside this sandbox/);
+  });
+
+  test('C1: an undecodable event from a guest does not crash podvisord; that pod turns NOTREADY', async () => {
+    const victimPid = await pidOf(ids.victim);
+    await env.killDaemon();
+    const garbler = await takeOver(ids.victim);
+    void garbler.subscribed().then((stream) => {
+      stream.send(eventCodec().encode({ log: { source: 'agent', level: 'info', message: 'hello' }, sequence: 1 } as never));
+      stream.send(Buffer.from([0xff, 0xff, 0xff])); // invalid wire type: protobufjs throws on it
+    });
+    await env.startDaemon();
+    await waitFor('the pod to be given up on', async () => ((await unary(rt(), 'ListPodSandbox', {})).items.find((s) => s.id === ids.victim)?.state === 'SANDBOX_NOTREADY' ? true : undefined), 30_000);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(env.daemon.proc.exitCode, null, 'podvisord is alive');
+    assert.ok((await unary(rt(), 'Version', { version: 'v1' })).runtime_name, 'and serving');
+    assert.match(await notReadyReason(ids.victim), /broke the agent protocol/);
+    await waitFor('its VM to be stopped', async () => (!existsSync(`/proc/${victimPid}`) ? true : undefined), 30_000);
+    assert.equal(env.daemon.output().split('closing its channel for good').length - 1, 1, 'the protocol error is logged once');
   });
 });
