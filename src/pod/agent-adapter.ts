@@ -12,6 +12,8 @@ import type { SandboxFiles } from './records.js';
 import type { DnsConfig } from './records.js';
 
 const log = logger('pod-agent');
+/** How long a streaming exec's process may take to start in the guest. */
+const EXEC_START_TIMEOUT_MS = 180_000;
 
 /** A stopped process's exit status is already known to the agent: asking for it should be quick. */
 const WAIT_STOPPED_MS = 5_000;
@@ -212,10 +214,11 @@ export class AgentAdapter implements GuestAgent {
   }
 
   async startExec(req: { containerId: string; execId: string; argv: string[]; tty: boolean; stdin: boolean; ttySize?: { rows: number; cols: number } }): Promise<void> {
-    await this.client.execProcess({
+    // Starting a process is crun under emulation: allow for a busy guest (ExecSync's 60 s default is for short commands).
+    await this.client.call('ExecProcess', {
       containerId: req.containerId, execId: req.execId, args: req.argv, tty: req.tty, stdin: req.stdin,
       ...(req.ttySize ? { ttySize: req.ttySize } : {}),
-    });
+    }, EXEC_START_TIMEOUT_MS);
   }
 
   async writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<void> {

@@ -180,6 +180,7 @@ export async function runRemoteCommand(
     log.info({ session: what.label, exitCode: outcome.code }, 'streaming session ended');
   } else {
     log.info({ session: what.label, reason: outcome.reason }, 'client left the streaming session');
+    transport.close();
   }
   stdin.stop();
   await io.release().catch((e) => log.debug({ err: messageOf(e) }, 'release'));

@@ -166,7 +166,7 @@ describe('streaming: exec, attach, port-forward', () => {
   });
 
   test('port-forward over SPDY reaches a server on the pod VM loopback, through the agent', async () => {
-    const url = (await unary(rt(), 'PortForward', { pod_sandbox_id: sandboxId, port: [9000] })).url;
+    const url = (await unary(rt(), 'PortForward', { pod_sandbox_id: sandboxId, port: [9000, 9001] })).url;
     const client = await spdyConnect(url, ['portforward.k8s.io']);
     assert.equal(client.protocol, 'portforward.k8s.io');
     const payload = randomBytes(512 * 1024);
@@ -180,6 +180,9 @@ describe('streaming: exec, attach, port-forward', () => {
     // Nothing listens on 9001: the error stream says so and the session carries on.
     const refused = await spdyForward(client, 9001, '3', Buffer.from('x'));
     assert.match(refused.error, /error forwarding port 9001 to pod .*9001/);
+    // A port the PortForward request did not name is refused on its error stream.
+    const unlisted = await spdyForward(client, 9002, '4', Buffer.from('x'));
+    assert.match(unlisted.error, /port 9002 was not among the ports of this port-forward request \(9000, 9001\)/);
     client.close();
   });
 

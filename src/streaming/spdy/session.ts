@@ -156,7 +156,11 @@ export class SpdySession extends EventEmitter<{ stream: [SpdyStream]; close: [re
     socket.on('data', (chunk: Buffer) => this.reader.push(chunk));
     socket.on('drain', () => this.emit('drain'));
     socket.on('error', (err) => this.shutdown(`connection error: ${err.message}`));
-    socket.on('end', () => this.shutdown('connection closed by the peer'));
+    // The HTTP server keeps upgraded sockets half-open: end our side too, or the fd stays.
+    socket.on('end', () => {
+      socket.end();
+      this.shutdown('connection closed by the peer');
+    });
     socket.on('close', () => this.shutdown('connection closed'));
   }
 
