@@ -9,6 +9,7 @@ import { SandboxNetworks } from '../network/sandbox-networks.js';
 import { connectAgent } from '../pod/agent-adapter.js';
 import { podImages } from '../pod/image-adapter.js';
 import { createPodServices, podDirs } from '../pod/pod-services.js';
+import { QemuUsers } from '../vm/confinement.js';
 import { startAccelProbe } from '../vm/host.js';
 import { StreamingServer } from '../streaming/server.js';
 
@@ -38,7 +39,19 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
   runtime = new RuntimeInfo(config, network);
   const pods = await createPodServices({
     recordsDir: dirs.recordsDir,
-    settings: { vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: 120_000 },
+    settings: {
+      vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: 120_000,
+      vmLaunch: {
+        confinement: {
+          users: new QemuUsers(config.vm.qemuUser),
+          cgroupParent: config.vm.cgroupParent,
+          overheadMiB: config.vm.qemuOverheadMiB,
+          pidsMax: config.vm.qemuPidsMax,
+        },
+        allowNoSeccomp: config.vm.allowNoSeccomp,
+        consoleMaxBytes: config.vm.consoleMaxBytes,
+      },
+    },
     images: podImages(images),
     connectAgent,
     network,

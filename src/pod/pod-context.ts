@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
-import type { Vm } from '../vm/vm.js';
+import type { Vm, VmLaunchOptions } from '../vm/vm.js';
 import type { CriLogWriter } from './cri-log-writer.js';
 import { ContainerEventBus } from './events.js';
 import type { GuestAgent } from './guest-agent.js';
@@ -31,6 +31,8 @@ export interface PodSettings {
   runtimes: Record<string, RuntimeProfileConfig>;
   /** How long a VM may take from QEMU start to agent ready. */
   bootTimeoutMs: number;
+  /** How QEMU is confined and its console kept (src/vm); the daemon always sets it. */
+  vmLaunch?: Pick<VmLaunchOptions, 'confinement' | 'allowNoSeccomp' | 'consoleMaxBytes'>;
 }
 
 /**

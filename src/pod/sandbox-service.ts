@@ -74,6 +74,7 @@ export class SandboxService {
         profile: vmProfileFor(profile, size),
         runDir,
         ...(net ? { netns: net.netns, tap: net.tap } : {}),
+        ...this.ctx.settings.vmLaunch,
         readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
         waitReady: async (_vm, deadline) => {
           agent = await this.ctx.connectAgent(_vm.agentSocket, deadline);

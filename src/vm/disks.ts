@@ -37,6 +37,9 @@ interface PluggedDisk extends DiskAddress {
 
 const MAX_SCSI_ID = 255;
 
+/** Opens a disk file on QEMU's behalf (a confined QEMU); gives the name QEMU should open. */
+export type DiskOpener = (path: string, readOnly: boolean) => Promise<{ filename: string; done(): void }>;
+
 /** QEMU node and device names for target `n`; short, as node names are limited to 31 bytes. */
 function qemuNames(scsiId: number) {
   return { file: `hd${scsiId}-file`, format: `hd${scsiId}`, device: `hd${scsiId}-dev` };
@@ -52,16 +55,16 @@ export class DiskSet {
   /** Hot-plug operations run one at a time, so two callers never pick the same target. */
   private queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(private readonly file: string) {}
+  private constructor(private readonly file: string, private readonly opener?: DiskOpener) {}
 
-  static create(file: string): DiskSet {
-    const set = new DiskSet(file);
+  static create(file: string, opener?: DiskOpener): DiskSet {
+    const set = new DiskSet(file, opener);
     set.persist();
     return set;
   }
 
-  static load(file: string): DiskSet {
-    const set = new DiskSet(file);
+  static load(file: string, opener?: DiskOpener): DiskSet {
+    const set = new DiskSet(file, opener);
     for (const d of readJsonFile<PluggedDisk[]>(file) ?? []) set.disks.set(d.id, d);
     return set;
   }
@@ -99,8 +102,9 @@ export class DiskSet {
     const disk: PluggedDisk = { id: req.id, serial: serialFor(req.id, scsiId), scsiId, lun: 0, path: req.path, readOnly: req.readOnly };
 
     const added: string[] = [];
+    const grant = this.opener ? await this.opener(req.path, req.readOnly) : { filename: req.path, done() {} };
     try {
-      await qmp.execute('blockdev-add', { driver: 'file', 'node-name': names.file, filename: req.path, 'read-only': req.readOnly });
+      await qmp.execute('blockdev-add', { driver: 'file', 'node-name': names.file, filename: grant.filename, 'read-only': req.readOnly });
       added.push(names.file);
       await qmp.execute('blockdev-add', { driver: 'raw', 'node-name': names.format, file: names.file, 'read-only': req.readOnly });
       added.push(names.format);
@@ -113,6 +117,8 @@ export class DiskSet {
         await qmp.execute('blockdev-del', { 'node-name': node }).catch((err) => log.warn({ node, err: messageOf(err) }, 'rollback of blockdev-add failed'));
       }
       throw e;
+    } finally {
+      grant.done();
     }
     this.disks.set(disk.id, disk);
     this.persist();

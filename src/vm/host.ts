@@ -128,8 +128,8 @@ function fromCpuinfo(): number | undefined {
 
 const seccompSupport = new Map<string, boolean>();
 
-/** Whether this QEMU binary was built with seccomp, i.e. accepts `-sandbox`. */
-export function qemuHasSandbox(binary: string): boolean {
+/** Whether this QEMU binary was built with seccomp, i.e. accepts `-sandbox`; undefined when it is not there. */
+export function qemuHasSandbox(binary: string): boolean | undefined {
   let known = seccompSupport.get(binary);
   if (known === undefined) {
     try {
@@ -137,11 +137,11 @@ export function qemuHasSandbox(binary: string): boolean {
       known = /^-sandbox /m.test(help);
     } catch (e) {
       // A binary that does not run at all is reported by the launch itself.
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       known = false;
     }
     seccompSupport.set(binary, known);
-    if (!known) log.warn({ binary }, 'QEMU has no -sandbox (seccomp) support; VMs run without a syscall filter');
+    if (!known) log.warn({ binary }, 'QEMU has no -sandbox (seccomp) support; VMs start only where [vm] allow_no_seccomp = true');
   }
   return known;
 }

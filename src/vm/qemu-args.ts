@@ -43,6 +43,8 @@ export interface QemuArgsInput {
   sharedFs?: SharedFs;
   /** Start paused, waiting for `migrate-incoming` (VM template clones). */
   incomingDefer?: boolean;
+  /** Drop to this uid:gid (`-runas`) once the command line's files are open, before the guest runs. */
+  runAs?: { uid: number; gid: number };
 }
 
 /** podvisor's kernel arguments; the profile's own follow and may override them (last wins). */
@@ -84,17 +86,26 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     '-nodefaults', '-no-user-config', '-nographic',
     // Guest reboot (and panic, through panic=-1) ends the VM instead of looping.
     '-no-reboot',
+    // The guest starts only when podvisord says `cont`: by then it reads the console and
+    // watches QMP, so no early console line or STOP event is missed.
+    '-S',
   );
   if (input.sandbox) {
-    args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+    // QEMU installs the filter before -runas calls setgid/setuid, so with -runas set*id must
+    // stay allowed; after the drop the process has no capabilities and no_new_privs, and its
+    // real, effective and saved uids are all the VM's, so set*id cannot gain anything back.
+    const setid = input.runAs ? 'allow' : 'deny';
+    args.push('-sandbox', `on,obsolete=deny,elevateprivileges=${setid},spawn=deny,resourcecontrol=deny`);
   }
+  if (input.runAs) args.push('-runas', `${input.runAs.uid}:${input.runAs.gid}`);
 
   args.push('-kernel', profile.kernel);
   if (profile.initrd) args.push('-initrd', profile.initrd);
   args.push('-append', [...baseKernelArgs(input.tscKhz), ...profile.kernelArgs].join(' '));
 
   args.push(
-    '-chardev', `file,id=console,path=${e(paths.consoleLog)}`,
+    // The console is served on a socket that podvisord reads into a capped ring (src/vm/console-log.ts).
+    '-chardev', `socket,id=console,path=${e(paths.consoleSocket)},server=on,wait=off`,
     '-serial', 'chardev:console',
     '-chardev', `socket,id=qmp,path=${e(paths.qmpSocket)},server=on,wait=off`,
     '-mon', 'chardev=qmp,mode=control',

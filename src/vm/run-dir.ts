@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { alreadyExists, invalidArgument } from '../errors.js';
 import { isProcessAlive, readCmdline } from './proc.js';
@@ -14,8 +14,15 @@ export interface RunDirPaths {
   qmpSocket: string;
   agentSocket: string;
   pidFile: string;
-  /** The guest's serial console; kept after the VM stops, removed with the sandbox. */
+  /** Where QEMU serves the serial console; podvisord reads it into `consoleLog`. */
+  consoleSocket: string;
+  /**
+   * The guest's serial console as podvisord kept it: a two-file ring (this file and
+   * `consoleLogOld`) of at most the configured cap. Kept after the VM stops, removed with the sandbox.
+   */
   consoleLog: string;
+  /** The console's older half, once `consoleLog` has filled its share of the cap. */
+  consoleLogOld: string;
   /** QEMU's own stdout/stderr; kept like the console log. */
   qemuLog: string;
   /** What the launcher knows about the process (pid, start time), for reattach. */
@@ -35,13 +42,15 @@ export function runDirPaths(dir: string): RunDirPaths {
     qmpSocket: join(dir, 'qmp.sock'),
     agentSocket: join(dir, 'agent.sock'),
     pidFile: join(dir, 'qemu.pid'),
+    consoleSocket: join(dir, 'console.sock'),
     consoleLog: join(dir, 'console.log'),
+    consoleLogOld: join(dir, 'console.log.1'),
     qemuLog: join(dir, 'qemu.log'),
     stateFile: join(dir, 'vm.json'),
     disksFile: join(dir, 'disks.json'),
     migrationSocket: join(dir, 'migration.sock'),
   };
-  for (const s of [paths.qmpSocket, paths.agentSocket, paths.migrationSocket]) {
+  for (const s of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket, paths.migrationSocket]) {
     if (Buffer.byteLength(s) > MAX_SOCKET_PATH) {
       throw invalidArgument(`VM run directory ${dir} is too long: socket path ${s} exceeds ${MAX_SOCKET_PATH} bytes`);
     }
@@ -51,7 +60,7 @@ export function runDirPaths(dir: string): RunDirPaths {
 
 /** Files that only make sense while QEMU runs; removed when it is gone. */
 export function transientFiles(p: RunDirPaths): string[] {
-  return [p.qmpSocket, p.agentSocket, p.migrationSocket, p.pidFile, p.stateFile, p.disksFile];
+  return [p.qmpSocket, p.agentSocket, p.consoleSocket, p.migrationSocket, p.pidFile, p.stateFile, p.disksFile];
 }
 
 /** Makes the run directory (0700) and refuses one that a live VM still uses. Returns whether it was created. */
@@ -89,7 +98,7 @@ export function looksLikeOurQemu(pid: number, paths: RunDirPaths): boolean {
  * `keepLogs`; the directory itself with `removeDir` (or when that left it empty).
  */
 export function removeRunFiles(paths: RunDirPaths, opts: { keepLogs: boolean; removeDir: boolean }): void {
-  const files = opts.keepLogs ? transientFiles(paths) : [...transientFiles(paths), paths.consoleLog, paths.qemuLog];
+  const files = opts.keepLogs ? transientFiles(paths) : [...transientFiles(paths), paths.consoleLog, paths.consoleLogOld, paths.qemuLog];
   for (const f of files) rmSync(f, { force: true });
   if (opts.removeDir) {
     rmSync(paths.dir, { recursive: true, force: true });
@@ -103,12 +112,36 @@ export function removeRunFiles(paths: RunDirPaths, opts: { keepLogs: boolean; re
   }
 }
 
-/** The last lines of a log file, for error messages. */
+/**
+ * The end of a log file, for error messages: reads at most `maxChars` bytes from the end
+ * (never the whole file, which a guest may have made large), as text.
+ */
 export function tail(path: string, maxChars = 600): string {
+  return tailBytes(path, maxChars).toString('utf8').trim().replace(/^\uFFFD+/, '');
+}
+
+/** The last `max` bytes of `path` (fewer if it is shorter; empty if it is missing). */
+export function tailBytes(path: string, max: number): Buffer {
+  let fd: number;
   try {
-    const text = readFileSync(path, 'utf8').trim();
-    return text.length > maxChars ? `…${text.slice(-maxChars)}` : text;
+    fd = openSync(path, 'r');
   } catch {
-    return '';
+    return Buffer.alloc(0);
   }
+  try {
+    const size = fstatSync(fd).size;
+    const len = Math.min(size, max);
+    const buf = Buffer.alloc(len);
+    const n = readSync(fd, buf, 0, len, size - len);
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The end of the console ring: the current file, topped up from the older half when short. */
+export function consoleTail(paths: RunDirPaths, maxChars = 2000): string {
+  const current = tailBytes(paths.consoleLog, maxChars);
+  const older = current.length < maxChars ? tailBytes(paths.consoleLogOld, maxChars - current.length) : Buffer.alloc(0);
+  return Buffer.concat([older, current]).toString('utf8').trim().replace(/^\uFFFD+/, '');
 }

@@ -7,14 +7,20 @@ import { failedPrecondition, internal, invalidArgument, isPodvisorError, message
 import { logger, type Logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { withDeadline } from './deadline.js';
+import { createVmCgroup, enterCgroup, removeVmCgroup } from './cgroup.js';
+import type { QemuIdentity, QemuUsers } from './confinement.js';
+import { ConsoleLog } from './console-log.js';
 import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
+import { isFatalRunState, watchFatalStop } from './fatal-stop.js';
+import { grantFileTo } from './file-grant.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
+import { capLogFile } from './log-cap.js';
 import { isProcessAlive, readProcStat } from './proc.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
 import type { QmpEvent, RunState } from './qmp-types.js';
-import { looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
+import { consoleTail, looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
 
 /**
  * One QEMU process per sandbox. QEMU runs in its own session, detached from podvisord, so
@@ -39,9 +45,30 @@ export interface VmLaunchOptions {
   incomingDefer?: boolean;
   /** How long QEMU may take to answer QMP. */
   startTimeoutMs?: number;
-  /** Called once QMP answers, e.g. the agent client's readiness check; failure stops the VM. */
+  /**
+   * Called once the guest runs, e.g. the agent client's readiness check; failure stops the
+   * VM. The VM ending (QEMU exits, or pauses itself on an error) fails the launch at once.
+   */
   waitReady?: (vm: Vm, deadline: number) => Promise<void>;
   readyTimeoutMs?: number;
+  /**
+   * Run QEMU as its own unprivileged uid inside per-VM cgroup limits. Without it QEMU stays
+   * root (the VM tests); the pod layer always passes it.
+   */
+  confinement?: VmConfinement;
+  /** Start a VM even though this QEMU has no `-sandbox` (seccomp). Off: such a launch is refused. */
+  allowNoSeccomp?: boolean;
+  /** Bytes of serial console kept on the host (a ring of two halves); default 2 MiB. */
+  consoleMaxBytes?: number;
+}
+
+export interface VmConfinement {
+  users: QemuUsers;
+  /** Per-VM cgroups go under this path; "" places no limits. */
+  cgroupParent: string;
+  /** QEMU's own memory above guest RAM. */
+  overheadMiB: number;
+  pidsMax: number;
 }
 
 export type VmExitReason =
@@ -54,7 +81,9 @@ export type VmExitReason =
   /** Kernel panic (pvpanic event or the panic on the console). */
   | 'guest-panic'
   /** QEMU ended on a signal or error nobody asked for (e.g. `kill -9`, OOM killer). */
-  | 'crashed';
+  | 'crashed'
+  /** QEMU paused the VM on an error it cannot continue from (KVM internal error, I/O error); podvisor ended it. */
+  | 'vm-error';
 
 export interface VmExitInfo {
   reason: VmExitReason;
@@ -82,11 +111,28 @@ interface VmRecord {
   qemuBinary: string;
   accel: 'kvm' | 'tcg';
   launchedAt: string;
+  /**
+   * `launching` is written right after spawn, before QMP answers: a daemon that dies in that
+   * window leaves a record that tells the next one to kill this QEMU rather than lose it.
+   */
+  state?: 'launching' | 'running';
+  /** The uid QEMU dropped to (confined VMs). */
+  uid?: number;
+  gid?: number;
+  /** The VM's cgroup directories, removed when QEMU is gone. */
+  cgroups?: string[];
+  consoleMaxBytes?: number;
 }
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const PROCESS_POLL_MS = 250;
 const CHILD_EXIT_GRACE_MS = 200;
+const DEFAULT_CONSOLE_MAX_BYTES = 2 * 1024 * 1024;
+/** qemu.log is QEMU's stderr; some of its messages a guest can provoke. Checked on every 4th poll. */
+const QEMU_LOG_MAX_BYTES = 1024 * 1024;
+const QEMU_LOG_KEEP_BYTES = 64 * 1024;
+/** How long a VM that paused itself on an error gets to quit before SIGKILL. */
+const FATAL_STOP_QUIT_MS = 1000;
 
 export interface VmEvents {
   exit: [VmExitInfo];
@@ -110,9 +156,18 @@ export class Vm extends EventEmitter<VmEvents> {
   private child?: ChildProcess;
   private childExit?: { code: number | null; signal: NodeJS.Signals | null };
   private childGrace?: NodeJS.Timeout;
+  private fatalStatus?: RunState;
+  private polls = 0;
+  private readonly record: VmRecord;
+  private readonly console?: ConsoleLog;
+  private readonly users?: QemuUsers;
 
-  private constructor(record: VmRecord, paths: RunDirPaths, qmp: QmpClient, diskSet: DiskSet, child?: ChildProcess) {
+  private constructor(
+    record: VmRecord, paths: RunDirPaths, qmp: QmpClient, diskSet: DiskSet,
+    extra: { child?: ChildProcess; console?: ConsoleLog; users?: QemuUsers } = {},
+  ) {
     super();
+    this.record = record;
     this.id = record.id;
     this.pid = record.pid;
     this.startTime = record.startTime;
@@ -120,9 +175,21 @@ export class Vm extends EventEmitter<VmEvents> {
     this.paths = paths;
     this.qmpClient = qmp;
     this.diskSet = diskSet;
-    this.child = child;
+    this.child = extra.child;
+    this.console = extra.console;
+    this.users = extra.users;
     this.log = logger('vm', { sandbox: record.id, pid: record.pid });
     this.watch();
+  }
+
+  /** The uid QEMU runs as (undefined: root, an unconfined VM). */
+  get uid(): number | undefined {
+    return this.record.uid;
+  }
+
+  /** The VM's cgroup directories (empty when it has no limits). */
+  get cgroups(): string[] {
+    return this.record.cgroups ?? [];
   }
 
   get state(): VmState {
@@ -163,86 +230,124 @@ export class Vm extends EventEmitter<VmEvents> {
     const accel = await resolveAccel(opts.profile.accel);
     const tscKhz = opts.profile.tscKhz ?? hostTscKhz();
     const qemuBinary = opts.profile.qemuBinary ?? DEFAULT_QEMU_BINARY;
-
-    const qemuArgs = buildQemuArgs({
-      id: opts.id, profile: opts.profile, paths, accel, tscKhz,
-      sandbox: qemuHasSandbox(qemuBinary), tap: opts.tap, sharedFs: opts.sharedFs, incomingDefer: opts.incomingDefer,
-    });
-    const createdDir = prepareRunDir(paths);
-    const [command, args] = inNetns(opts.netns, qemuBinary, qemuArgs);
-    const log = logger('vm', { sandbox: opts.id });
-    if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
-    log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, netns: opts.netns }, 'launching QEMU');
-    log.debug({ command, args }, 'QEMU command line');
-
-    const out = openSync(paths.qemuLog, 'a', 0o600);
-    let child: ChildProcess;
-    try {
-      // Own session (setsid) and unref: QEMU outlives podvisord and gets none of its signals.
-      child = spawn(command, args, { detached: true, stdio: ['ignore', out, out] });
-    } finally {
-      closeSync(out);
+    const seccomp = qemuHasSandbox(qemuBinary);
+    const sandbox = seccomp === true;
+    // A binary that is not there at all is reported by the spawn itself.
+    if (seccomp === false && !opts.allowNoSeccomp) {
+      throw failedPrecondition(`${qemuBinary} has no -sandbox (seccomp) support, so VMs do not start; install a QEMU built with seccomp, or set [vm] allow_no_seccomp = true to run without the filter`);
     }
-    child.unref();
-
-    const exited = new AbortController();
+    const jail = opts.confinement;
+    const runAs: QemuIdentity | undefined = jail?.users.allocate(opts.id);
+    const consoleMaxBytes = opts.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES;
+    const log = logger('vm', { sandbox: opts.id });
+    let createdDir = false;
+    let cgroups: string[] = [];
+    let child: ChildProcess | undefined;
     let childExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let spawnError: Error | undefined;
-    child.once('error', (e) => {
-      spawnError = e;
-      exited.abort();
-    });
-    child.once('exit', (code, signal) => {
-      childExit = { code, signal };
-      exited.abort();
-    });
-
     let qmp: QmpClient | undefined;
+    let consoleLog: ConsoleLog | undefined;
     let vm: Vm;
     try {
+      const qemuArgs = buildQemuArgs({
+        id: opts.id, profile: opts.profile, paths, accel, tscKhz, sandbox, runAs,
+        tap: opts.tap, sharedFs: opts.sharedFs, incomingDefer: opts.incomingDefer,
+      });
+      if (jail && jail.cgroupParent) {
+        cgroups = createVmCgroup(jail.cgroupParent, opts.id, {
+          memoryBytes: (opts.profile.memoryMiB + jail.overheadMiB) * 1024 * 1024,
+          pidsMax: jail.pidsMax,
+        });
+      }
+      createdDir = prepareRunDir(paths);
+      const [command, args] = inNetns(opts.netns, qemuBinary, qemuArgs);
+      if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
+      log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, netns: opts.netns, uid: runAs?.uid }, 'launching QEMU');
+      log.debug({ command, args }, 'QEMU command line');
+
+      const out = openSync(paths.qemuLog, 'a', 0o600);
+      try {
+        // Own session (setsid) and unref: QEMU outlives podvisord and gets none of its signals.
+        child = spawn(command, args, { detached: true, stdio: ['ignore', out, out] });
+      } finally {
+        closeSync(out);
+      }
+      child.unref();
+      const exited = new AbortController();
+      child.once('error', (e) => {
+        spawnError = e;
+        exited.abort();
+      });
+      child.once('exit', (code, signal) => {
+        childExit = { code, signal };
+        exited.abort();
+      });
+      const record: VmRecord = {
+        id: opts.id, pid: child.pid ?? 0, startTime: '', qemuBinary, accel, launchedAt: new Date().toISOString(),
+        state: 'launching', uid: runAs?.uid, gid: runAs?.gid, cgroups, consoleMaxBytes,
+      };
+      if (child.pid !== undefined) {
+        // Before anything can fail or the daemon can die: a record, and the limits (QEMU is
+        // held at -S, so the guest has touched no memory yet).
+        record.startTime = readProcStat(child.pid)?.startTime ?? '';
+        writeJsonAtomicSync(paths.stateFile, record);
+        enterCgroup(cgroups, child.pid);
+      }
+
       qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.startTimeoutMs ?? 30_000, signal: exited.signal });
       const pid = readPidFile(paths.pidFile) ?? child.pid;
       const stat = pid === undefined ? undefined : readProcStat(pid);
       if (pid === undefined || !stat) throw internal(`QEMU answered QMP but its pid is unknown (${paths.pidFile})`);
-      for (const s of [paths.qmpSocket, paths.agentSocket]) chmodSync(s, 0o600);
-      const record: VmRecord = {
-        id: opts.id, pid, startTime: stat.startTime, qemuBinary, accel, launchedAt: new Date().toISOString(),
-      };
+      for (const sock of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket]) chmodSync(sock, 0o600);
+      consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, consoleMaxBytes);
+      Object.assign(record, { pid, startTime: stat.startTime, state: 'running' });
       const status = await qmp.execute('query-status');
       writeJsonAtomicSync(paths.stateFile, record);
-      vm = new Vm(record, paths, qmp, DiskSet.create(paths.disksFile), child);
+      vm = new Vm(record, paths, qmp, DiskSet.create(paths.disksFile, fileGrant(runAs)), { child, console: consoleLog, users: jail?.users });
       if (childExit) vm.childExit = childExit;
       vm.log.info({ status: status.status }, 'QEMU is up');
     } catch (e) {
       qmp?.close();
-      await killChild(child, childExit);
+      consoleLog?.close();
+      if (child) await killChild(child, childExit);
       const why = spawnError
-        ? `cannot run ${command}: ${messageOf(spawnError)}`
+        ? `cannot run ${qemuBinary}: ${messageOf(spawnError)}`
         : childExit
           ? `QEMU exited during start-up (${describeExit(childExit)}): ${tail(paths.qemuLog) || 'no output'}`
           : messageOf(e);
-      removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
+      removeVmCgroup(cgroups);
+      if (runAs) jail?.users.release(runAs.uid);
+      if (child || createdDir) removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
       log.warn({ err: why }, 'VM launch failed');
       if (isPodvisorError(e) && !spawnError && !childExit) throw e;
       throw failedPrecondition(`VM ${opts.id} failed to start: ${why}`, e);
     }
-    if (opts.waitReady) {
-      try {
-        await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
-      } catch (e) {
-        removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
-        throw e;
-      }
+    try {
+      // The guest runs from here; a template clone waits for its state instead (restoreVmState).
+      if (!opts.incomingDefer) await vm.qmpClient.execute('cont');
+      if (opts.waitReady) await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
+    } catch (e) {
+      await vm.stop({ timeoutMs: 5000 }).catch(() => undefined);
+      removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
+      throw e;
     }
     return vm;
   }
 
+  /**
+   * Runs the readiness hook against the VM's end: QEMU exiting, or pausing itself on an error,
+   * fails the launch at once with QEMU's own words instead of waiting out the deadline.
+   */
   private async runReadyHook(hook: NonNullable<VmLaunchOptions['waitReady']>, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const ended = this.waitExit().then((info) => {
+      throw failedPrecondition(`VM ${this.id} ended before it was ready: ${info.detail}`);
+    });
+    ended.catch(() => undefined);
     try {
-      await withDeadline(hook(this, deadline), timeoutMs, `VM ${this.id} was not ready within ${timeoutMs} ms`);
+      await withDeadline(Promise.race([hook(this, deadline), ended]), timeoutMs, `VM ${this.id} was not ready within ${timeoutMs} ms`);
     } catch (e) {
-      this.log.warn({ err: messageOf(e), console: tail(this.paths.consoleLog, 2000) }, 'VM did not become ready; stopping it');
+      this.log.warn({ err: messageOf(e), console: consoleTail(this.paths, 2000) }, 'VM did not become ready; stopping it');
       await this.stop({ timeoutMs: 5000 });
       throw e;
     }
@@ -250,24 +355,44 @@ export class Vm extends EventEmitter<VmEvents> {
 
   // ---------------------------------------------------------------- reattach
 
-  /** Finds a VM launched by an earlier podvisord from its run directory. */
-  static async reattach(runDir: string, opts: { timeoutMs?: number } = {}): Promise<Vm> {
+  /**
+   * Finds a VM launched by an earlier podvisord from its run directory. A QEMU whose launch
+   * never finished (the daemon died between spawn and QMP) is killed, not adopted: nothing
+   * else would ever stop it.
+   */
+  static async reattach(runDir: string, opts: { timeoutMs?: number; users?: QemuUsers } = {}): Promise<Vm> {
     const paths = runDirPaths(runDir);
     const record = readJsonFile<VmRecord>(paths.stateFile);
-    const pid = readPidFile(paths.pidFile) ?? record?.pid;
-    if (!record || pid === undefined) {
+    const pidFromFile = readPidFile(paths.pidFile);
+    const pid = record?.pid || pidFromFile;
+    const alive = pid !== undefined && isProcessAlive(pid, record?.startTime || undefined) && looksLikeOurQemu(pid, paths);
+    if (!record || record.state === 'launching') {
+      if (alive) await killOrphan(pid, paths);
+      removeVmCgroup(record?.cgroups ?? []);
       removeRunFiles(paths, { keepLogs: true, removeDir: false });
-      throw notFound(`no running VM in ${runDir} (no ${basename(paths.stateFile)} or pidfile)`);
+      throw notFound(alive
+        ? `the VM in ${runDir} never finished launching (podvisord died during it); its QEMU pid ${pid} was killed`
+        : `no running VM in ${runDir} (no ${basename(paths.stateFile)} or pidfile)`);
     }
-    if (!isProcessAlive(pid, record.startTime) || !looksLikeOurQemu(pid, paths)) {
+    if (!alive) {
+      removeVmCgroup(record.cgroups ?? []);
       removeRunFiles(paths, { keepLogs: true, removeDir: false });
       throw notFound(`VM ${record.id} is not running: QEMU pid ${pid} is gone`);
     }
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.timeoutMs ?? 10_000 });
-    const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile));
+    let consoleLog: ConsoleLog | undefined;
+    try {
+      consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, record.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES);
+    } catch (e) {
+      logger('vm', { sandbox: record.id }).warn({ err: messageOf(e) }, 'cannot reconnect to the console; its output is dropped');
+    }
+    const runAs = record.uid !== undefined && record.gid !== undefined ? { uid: record.uid, gid: record.gid } : undefined;
+    if (runAs) opts.users?.reserve(runAs.uid);
+    const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile, fileGrant(runAs)), { console: consoleLog, users: opts.users });
     await vm.diskSet.reconcile(qmp, 10_000);
     const status = await qmp.execute('query-status');
     vm.log.info({ status: status.status, disks: vm.diskSet.list().length }, 'reattached to running VM');
+    if (isFatalRunState(status.status)) vm.onFatalStop(status.status);
     return vm;
   }
 
@@ -291,14 +416,33 @@ export class Vm extends EventEmitter<VmEvents> {
         this.log.info({ event: ev.event, data: ev.data }, 'VM event');
       }
     });
+    watchFatalStop(this.qmpClient, (status) => this.onFatalStop(status));
     // The socket closes when QEMU dies: check at once rather than at the next poll.
     this.qmpClient.on('close', () => this.checkAlive());
     this.child?.once('exit', (code, signal) => {
       this.childExit = { code, signal };
       this.checkAlive();
     });
-    this.pollTimer = setInterval(() => this.checkAlive(), PROCESS_POLL_MS);
+    this.pollTimer = setInterval(() => this.poll(), PROCESS_POLL_MS);
     this.pollTimer.unref();
+  }
+
+  private poll(): void {
+    this.checkAlive();
+    if (++this.polls % 4 === 0 && !this.exitInfo) capLogFile(this.paths.qemuLog, QEMU_LOG_MAX_BYTES, QEMU_LOG_KEEP_BYTES);
+  }
+
+  /**
+   * QEMU paused the VM on an error the guest cannot continue from. Ending the VM at once is
+   * what lets a boot fail in seconds and a running sandbox turn NOTREADY; a paused QEMU would
+   * otherwise hold its memory until someone noticed.
+   */
+  private onFatalStop(status: RunState): void {
+    if (this.fatalStatus || this.exitInfo || this.stopPromise) return;
+    this.fatalStatus = status;
+    this.log.warn({ status, qemu: tail(this.paths.qemuLog, 600) }, 'QEMU paused the VM on an error; ending it');
+    this.stopPromise = this.doStop({ timeoutMs: FATAL_STOP_QUIT_MS });
+    this.stopPromise.catch((e) => this.log.error({ err: messageOf(e) }, 'ending the paused VM failed'));
   }
 
   private checkAlive(): void {
@@ -319,6 +463,10 @@ export class Vm extends EventEmitter<VmEvents> {
     this.vmState = 'exited';
     this.exitInfo = { ...this.classifyExit(), at: new Date(), exitCode: this.childExit?.code, signal: this.childExit?.signal };
     this.qmpClient.close();
+    this.console?.close();
+    const left = removeVmCgroup(this.cgroups);
+    if (left.length > 0) setTimeout(() => removeVmCgroup(left), 1000).unref();
+    if (this.record.uid !== undefined) this.users?.release(this.record.uid);
     removeRunFiles(this.paths, { keepLogs: true, removeDir: false });
     this.log.info({ reason: this.exitInfo.reason, detail: this.exitInfo.detail }, 'QEMU exited');
     this.emit('exit', this.exitInfo);
@@ -327,15 +475,18 @@ export class Vm extends EventEmitter<VmEvents> {
   private classifyExit(): { reason: VmExitReason; detail: string } {
     const shutdown = this.lastShutdown?.data.reason;
     const how = this.childExit ? describeExit(this.childExit) : 'process gone';
-    if (this.panicked || shutdown === 'guest-panic') return { reason: 'guest-panic', detail: 'the guest kernel panicked (pvpanic)' };
-    if (shutdown === 'guest-reset' && consoleShowsPanic(this.paths.consoleLog)) {
-      return { reason: 'guest-panic', detail: 'the guest kernel panicked (see console.log)' };
+    const said = qemuSaid(this.paths);
+    if (this.fatalStatus === 'guest-panicked') return { reason: 'guest-panic', detail: `the guest kernel panicked; QEMU paused the VM (guest-panicked)${said}` };
+    if (this.fatalStatus) return { reason: 'vm-error', detail: `QEMU paused the VM on an error (${this.fatalStatus})${said}` };
+    if (this.panicked || shutdown === 'guest-panic') return { reason: 'guest-panic', detail: `the guest kernel panicked (pvpanic)${said}` };
+    if (shutdown === 'guest-reset' && consoleShowsPanic(this.paths)) {
+      return { reason: 'guest-panic', detail: `the guest kernel panicked${said}` };
     }
     if (this.stopPromise) return { reason: 'stopped', detail: `stopped by podvisor (${shutdown ?? how})` };
     if (shutdown === 'guest-shutdown') return { reason: 'guest-shutdown', detail: 'the guest powered off' };
-    if (shutdown === 'guest-reset') return { reason: 'guest-reboot', detail: 'the guest rebooted' };
-    if (shutdown) return { reason: 'crashed', detail: `QEMU shut down: ${shutdown}` };
-    return { reason: 'crashed', detail: `QEMU ended without shutting down (${how})` };
+    if (shutdown === 'guest-reset') return { reason: 'guest-reboot', detail: `the guest rebooted${said}` };
+    if (shutdown) return { reason: 'crashed', detail: `QEMU shut down: ${shutdown}${said}` };
+    return { reason: 'crashed', detail: `QEMU ended without shutting down (${how})${said}` };
   }
 
   // ---------------------------------------------------------------- stop
@@ -401,6 +552,8 @@ export class Vm extends EventEmitter<VmEvents> {
     this.qmpClient.removeAllListeners();
     this.child?.removeAllListeners('exit');
     this.qmpClient.close();
+    // QEMU drops console output while nobody reads; the next daemon reconnects (reattach).
+    this.console?.close();
     this.vmState = 'detached';
   }
 
@@ -466,6 +619,36 @@ function describeExit(e: { code: number | null; signal: NodeJS.Signals | null })
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
 }
 
-function consoleShowsPanic(path: string): boolean {
-  return /Kernel panic - not syncing/.test(tail(path, 8192));
+function consoleShowsPanic(paths: RunDirPaths): boolean {
+  return /Kernel panic - not syncing/.test(consoleTail(paths, 8192));
+}
+
+/**
+ * What QEMU and the guest last said, for error messages: the tail of qemu.log (QEMU's own
+ * messages) and of the console, bounded reads both.
+ */
+function qemuSaid(paths: RunDirPaths): string {
+  const qemu = tail(paths.qemuLog, 600);
+  const guest = consoleTail(paths, 600);
+  const oneLine = (t: string) => t.split('\n').map((l) => l.trim()).filter(Boolean).slice(-6).join(' | ');
+  return `${qemu ? `; QEMU said: ${oneLine(qemu)}` : ''}${guest ? `; console: ${oneLine(guest)}` : ''}`;
+}
+
+/** Kills a QEMU that no record owns (its launch never finished) and waits for it to go. */
+async function killOrphan(pid: number, paths: RunDirPaths): Promise<void> {
+  logger('vm').warn({ pid, runDir: paths.dir }, 'killing a QEMU whose launch never finished (podvisord died during it)');
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 200 && isProcessAlive(pid); i++) await sleep(25);
+}
+
+/**
+ * How a confined QEMU reaches a disk plugged after it dropped to its uid: podvisord opens
+ * the file and hands it over (src/vm/file-grant.ts). Unconfined QEMU opens the path itself.
+ */
+function fileGrant(runAs: QemuIdentity | undefined) {
+  return runAs ? (path: string, readOnly: boolean) => grantFileTo(runAs, path, readOnly) : undefined;
 }

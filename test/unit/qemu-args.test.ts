@@ -42,7 +42,7 @@ describe('QEMU command line', () => {
     assert.deepEqual(values(args, '-name'), ['abcdef0123,process=podvisor-abcdef']);
     assert.deepEqual(values(args, '-pidfile'), ['/run/pv/abcdef0123/qemu.pid']);
     const chardevs = values(args, '-chardev');
-    assert.ok(chardevs.includes('file,id=console,path=/run/pv/abcdef0123/console.log'));
+    assert.ok(chardevs.includes('socket,id=console,path=/run/pv/abcdef0123/console.sock,server=on,wait=off'), 'the console is a socket podvisord reads into a capped ring');
     assert.ok(chardevs.includes('socket,id=qmp,path=/run/pv/abcdef0123/qmp.sock,server=on,wait=off'));
     assert.ok(chardevs.includes('socket,id=agent,path=/run/pv/abcdef0123/agent.sock,server=on,wait=off'));
     assert.ok(values(args, '-device').includes(`virtserialport,bus=vser0.0,nr=1,chardev=agent,id=agent-port,name=${AGENT_PORT_NAME}`));
@@ -98,6 +98,17 @@ describe('QEMU command line', () => {
     const a = buildQemuArgs(input());
     const b = buildQemuArgs(input({ id: 'other', paths: runDirPaths('/elsewhere/other') }));
     assert.deepEqual(values(a, '-device'), values(b, '-device'));
+  });
+
+  it('starts paused (-S) so podvisord watches QMP and the console before the guest runs', () => {
+    assert.ok(buildQemuArgs(input()).includes('-S'));
+  });
+
+  it('drops to the VM\'s uid with -runas, which needs set*id allowed by the filter', () => {
+    const args = buildQemuArgs(input({ runAs: { uid: 1100007, gid: 1100007 } }));
+    assert.deepEqual(values(args, '-runas'), ['1100007:1100007']);
+    assert.deepEqual(values(args, '-sandbox'), ['on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny']);
+    assert.equal(buildQemuArgs(input()).includes('-runas'), false);
   });
 
   it('leaves out -sandbox where QEMU lacks seccomp', () => {

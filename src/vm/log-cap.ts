@@ -1,0 +1,28 @@
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+
+/**
+ * Keeps a log file that another process appends to (QEMU's stderr, opened O_APPEND) under
+ * `maxBytes`: when it is larger, its last `keepBytes` are kept and the rest dropped. Safe
+ * against the writer because an O_APPEND write always lands at the current end, also after
+ * a truncate. A few bytes written between the read and the truncate can be lost.
+ */
+export function capLogFile(path: string, maxBytes: number, keepBytes: number): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r+');
+  } catch {
+    return false;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size <= maxBytes) return false;
+    const keep = Buffer.alloc(Math.min(keepBytes, size));
+    const n = readSync(fd, keep, 0, keep.length, size - keep.length);
+    ftruncateSync(fd, 0);
+    writeSync(fd, `[podvisor: ${size - n} earlier bytes dropped; this log is kept under ${maxBytes} bytes]\n`, 0);
+    writeSync(fd, keep, 0, n, null);
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}
