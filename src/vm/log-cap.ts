@@ -19,8 +19,9 @@ export function capLogFile(path: string, maxBytes: number, keepBytes: number): b
     const keep = Buffer.alloc(Math.min(keepBytes, size));
     const n = readSync(fd, keep, 0, keep.length, size - keep.length);
     ftruncateSync(fd, 0);
-    writeSync(fd, `[podvisor: ${size - n} earlier bytes dropped; this log is kept under ${maxBytes} bytes]\n`, 0);
-    writeSync(fd, keep, 0, n, null);
+    const marker = Buffer.from(`[podvisor: ${size - n} earlier bytes dropped; this log is kept under ${maxBytes} bytes]\n`);
+    const out = Buffer.concat([marker, keep.subarray(0, n)]);
+    writeSync(fd, out, 0, out.length, 0);
     return true;
   } finally {
     closeSync(fd);

@@ -629,9 +629,15 @@ function consoleShowsPanic(paths: RunDirPaths): boolean {
  */
 function qemuSaid(paths: RunDirPaths): string {
   const qemu = tail(paths.qemuLog, 600);
-  const guest = consoleTail(paths, 600);
-  const oneLine = (t: string) => t.split('\n').map((l) => l.trim()).filter(Boolean).slice(-6).join(' | ');
-  return `${qemu ? `; QEMU said: ${oneLine(qemu)}` : ''}${guest ? `; console: ${oneLine(guest)}` : ''}`;
+  const guest = consoleTail(paths, 8192);
+  const lines = (t: string) => t.split('\n').map((l) => l.trim()).filter(Boolean);
+  // A panic's own line says more than the stack trace after it.
+  const panic = lines(guest).filter((l) => /Kernel panic - not syncing/.test(l)).at(-1);
+  return [
+    qemu ? `; QEMU said: ${lines(qemu).slice(-6).join(' | ')}` : '',
+    panic ? `; panic: ${panic.replace(/^\[[\s\d.]+\]\s*/, '').slice(0, 300)}` : '',
+    guest ? `; console: ${lines(guest).slice(-4).join(' | ').slice(-600)}` : '',
+  ].join('');
 }
 
 /** Kills a QEMU that no record owns (its launch never finished) and waits for it to go. */
