@@ -4,6 +4,7 @@
 //   node --import tsx hack/demo-pod.ts --socket PATH --remove
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import { criClient, unary } from '../src/cri/client.js';
 
 const { values: flags } = parseArgs({
@@ -67,6 +68,17 @@ try {
     console.log(`\ndemo: pod ${pod_sandbox_id.slice(0, 13)} is still running in QEMU pid ${info.vm?.pid} (${info.vm?.accelerator}); ` +
       `crictl --runtime-endpoint unix://${flags.socket} pods|ps|logs work against it`);
   }
+} catch (e) {
+  // One readable line, never a stack: a gRPC error's details carry podvisord's message
+  // (for a VM that died during boot: the sandbox id and QEMU's own words).
+  const err = e as { details?: string; code?: number; message?: string };
+  const code = err.code === undefined ? '' : ` (${grpcStatusName(err.code)})`;
+  console.error(`demo: failed${code}: ${err.details || err.message || String(e)}`);
+  process.exitCode = 1;
 } finally {
   client.close();
+}
+
+function grpcStatusName(code: number): string {
+  return Object.entries(grpcStatus).find(([, v]) => v === code)?.[0] ?? String(code);
 }
