@@ -327,11 +327,18 @@ export class Vm extends EventEmitter<VmEvents> {
       if (!opts.incomingDefer) await vm.qmpClient.execute('cont');
       if (opts.waitReady) await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
     } catch (e) {
+      // A QMP error here is most often QEMU dying under it: say that, in QEMU's words.
+      const ended = vm.exitInfo ?? (await Promise.race([vm.waitExit(), sleep(CHILD_EXIT_GRACE_MS * 2).then(() => undefined)]));
       await vm.stop({ timeoutMs: 5000 }).catch(() => undefined);
       removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
+      if (ended && ended.reason !== 'stopped' && !isPodvisorError(e, 'FAILED_PRECONDITION')) throw vm.endedBeforeReady(ended, e);
       throw e;
     }
     return vm;
+  }
+
+  private endedBeforeReady(info: VmExitInfo, cause?: unknown): Error {
+    return failedPrecondition(`VM ${this.id} ended before it was ready: ${info.detail}`, cause);
   }
 
   /**
@@ -341,7 +348,7 @@ export class Vm extends EventEmitter<VmEvents> {
   private async runReadyHook(hook: NonNullable<VmLaunchOptions['waitReady']>, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const ended = this.waitExit().then((info) => {
-      throw failedPrecondition(`VM ${this.id} ended before it was ready: ${info.detail}`);
+      throw this.endedBeforeReady(info);
     });
     ended.catch(() => undefined);
     try {
