@@ -24,9 +24,9 @@ const CONSOLE_CAP = 1024 * 1024;
 /**
  * The issue asks for 100 MiB; the serial port under TCG moves 30-300 KiB/s on this shared
  * machine (the emulated UART takes one exit per byte), so 100 MiB takes about an hour. The
- * suite writes 8 MiB (8 times the cap); PODVISOR_CONSOLE_FLOOD_MIB=100 runs the full figure.
+ * suite writes 4 MiB (4 times the cap); PODVISOR_CONSOLE_FLOOD_MIB=100 runs the full figure.
  */
-const FLOOD_MIB = Number(process.env.PODVISOR_CONSOLE_FLOOD_MIB ?? 8);
+const FLOOD_MIB = Number(process.env.PODVISOR_CONSOLE_FLOOD_MIB ?? 4);
 const realKvm = existsSync('/dev/kvm');
 
 describe('VM hardening (issue 9)', () => {
@@ -182,7 +182,8 @@ describe('VM hardening (issue 9)', () => {
       console.log(`# console flood: ${FLOOD_MIB} MiB in ${secs.toFixed(0)} s (${((FLOOD_MIB * 1024) / secs).toFixed(0)} KiB/s); console on disk peaked at ${maxOnDisk} bytes (cap ${CONSOLE_CAP}); slowest of ${calls} CRI round trips meanwhile ${Math.round(slowest)} ms`);
       assert.ok(maxOnDisk <= CONSOLE_CAP, `console kept ${maxOnDisk} bytes, over the ${CONSOLE_CAP} cap`);
       assert.ok(consoleBytes(runDir) > CONSOLE_CAP / 4, 'the console ring holds the recent output');
-      assert.match(readFileSync(join(runDir, 'console.log'), 'utf8').slice(-100), /x{50}/);
+      const kept = readFileSync(join(runDir, 'console.log.1'), 'utf8') + readFileSync(join(runDir, 'console.log'), 'utf8');
+      assert.ok(kept.includes('x'.repeat(4096)), 'the flood\'s last output is in the ring');
       assert.ok(slowest < 10_000, `a CRI call took ${slowest} ms during the flood`);
     });
 
@@ -216,8 +217,11 @@ describe('VM hardening (issue 9)', () => {
       const st = await waitContainerState(env.daemon.client, sleeper, 'CONTAINER_EXITED', 60_000);
       assert.equal(st.reason, 'PodVMExited');
       assert.match(st.message, /the pod VM exited unexpectedly \(guest-panic\): the guest kernel panicked/);
-      const sb = (await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId })).status!;
-      assert.equal(sb.state, 'SANDBOX_NOTREADY');
+      // The containers are marked first, then the sandbox.
+      await waitFor('the sandbox to be NOTREADY', async () => {
+        const sb = (await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: sandboxId })).status!;
+        return sb.state === 'SANDBOX_NOTREADY' ? true : undefined;
+      }, 10_000);
       assert.equal(existsSync(`/proc/${pid}`), false, 'QEMU is gone');
       assert.equal(cgroupDirsOf(sandboxId).length, 0, 'its cgroups are removed');
     });
