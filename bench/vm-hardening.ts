@@ -56,12 +56,15 @@ try {
   line('KVM probe, device opens but KVM fails (QEMU refuses)', probeBroken, `   ratio ${(median(probeBroken) / b).toFixed(2)}`);
   line('KVM probe whose test guest runs (under TCG)', probeRuns, `   ratio ${(median(probeRuns) / b).toFixed(2)}`);
 
+  const scan: number[] = [];
+  for (let i = 0; i < rounds; i++) scan.push(await time(() => new QemuUsers('podvisor-qemu').allocate(`bench-scan-${i}`)));
+  line('per-VM uid: first allocation (scans /proc)', scan);
   const users = new QemuUsers('podvisor-qemu');
   const alloc: number[] = [];
   for (let i = 0; i < rounds * 20; i++) {
     alloc.push(await time(() => users.release(users.allocate(`bench-${i}`).uid)));
   }
-  line('per-VM uid allocation (one uid for all: 0)', alloc);
+  line('per-VM uid: later allocations (one uid for all: 0)', alloc);
 
   const profile = (() => {
     const image = locateGuestImage();

@@ -12,8 +12,12 @@ import { failedPrecondition } from '../errors.js';
  * Why one uid per VM rather than one for all: processes of the same uid can ptrace each
  * other and read each other's memory (process_vm_readv is not in QEMU's seccomp deny-list),
  * so a shared uid would let one escaped QEMU read every other tenant's guest RAM. A uid of
- * its own costs one stat per process in /proc at launch (measured in bench/vm-lifecycle.ts)
- * and no /etc/passwd entry.
+ * its own costs no /etc/passwd entry and one scan of /proc per daemon (bench/vm-hardening.ts).
+ *
+ * Which uids are taken: the first allocation reads every process's uid (VMs an earlier
+ * daemon started and this one reattached); after that the daemon's own bookkeeping. Two
+ * daemons on one host (tests) start their search at a point drawn from the sandbox id, so
+ * they rarely meet; when they do, two VMs share a uid, weaker isolation, never a failure.
  */
 
 export interface QemuIdentity {
@@ -28,8 +32,8 @@ interface IdRange {
 
 export class QemuUsers {
   private range?: { uid: IdRange; gid: IdRange };
-  /** Allocated by this daemon and not yet released (QEMU is still root for a moment after spawn). */
-  private readonly taken = new Set<number>();
+  /** Uids in use: seeded from /proc at the first allocation, then kept by allocate/reserve/release. */
+  private taken?: Set<number>;
 
   constructor(
     readonly user: string,
@@ -60,12 +64,12 @@ export class QemuUsers {
   allocate(id: string): QemuIdentity {
     const { uid: ur, gid: gr } = this.ranges();
     const count = Math.min(ur.count, gr.count);
-    const live = uidsInUse(ur.start, ur.start + count);
+    this.taken ??= uidsInUse(ur.start, ur.start + count);
     const first = createHash('sha256').update(id).digest().readUInt32BE(0) % count;
     for (let i = 0; i < count; i++) {
       const slot = (first + i) % count;
       const uid = ur.start + slot;
-      if (this.taken.has(uid) || live.has(uid)) continue;
+      if (this.taken.has(uid)) continue;
       this.taken.add(uid);
       return { uid, gid: gr.start + slot };
     }
@@ -74,11 +78,11 @@ export class QemuUsers {
 
   /** Marks a reattached VM's uid as taken. */
   reserve(uid: number): void {
-    this.taken.add(uid);
+    this.taken?.add(uid);
   }
 
   release(uid: number): void {
-    this.taken.delete(uid);
+    this.taken?.delete(uid);
   }
 }
 
