@@ -23,27 +23,46 @@ describe('a VM that QEMU pauses on an error', () => {
     assert.deepEqual(stray, [], 'no QEMU process may outlive the tests');
   });
 
-  it('ends the launch at once with the state and QEMU\'s words, leaving nothing', async () => {
-    const disk = join(root.dir, 'bad.img');
+  /** A 4 MiB disk whose every read fails with EIO, plugged so that a read error stops the VM. */
+  async function plugFailingDisk(vm: Vm, name: string): Promise<void> {
+    const disk = join(root.dir, `${name}.img`);
     writeFileSync(disk, '');
     truncateSync(disk, 4 * 1024 * 1024);
+    await vm.qmp.execute('blockdev-add', {
+      driver: 'blkdebug', 'node-name': `${name}-dbg`,
+      image: { driver: 'file', filename: disk }, 'inject-error': [{ event: 'read_aio', errno: 5 }],
+    } as never);
+    await vm.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': name, file: `${name}-dbg` } as never);
+    // The guest kernel reads the partition table as soon as its SCSI driver sees the disk.
+    await vm.qmp.execute('device_add', { driver: 'scsi-hd', id: `${name}-dev`, bus: 'scsi0.0', 'scsi-id': 5, lun: 0, drive: name, rerror: 'stop', werror: 'stop' } as never);
+  }
+
+  it('ends a running VM, reporting vm-error with the state (what makes a sandbox NOTREADY)', async () => {
+    const runDir = join(root.dir, 'running-ioerror');
+    const vm = await Vm.launch({ id: 'fatal-running', profile: guestProfile(), runDir });
+    const stopped = vm.qmp.waitForEvent('STOP', () => true, 110_000).then(() => performance.now());
+    stopped.catch(() => undefined);
+    await plugFailingDisk(vm, 'bad1');
+    const info = await vm.waitExit();
+    const endedAt = performance.now();
+    assert.equal(info.reason, 'vm-error');
+    assert.match(info.detail, /^QEMU paused the VM on an error \(io-error\)/);
+    console.log(`# running VM: ended ${Math.round(endedAt - (await stopped))} ms after QEMU's STOP`);
+    assert.deepEqual(qemuProcessesUsing(runDir), []);
+    await vm.destroy();
+  });
+
+  it('ends the launch at once with the state and QEMU\'s words, leaving nothing', async () => {
     const runDir = join(root.dir, 'ioerror');
     let stoppedAt = 0;
     const t0 = performance.now();
     await assert.rejects(
       Vm.launch({
         id: 'fatal-ioerror', profile: guestProfile(), runDir, readyTimeoutMs: 120_000,
-        // Plug a disk whose every read fails with EIO and which stops the VM on a read error;
-        // the guest kernel reads its partition table as soon as its SCSI driver scans.
         waitReady: async (vm) => {
           const stop = vm.qmp.waitForEvent('STOP', () => true, 110_000).then(() => (stoppedAt = performance.now()));
           stop.catch(() => undefined);
-          await vm.qmp.execute('blockdev-add', {
-            driver: 'blkdebug', 'node-name': 'bad-dbg',
-            image: { driver: 'file', filename: disk }, 'inject-error': [{ event: 'read_aio', errno: 5 }],
-          } as never);
-          await vm.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'bad', file: 'bad-dbg' } as never);
-          await vm.qmp.execute('device_add', { driver: 'scsi-hd', id: 'bad-dev', bus: 'scsi0.0', 'scsi-id': 5, lun: 0, drive: 'bad', rerror: 'stop', werror: 'stop' } as never);
+          await plugFailingDisk(vm, 'bad2');
           await new Promise(() => undefined); // the agent "never answers"
         },
       }),
