@@ -9,7 +9,9 @@ import { SandboxNetworks } from '../network/sandbox-networks.js';
 import { connectAgent } from '../pod/agent-adapter.js';
 import { podImages } from '../pod/image-adapter.js';
 import { createPodServices, podDirs } from '../pod/pod-services.js';
+import { logger } from '../log.js';
 import { QemuUsers } from '../vm/confinement.js';
+import { sweepIdleVmCgroups } from '../vm/cgroup.js';
 import { startAccelProbe } from '../vm/host.js';
 import { StreamingServer } from '../streaming/server.js';
 
@@ -25,6 +27,9 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
   // The KVM probe boots a tiny guest once; it runs while the rest starts, and the first
   // RunPodSandbox waits for its answer (src/vm/host.ts).
   void startAccelProbe({ device: config.vm.kvmDevice, timeoutMs: config.vm.kvmProbeTimeoutMs });
+  // Cgroups of VMs that ended while no daemon watched (src/vm/cgroup.ts).
+  const swept = sweepIdleVmCgroups(config.vm.cgroupParent);
+  if (swept.length > 0) logger('daemon').info({ cgroups: swept }, 'removed cgroups of VMs that ended while podvisord was down');
   const images = new ImageService({ root: config.root, registry: config.registry, maxUnpackedBytes: config.images.maxUnpackedBytes });
   await images.init();
   const dirs = podDirs(config.root, config.state);

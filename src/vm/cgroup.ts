@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { failedPrecondition, messageOf } from '../errors.js';
 
@@ -99,4 +99,51 @@ export function removeVmCgroup(dirs: string[]): string[] {
     }
   }
   return left;
+}
+
+/**
+ * Removes the cgroups now, and retries for a while those still busy: a QEMU that was not
+ * podvisord's child (reattached) stays a zombie, still in its cgroup, until init reaps it.
+ */
+export function removeVmCgroupSoon(dirs: string[], delaysMs = [250, 1000, 3000, 10_000, 30_000]): void {
+  let left = removeVmCgroup(dirs);
+  for (const delay of delaysMs) {
+    if (left.length === 0) return;
+    const pending = left;
+    setTimeout(() => {
+      left = removeVmCgroup(pending);
+    }, delay).unref();
+  }
+}
+
+/**
+ * At daemon start: removes VM cgroups under `parent` that hold no process and are older than
+ * `minAgeMs` (their QEMU died while no daemon watched, or a daemon was killed). The age keeps
+ * it away from a cgroup another daemon on this host has just made for a launch.
+ */
+export function sweepIdleVmCgroups(parent: string, minAgeMs = 60_000): string[] {
+  const l = hostCgroupLayout();
+  if (!l || !parent) return [];
+  const roots = l.kind === 'v2' ? [join(l.root, parent)] : [join(l.memory, parent), join(l.pids, parent)];
+  const removed: string[] = [];
+  for (const root of roots) {
+    let entries: string[];
+    try {
+      entries = readdirSync(root, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {
+      continue;
+    }
+    for (const name of entries) {
+      const dir = join(root, name);
+      try {
+        if (Date.now() - statSync(dir).mtimeMs < minAgeMs) continue;
+        if (readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() !== '') continue;
+        rmdirSync(dir);
+        removed.push(dir);
+      } catch {
+        /* busy or gone */
+      }
+    }
+  }
+  return removed;
 }

@@ -7,7 +7,7 @@ import { failedPrecondition, internal, invalidArgument, isPodvisorError, message
 import { logger, type Logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { withDeadline } from './deadline.js';
-import { createVmCgroup, enterCgroup, removeVmCgroup } from './cgroup.js';
+import { createVmCgroup, enterCgroup, removeVmCgroup, removeVmCgroupSoon } from './cgroup.js';
 import type { QemuIdentity, QemuUsers } from './confinement.js';
 import { ConsoleLog } from './console-log.js';
 import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
@@ -375,14 +375,14 @@ export class Vm extends EventEmitter<VmEvents> {
     const alive = pid !== undefined && isProcessAlive(pid, record?.startTime || undefined) && looksLikeOurQemu(pid, paths);
     if (!record || record.state === 'launching') {
       if (alive) await killOrphan(pid, paths);
-      removeVmCgroup(record?.cgroups ?? []);
+      removeVmCgroupSoon(record?.cgroups ?? []);
       removeRunFiles(paths, { keepLogs: true, removeDir: false });
       throw notFound(alive
         ? `the VM in ${runDir} never finished launching (podvisord died during it); its QEMU pid ${pid} was killed`
         : `no running VM in ${runDir} (no ${basename(paths.stateFile)} or pidfile)`);
     }
     if (!alive) {
-      removeVmCgroup(record.cgroups ?? []);
+      removeVmCgroupSoon(record.cgroups ?? []);
       removeRunFiles(paths, { keepLogs: true, removeDir: false });
       throw notFound(`VM ${record.id} is not running: QEMU pid ${pid} is gone`);
     }
@@ -471,8 +471,7 @@ export class Vm extends EventEmitter<VmEvents> {
     this.exitInfo = { ...this.classifyExit(), at: new Date(), exitCode: this.childExit?.code, signal: this.childExit?.signal };
     this.qmpClient.close();
     this.console?.close();
-    const left = removeVmCgroup(this.cgroups);
-    if (left.length > 0) setTimeout(() => removeVmCgroup(left), 1000).unref();
+    removeVmCgroupSoon(this.cgroups);
     if (this.record.uid !== undefined) this.users?.release(this.record.uid);
     removeRunFiles(this.paths, { keepLogs: true, removeDir: false });
     this.log.info({ reason: this.exitInfo.reason, detail: this.exitInfo.detail }, 'QEMU exited');
