@@ -32,6 +32,8 @@ export interface PodvisorConfig {
   state: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   guestDir: string;
+  /** How long a sandbox VM may take from QEMU start to agent ready. */
+  bootTimeoutSeconds: number;
   runtimes: Record<string, RuntimeProfileConfig>;
   registry: RegistryConfig;
   images: { maxUnpackedBytes: number };
@@ -115,6 +117,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     throw invalidArgument(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`);
   }
   const guestDir = daemon.string('guest_dir', DEFAULT_GUEST_DIR, absolutePath);
+  const bootTimeoutSeconds = daemon.int('boot_timeout_seconds', 120, { min: 5, max: 3600 });
   daemon.finish();
 
   const runtimes: Record<string, RuntimeProfileConfig> = {};
@@ -171,6 +174,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     state,
     logLevel: logLevelRaw as PodvisorConfig['logLevel'],
     guestDir,
+    bootTimeoutSeconds,
     runtimes,
     registry,
     images: { maxUnpackedBytes },

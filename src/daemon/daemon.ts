@@ -45,7 +45,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
   const pods = await createPodServices({
     recordsDir: dirs.recordsDir,
     settings: {
-      vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: 120_000,
+      vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: config.bootTimeoutSeconds * 1000,
       vmLaunch: {
         confinement: {
           users: new QemuUsers(config.vm.qemuUser),
