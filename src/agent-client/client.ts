@@ -19,7 +19,7 @@ const log = logger('agent-client');
 export interface AgentConnectOptions {
   /** Give up connecting (or reconnecting) after this long. */
   deadlineMs: number;
-  /** How long one Health probe may take before the connection is retried. */
+  /** How long the first Health probe may take; each probe that gets no answer doubles it, up to MAX_PROBE_TIMEOUT_MS. */
   probeTimeoutMs?: number;
   /** Default per-call timeout; every call has one (WaitProcess included). */
   callTimeoutMs?: number;
@@ -38,6 +38,8 @@ const DEFAULT_MAX_REPLY_BYTES = 64 << 10;
 
 /** A guest that drops its channel over and over gets one warning per this many ms; the rest are counted. */
 const DROP_WARN_INTERVAL_MS = 60_000;
+/** The longest one Health probe waits (the first waits probeTimeoutMs; each miss doubles it). */
+const MAX_PROBE_TIMEOUT_MS = 2_000;
 
 export interface AgentClientEvents {
   output: [ProcessOutput];
@@ -221,13 +223,18 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         // A fresh session per connection: the guest may not have seen the previous one end.
         ttrpc = new TtrpcClient(socket, { session: randomUUID(), streamIds: this.streamIds });
         // Until the guest opens its end, what we send is dropped: probe until Health answers.
+        // A fixed short probe never succeeds once the guest answers more slowly than
+        // it (TCG on a loaded host): every answer would arrive for a call already given
+        // up. So each miss doubles the wait, and a slow guest is still found.
         let health: HealthResponse;
+        let probeMs = this.options.probeTimeoutMs;
         for (;;) {
           try {
-            health = this.codecs.Health.response.decode(await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: this.options.probeTimeoutMs }));
+            health = this.codecs.Health.response.decode(await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: probeMs }));
             break;
           } catch (err) {
             if (!isPodvisorError(err, 'DEADLINE_EXCEEDED') || Date.now() > deadline) throw err;
+            probeMs = Math.min(probeMs * 2, MAX_PROBE_TIMEOUT_MS);
           }
         }
         // A restarted agent numbers its events from 1 again.
