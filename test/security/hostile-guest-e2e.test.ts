@@ -38,7 +38,12 @@ describe('hostile guests against a real podvisord', () => {
     await env.pull(env.busybox);
     for (const name of ['flood', 'victim'] as const) {
       const config = sandboxConfig(name, join(env.dir, 'logs', name));
-      ids[name] = (await unary(rt(), 'RunPodSandbox', { config })).pod_sandbox_id;
+      try {
+        ids[name] = (await unary(rt(), 'RunPodSandbox', { config })).pod_sandbox_id;
+      } catch (e) {
+        console.log(`RunPodSandbox ${name} failed; podvisord said:\n${env.daemon.output().split('\n').slice(-40).join('\n')}`);
+        throw e;
+      }
     }
     const create = async (sandbox: 'flood' | 'victim', name: string, cmd: string[], extra: Record<string, unknown> = {}) => {
       const id = (await unary(rt(), 'CreateContainer', {
