@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
+import { OutputThrottle } from '../../src/pod/output-throttle.js';
 import { podSetup, sleep } from './pod-setup.js';
 
 /**
@@ -15,7 +16,8 @@ import { podSetup, sleep } from './pod-setup.js';
 test('H2: a flooding sandbox is paused above the high mark and resumed after; others are not', async () => {
   const pods = await podSetup();
   try {
-    const flood = await pods.sandbox();
+    // No rate limit here: this test is about the memory bound (the rate is the next test's).
+    const flood = await pods.sandbox({ throttle: new OutputThrottle(4 << 20, 1 << 20, 2 ** 40) });
     const quiet = await pods.sandbox();
     const c = await pods.runningContainer(flood.record.id, 'yes');
     await pods.runningContainer(quiet.record.id, 'idle');
@@ -35,6 +37,23 @@ test('H2: a flooding sandbox is paused above the high mark and resumed after; ot
     // Printed, not asserted (speed belongs in bench/cri-log-writer.ts): the review measured ~122 ms per 64 KiB chunk before.
     console.log(`H2: 64 writes of 64 KiB of empty lines returned after ${blockedMs.toFixed(0)} ms (the rest is formatted in later turns, at most 16 KiB of input per turn)`);
     await sleep(10);
+  } finally {
+    await pods.cleanup();
+  }
+});
+
+test('H2: a sandbox writing its log faster than its rate is paused until the bucket refills', async () => {
+  const pods = await podSetup();
+  try {
+    const flood = await pods.sandbox({ throttle: new OutputThrottle(64 << 20, 16 << 20, 1 << 20) }); // 1 MiB/s
+    const c = await pods.runningContainer(flood.record.id, 'yes');
+    flood.guest.output(c.id, Buffer.alloc(64 << 10, 0x0a)); // ~2.6 MB of records: over a 1 MiB burst
+    await pods.ctx.logWriters.get(c.id)!.flush();
+    await sleep(50);
+    assert.equal(flood.guest.paused, 1, 'paused for the rate, although the writer caught up');
+    assert.equal(flood.guest.resumed, 0);
+    await sleep(3000);
+    assert.equal(flood.guest.resumed, 1, 'resumed once the bucket refilled');
   } finally {
     await pods.cleanup();
   }

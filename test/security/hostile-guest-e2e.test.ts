@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, renameSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { eventCodec } from '../../src/agent-protocol/api.js';
 import { unary } from '../helpers/daemon.js';
@@ -45,14 +46,11 @@ describe('hostile guests against a real podvisord', () => {
         throw e;
       }
     }
-    const create = async (sandbox: 'flood' | 'victim', name: string, cmd: string[], extra: Record<string, unknown> = {}) => {
-      const id = (await unary(rt(), 'CreateContainer', {
-        pod_sandbox_id: ids[sandbox], sandbox_config: sandboxConfig(sandbox, join(env.dir, 'logs', sandbox)), config: containerConfig(name, env.busybox, cmd, extra),
-      })).container_id;
-      await unary(rt(), 'StartContainer', { container_id: id });
-      return id;
-    };
+    const create = async (sandbox: 'flood' | 'victim', name: string, cmd: string[], extra: Record<string, unknown> = {}) => (await unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: ids[sandbox], sandbox_config: sandboxConfig(sandbox, join(env.dir, 'logs', sandbox)), config: containerConfig(name, env.busybox, cmd, extra),
+    })).container_id;
     victimContainer = await create('victim', 'web', ['sh', '-c', 'while true; do echo alive; sleep 1; done']);
+    await unary(rt(), 'StartContainer', { container_id: victimContainer });
     floodContainer = await create('flood', 'yes', ['yes', ''], { linux: { security_context: { run_as_user: { value: '1000' } } } });
   });
 
@@ -76,19 +74,29 @@ describe('hostile guests against a real podvisord', () => {
     return { p50: at(0.5), p99: at(0.99), max: samples.at(-1)! };
   }
 
-  test('H2: a container running `yes \'\'` keeps another pod\'s CRI latency under 100 ms p99', async () => {
-    const floodLog = join(env.dir, 'logs', 'flood', 'yes.log');
-    const { size: before } = await import('node:fs/promises').then((fs) => fs.stat(floodLog));
-    await new Promise((r) => setTimeout(r, 2000)); // let the flood reach its steady rate
-    const flooded = await statusLatency(300);
-    const { size: afterSize } = await import('node:fs/promises').then((fs) => fs.stat(floodLog));
-    await unary(rt(), 'StopContainer', { container_id: floodContainer, timeout: 0 });
+  test('H2: a container running `yes \'\'` keeps another pod\'s CRI latency under 100 ms p99', async (t) => {
     const quiet = await statusLatency(100);
-    console.log(`H2: another pod's CRI call latency with \`yes ''\` running: p50 ${flooded.p50.toFixed(1)} ms, p99 ${flooded.p99.toFixed(1)} ms, max ${flooded.max.toFixed(1)} ms; `
-      + `after it stopped: p50 ${quiet.p50.toFixed(1)} ms, p99 ${quiet.p99.toFixed(1)} ms; the flood wrote ${((afterSize - before) / 2 ** 20).toFixed(1)} MiB of CRI log meanwhile`);
-    assert.ok(afterSize - before > 1 << 20, 'the flood was really flowing');
-    assert.ok(flooded.p99 < 100, `p99 ${flooded.p99.toFixed(1)} ms`);
+    await unary(rt(), 'StartContainer', { container_id: floodContainer });
+    const floodLog = join(env.dir, 'logs', 'flood', 'yes.log');
+    await waitFor('the flood to start', async () => ((await stat(floodLog).catch(() => undefined))?.size ?? 0) > 0 ? true : undefined);
+    await new Promise((r) => setTimeout(r, 2000)); // let it reach its steady rate
+    const before = (await stat(floodLog)).size;
+    const t0 = Date.now();
+    const flooded = await statusLatency(300);
+    const seconds = (Date.now() - t0) / 1000;
+    const written = (await stat(floodLog)).size - before;
+    await unary(rt(), 'StopContainer', { container_id: floodContainer, timeout: 0 });
+    console.log(`H2: another pod's CRI call latency before the flood: p50 ${quiet.p50.toFixed(1)} ms, p99 ${quiet.p99.toFixed(1)} ms; `
+      + `with \`yes ''\` running: p50 ${flooded.p50.toFixed(1)} ms, p99 ${flooded.p99.toFixed(1)} ms, max ${flooded.max.toFixed(1)} ms; `
+      + `the flood wrote ${(written / 2 ** 20 / seconds).toFixed(1)} MiB/s of CRI log meanwhile`);
+    assert.ok(written > 1 << 20, 'the flood was really flowing');
     assert.equal((await containerState(env.daemon.client, victimContainer)).state, 'CONTAINER_RUNNING');
+    if (quiet.p99 >= 100) {
+      // The rule is about what the flood adds; a host already past the bound without it cannot show that.
+      t.skip(`this host is too loaded to measure the rule: p99 is ${quiet.p99.toFixed(1)} ms before any flood`);
+      return;
+    }
+    assert.ok(flooded.p99 < 100, `p99 ${flooded.p99.toFixed(1)} ms`);
   });
 
   /** While no daemon runs, "root in the guest" replaces a pod's agent with a compromised one. */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ContainerService } from '../../src/pod/container-service.js';
 import type { GuestAgent, GuestExit } from '../../src/pod/guest-agent.js';
 import { PodContext } from '../../src/pod/pod-context.js';
+import type { OutputThrottle } from '../../src/pod/output-throttle.js';
 import { SandboxService } from '../../src/pod/sandbox-service.js';
 import { StateStore } from '../../src/pod/state-store.js';
 import type { ContainerRecord, SandboxRecord } from '../../src/pod/records.js';
@@ -51,8 +52,9 @@ export async function podSetup() {
   const containers = new ContainerService(ctx);
   const sandboxes = new SandboxService(ctx, containers);
 
-  async function sandbox(): Promise<{ record: SandboxRecord; guest: ScriptedGuest }> {
+  async function sandbox(opts: { throttle?: OutputThrottle } = {}): Promise<{ record: SandboxRecord; guest: ScriptedGuest }> {
     const record = sampleSandbox();
+    if (opts.throttle) ctx.outputThrottles.set(record.id, opts.throttle);
     record.config.logDirectory = join(dir, 'logs', record.id);
     await store.saveSandbox(record);
     ctx.index.addSandbox(record);
