@@ -91,12 +91,12 @@ describe('hostile guests against a real podvisord', () => {
       + `the flood wrote ${(written / 2 ** 20 / seconds).toFixed(1)} MiB/s of CRI log meanwhile`);
     assert.ok(written > 1 << 20, 'the flood was really flowing');
     assert.equal((await containerState(env.daemon.client, victimContainer)).state, 'CONTAINER_RUNNING');
-    if (quiet.p99 >= 100) {
+    if (flooded.p99 >= 100 && quiet.p99 >= 100) {
       // The rule is about what the flood adds; a host already past the bound without it cannot show that.
-      t.skip(`this host is too loaded to measure the rule: p99 is ${quiet.p99.toFixed(1)} ms before any flood`);
+      t.skip(`this host is too loaded to measure the rule: p99 is ${quiet.p99.toFixed(1)} ms before any flood, ${flooded.p99.toFixed(1)} ms with it`);
       return;
     }
-    assert.ok(flooded.p99 < 100, `p99 ${flooded.p99.toFixed(1)} ms`);
+    assert.ok(flooded.p99 < 100, `p99 ${flooded.p99.toFixed(1)} ms with the flood (${quiet.p99.toFixed(1)} ms before it)`);
   });
 
   /** While no daemon runs, "root in the guest" replaces a pod's agent with a compromised one. */
