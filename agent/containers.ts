@@ -3,6 +3,7 @@ import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../src/errors.js';
 import type {
   ContainerInfo, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest, ProcessRef, SignalProcessRequest,
+  UpdateContainerResourcesRequest,
 } from '../src/agent-protocol/types.js';
 import { logger } from '../src/log.js';
 import type { EventHub } from './events.js';
@@ -11,6 +12,7 @@ import { run } from './run.js';
 import { ensurePodPidNamespace } from './pod-pid-namespace.js';
 import { GUEST_POD_PID_NAMESPACE } from '../src/agent-protocol/guest-paths.js';
 import { redeliverOnceHandled, signalDisposition } from './signal-redelivery.js';
+import { mergeResources, ociResources, readLimits, type OciResources } from './resources.js';
 import { cgroupStats, flatKeyed } from './stats.js';
 import { checkGuestPath, checkId } from './validate.js';
 
@@ -26,7 +28,7 @@ interface OciSpec {
   ociVersion?: string;
   process?: { terminal?: boolean; args?: string[]; env?: string[]; cwd?: string; user?: { uid: number; gid: number; additionalGids?: number[] }; consoleSize?: { height: number; width: number } } & Record<string, unknown>;
   root?: { path?: string; readonly?: boolean };
-  linux?: { cgroupsPath?: string } & Record<string, unknown>;
+  linux?: { cgroupsPath?: string; resources?: OciResources } & Record<string, unknown>;
   [key: string]: unknown;
 }
 
@@ -184,6 +186,39 @@ export class ContainerManager {
   stats(containerId: string): ContainerStatsResponse {
     const c = this.get(containerId);
     return cgroupStats(c.groupDir, c.limitDir);
+  }
+
+  /**
+   * New cgroup limits for a container, in place: `crun update` on a running
+   * one (never a restart), the spec on disk for one not started yet. Answers
+   * the limit files as the kernel now has them.
+   */
+  async updateResources(req: UpdateContainerResourcesRequest): Promise<Record<string, string>> {
+    const c = this.get(req.containerId);
+    const update = ociResources(req.resources ?? {});
+    const linux = (c.spec.linux ??= {});
+    if (c.state === 'stopped') throw failedPrecondition(`container ${c.id} has exited; its resources cannot change`);
+    if (c.state === 'running') {
+      const file = `${c.bundle}/resources-update.json`;
+      await writeFile(file, JSON.stringify(update));
+      try {
+        await run('crun', ['update', '--resources', file, c.id], { what: `updating the resources of container ${c.id}`, code: 'FAILED_PRECONDITION' });
+      } finally {
+        await rm(file, { force: true });
+      }
+    }
+    // Kept in the spec too: a later exec reads it, and a created container starts with it.
+    linux.resources = mergeResources(linux.resources, update);
+    if (c.state === 'created') await writeFile(`${c.bundle}/config.json`, JSON.stringify(c.spec));
+    const limits = readLimits(c.limitDir);
+    log.info({ containerId: c.id, limits }, 'container resources updated');
+    return limits;
+  }
+
+  /** The pod cgroup: every container's processes, none of the agent's. */
+  sandboxStats(): ContainerStatsResponse {
+    const pod = `${CGROUP_ROOT}/${CGROUP_PARENT}`;
+    return cgroupStats(pod, pod);
   }
 
   list(): ContainerInfo[] {

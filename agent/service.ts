@@ -64,6 +64,8 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     CloseStdin: async (req) => { containers.closeStdin(req); return {}; },
     ResizeTty: async (req) => { await containers.resize(req, req.rows, req.cols); return {}; },
     ContainerStats: async (req) => containers.stats(req.containerId),
+    SandboxStats: async () => containers.sandboxStats(),
+    UpdateContainerResources: async (req) => ({ cgroup: await containers.updateResources(req) }),
     ConfigureNetwork: async (req) => { await configureNetwork(req); return {}; },
     PauseOutput: async (req) => { containers.pauseOutput(req, req.paused); return {}; },
     WritePort: async (req) => { await ports.write(req); return {}; },

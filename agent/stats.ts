@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { ContainerStatsResponse } from '../src/agent-protocol/types.js';
+import type { ContainerStatsResponse, Pressure, PressureLine } from '../src/agent-protocol/types.js';
 
 /** Reads one cgroup v2 file; missing files (controller not enabled) read as empty. */
 function read(dir: string, file: string): string {
@@ -23,6 +23,25 @@ export function flatKeyed(text: string): Map<string, number> {
 function single(text: string): number {
   const t = text.trim();
   return t === '' || t === 'max' ? 0 : Number(t);
+}
+
+/**
+ * A cgroup v2 `<resource>.pressure` file:
+ *   some avg10=0.00 avg60=0.00 avg300=0.00 total=0
+ *   full avg10=0.00 avg60=0.00 avg300=0.00 total=0
+ * null when the file is missing or empty (no PSI in this kernel).
+ */
+export function parsePressure(text: string): Pressure | null {
+  const out: Pressure = {};
+  for (const line of text.split('\n')) {
+    const [kind, ...fields] = line.trim().split(/\s+/);
+    if (kind !== 'some' && kind !== 'full') continue;
+    const v = new Map(fields.map((f) => f.split('=') as [string, string]));
+    const data: PressureLine = { avg10: Number(v.get('avg10')), avg60: Number(v.get('avg60')), avg300: Number(v.get('avg300')), totalUsec: Number(v.get('total')) };
+    if (Object.values(data).some((n) => !Number.isFinite(n))) continue;
+    out[kind] = data;
+  }
+  return out.some || out.full ? out : null;
 }
 
 /**
@@ -58,5 +77,10 @@ export function cgroupStats(groupDir: string, limitDir: string): ContainerStatsR
     pids: { current: single(read(groupDir, 'pids.current')), limit: single(read(limitDir, 'pids.max')) },
     io,
     timestampUnixNanos: Date.now() * 1e6,
+    cpuPressure: parsePressure(read(groupDir, 'cpu.pressure')),
+    memoryPressure: parsePressure(read(groupDir, 'memory.pressure')),
+    ioPressure: parsePressure(read(groupDir, 'io.pressure')),
+    // Counted only where memory.stat has them; never reported as a made-up 0.
+    pageFaults: mem.has('pgfault') ? { faults: mem.get('pgfault')!, majorFaults: mem.get('pgmajfault') ?? 0 } : null,
   };
 }

@@ -9,7 +9,7 @@ import { agentCodecs, eventCodec, getEventsRequestCodec } from '../agent-protoco
 import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
 
 import type {
-  AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
+  AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
   ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
 } from '../agent-protocol/types.js';
@@ -131,6 +131,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   closeStdin(ref: ProcessRef): Promise<void> { return this.call('CloseStdin', ref).then(() => undefined); }
   resizeTty(ref: ProcessRef, rows: number, cols: number): Promise<void> { return this.call('ResizeTty', { ...ref, rows, cols }).then(() => undefined); }
   containerStats(containerId: string): Promise<ContainerStatsResponse> { return this.call('ContainerStats', { containerId }); }
+  sandboxStats(): Promise<ContainerStatsResponse> { return this.call('SandboxStats', {}); }
+  updateContainerResources(req: UpdateContainerResourcesRequest): Promise<UpdateContainerResourcesResponse> { return this.call('UpdateContainerResources', req); }
   configureNetwork(req: ConfigureNetworkRequest): Promise<void> { return this.call('ConfigureNetwork', req).then(() => undefined); }
   pauseOutput(ref: ProcessRef, paused: boolean): Promise<void> { return this.call('PauseOutput', { ...ref, paused }).then(() => undefined); }
   writePort(connectionId: string, data: Uint8Array): Promise<void> { return this.call('WritePort', { connectionId, data }).then(() => undefined); }

@@ -60,7 +60,28 @@ export interface ContainerStatsResponse {
   pids: { current: number; limit: number };
   io: { readBytes: number; writeBytes: number; readOps: number; writeOps: number };
   timestampUnixNanos: number;
+  /** null (absent) where the guest kernel or cgroup has no such file. */
+  cpuPressure?: Pressure | null;
+  memoryPressure?: Pressure | null;
+  ioPressure?: Pressure | null;
+  pageFaults?: { faults: number; majorFaults: number } | null;
 }
+export interface PressureLine { avg10: number; avg60: number; avg300: number; totalUsec: number }
+export interface Pressure { some?: PressureLine | null; full?: PressureLine | null }
+
+export interface LinuxResources {
+  cpuPeriod?: number;
+  cpuQuota?: number;
+  cpuShares?: number;
+  memoryLimitBytes?: number;
+  memorySwapLimitBytes?: number;
+  cpusetCpus?: string;
+  cpusetMems?: string;
+  hugepageLimits?: Array<{ pageSize: string; limitBytes: number }>;
+  unified?: Record<string, string>;
+}
+export interface UpdateContainerResourcesRequest { containerId: string; resources: LinuxResources }
+export interface UpdateContainerResourcesResponse { cgroup: Record<string, string> }
 
 export interface NetworkInterface { mac: string; name: string; mtu?: number; addresses?: { cidr: string }[] }
 export interface Route { destination: string; gateway?: string; device?: string; source?: string; metric?: number }
@@ -100,6 +121,8 @@ export interface AgentApi {
   CloseStdin: [ProcessRef, Empty];
   ResizeTty: [ResizeTtyRequest, Empty];
   ContainerStats: [{ containerId: string }, ContainerStatsResponse];
+  SandboxStats: [Empty, ContainerStatsResponse];
+  UpdateContainerResources: [UpdateContainerResourcesRequest, UpdateContainerResourcesResponse];
   ConfigureNetwork: [ConfigureNetworkRequest, Empty];
   PauseOutput: [PauseOutputRequest, Empty];
   WritePort: [WritePortRequest, Empty];

@@ -1,7 +1,9 @@
 import { invalidArgument } from '../errors.js';
 import type { ContainerFilter } from '../pod/filters.js';
 import type { ContainerConfig, ContainerRecord, ContainerState, Mount, SecurityProfile } from '../pod/records.js';
-import { identityFromCri, int, namespaceOptionsFromCri, requireId, resourcesFromCri } from './fields.js';
+import { identityFromCri, int, namespaceOptionsFromCri, requireId, resourcesFromCri, resourcesToCri } from './fields.js';
+import { sendChunks } from './list-stream.js';
+import { criSignalName, criSignalNumber } from './signal-names.js';
 import type { Container } from './generated/runtime/v1/Container.js';
 import type { ContainerConfig__Output } from './generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from './generated/runtime/v1/ContainerFilter.js';
@@ -59,6 +61,20 @@ export const reopenContainerLog: RuntimeRpc<'ReopenContainerLog'> = async (svc, 
   return {};
 };
 
+/** In-place resize: the new limits go to the running container's guest cgroup; it is never restarted. */
+export const updateContainerResources: RuntimeRpc<'UpdateContainerResources'> = async (svc, req) => {
+  const id = requireId(req.container_id, 'container_id');
+  if (req.windows) throw invalidArgument('windows resources do not apply to a Linux pod VM');
+  const linux = resourcesFromCri(req.linux);
+  if (!linux) throw invalidArgument('UpdateContainerResources needs linux resources');
+  await svc.pods.resources.updateContainer(id, linux);
+  return {};
+};
+
+export const streamContainers: RuntimeRpc<'StreamContainers'> = async (svc, req, call) => {
+  await sendChunks(svc.pods.containers.list(containerFilterFromCri(req.filter)).map(containerToCri), call, (containers) => ({ containers }));
+};
+
 // ---- request mapping ----
 
 const PROPAGATIONS = ['PRIVATE', 'HOST_TO_CONTAINER', 'BIDIRECTIONAL'] as const;
@@ -97,7 +113,7 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
     stdinOnce: c.stdin_once,
     tty: c.tty,
     ...(c.linux?.resources ? { resources: resourcesFromCri(c.linux.resources) } : {}),
-    ...(c.stop_signal && c.stop_signal !== 'RUNTIME_DEFAULT' ? { stopSignal: String(c.stop_signal) } : {}),
+    ...stopSignalFromCri(c.stop_signal),
     security: {
       privileged: sec?.privileged ?? false,
       readonlyRootfs: sec?.readonly_rootfs ?? false,
@@ -106,6 +122,7 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
       addCapabilities: sec?.capabilities?.add_capabilities ?? [],
       dropCapabilities: sec?.capabilities?.drop_capabilities ?? [],
       noNewPrivs: sec?.no_new_privs ?? false,
+      supplementalGroupsPolicy: sec?.supplemental_groups_policy === 'Strict' ? 'Strict' : 'Merge',
       // kubelet sends the lists only when it means them (it also sends empty lists for "unmasked" /proc).
       ...(sec && (sec.masked_paths.length > 0 || sec.readonly_paths.length > 0)
         ? { maskedPaths: sec.masked_paths, readonlyPaths: sec.readonly_paths } : {}),
@@ -114,6 +131,14 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
       ...(apparmor ? { apparmor } : {}),
     },
   };
+}
+
+/** ContainerConfig.stop_signal as a signal number (the pod module's terms); nothing for RUNTIME_DEFAULT. */
+function stopSignalFromCri(s: string | number | undefined): { stopSignal?: string } {
+  if (!s || s === 'RUNTIME_DEFAULT') return {};
+  const n = typeof s === 'string' ? criSignalNumber(s) : undefined;
+  if (n === undefined) throw invalidArgument(`stop_signal ${JSON.stringify(s)} is not a signal podvisor knows`);
+  return { stopSignal: String(n) };
 }
 
 const PROFILE_TYPES: SecurityProfile['type'][] = ['RuntimeDefault', 'Unconfined', 'Localhost'];
@@ -204,5 +229,8 @@ export function containerStatusToCri(r: ContainerRecord): ContainerStatus {
     annotations: r.config.annotations,
     mounts: [],
     log_path: r.logFile,
+    ...(r.config.resources ? { resources: { linux: resourcesToCri(r.config.resources) } } : {}),
+    ...(r.user ? { user: { linux: { uid: r.user.uid, gid: r.user.gid, supplemental_groups: [r.user.gid, ...r.user.additionalGids] } } } : {}),
+    stop_signal: criSignalName(r.stopSignal),
   };
 }

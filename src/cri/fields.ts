@@ -1,7 +1,7 @@
 import { invalidArgument } from '../errors.js';
 import type { LinuxResources, NamespaceMode, NamespaceOptions } from '../pod/records.js';
 import type { Int64Value__Output } from './generated/runtime/v1/Int64Value.js';
-import type { LinuxContainerResources__Output } from './generated/runtime/v1/LinuxContainerResources.js';
+import type { LinuxContainerResources, LinuxContainerResources__Output } from './generated/runtime/v1/LinuxContainerResources.js';
 import type { NamespaceOption__Output } from './generated/runtime/v1/NamespaceOption.js';
 
 /**
@@ -47,6 +47,25 @@ export function resourcesFromCri(r: LinuxContainerResources__Output | null | und
     oomScoreAdj: int(r.oom_score_adj, 'oom_score_adj'),
     cpusetCpus: r.cpuset_cpus ?? '',
     cpusetMems: r.cpuset_mems ?? '',
+    memorySwapLimitInBytes: int(r.memory_swap_limit_in_bytes, 'memory_swap_limit_in_bytes'),
+    hugepageLimits: (r.hugepage_limits ?? []).map((h) => ({ pageSize: h.page_size, limitBytes: int(h.limit, 'hugepage limit') })),
+    unified: r.unified ?? {},
+  };
+}
+
+/** The resources in force, in CRI terms (ContainerStatus.resources). */
+export function resourcesToCri(r: LinuxResources): LinuxContainerResources {
+  return {
+    cpu_period: String(r.cpuPeriod),
+    cpu_quota: String(r.cpuQuota),
+    cpu_shares: String(r.cpuShares),
+    memory_limit_in_bytes: String(r.memoryLimitInBytes),
+    oom_score_adj: String(r.oomScoreAdj),
+    cpuset_cpus: r.cpusetCpus,
+    cpuset_mems: r.cpusetMems,
+    hugepage_limits: (r.hugepageLimits ?? []).map((h) => ({ page_size: h.pageSize, limit: String(h.limitBytes) })),
+    unified: r.unified ?? {},
+    memory_swap_limit_in_bytes: String(r.memorySwapLimitInBytes ?? 0),
   };
 }
 

@@ -24,6 +24,8 @@ export const runtimeHandlers: RuntimeHandlerTable = {
   RemovePodSandbox: sandboxes.removePodSandbox,
   PodSandboxStatus: sandboxes.podSandboxStatus,
   ListPodSandbox: sandboxes.listPodSandbox,
+  UpdatePodSandboxResources: sandboxes.updatePodSandboxResources,
+  StreamPodSandboxes: sandboxes.streamPodSandboxes,
 
   CreateContainer: containers.createContainer,
   StartContainer: containers.startContainer,
@@ -33,6 +35,8 @@ export const runtimeHandlers: RuntimeHandlerTable = {
   ListContainers: containers.listContainers,
   ExecSync: containers.execSync,
   ReopenContainerLog: containers.reopenContainerLog,
+  UpdateContainerResources: containers.updateContainerResources,
+  StreamContainers: containers.streamContainers,
 
   Exec: streaming.exec,
   Attach: streaming.attach,
@@ -42,6 +46,11 @@ export const runtimeHandlers: RuntimeHandlerTable = {
   ListContainerStats: stats.listContainerStats,
   PodSandboxStats: stats.podSandboxStats,
   ListPodSandboxStats: stats.listPodSandboxStats,
+  ListMetricDescriptors: stats.listMetricDescriptors,
+  ListPodSandboxMetrics: stats.listPodSandboxMetrics,
+  StreamContainerStats: stats.streamContainerStats,
+  StreamPodSandboxStats: stats.streamPodSandboxStats,
+  StreamPodSandboxMetrics: stats.streamPodSandboxMetrics,
 
   GetContainerEvents: events.getContainerEvents,
 };
@@ -52,4 +61,5 @@ export const imageHandlers: ImageHandlerTable = {
   ListImages: images.listImages,
   RemoveImage: images.removeImage,
   ImageFsInfo: images.imageFsInfo,
+  StreamImages: images.streamImages,
 };

@@ -6,6 +6,7 @@ import type { AuthConfig__Output } from './generated/runtime/v1/AuthConfig.js';
 import type { Image } from './generated/runtime/v1/Image.js';
 import type { ImageSpec__Output } from './generated/runtime/v1/ImageSpec.js';
 import type { ImageRpc } from './rpc.js';
+import { sendChunks } from './list-stream.js';
 
 /**
  * The ImageService RPCs and their CRI <-> image-domain mapping. The logic is
@@ -41,6 +42,11 @@ export const listImages: ImageRpc<'ListImages'> = async (svc, req) => {
   const filterRef = req.filter?.image?.image?.trim();
   const images = await svc.images.list(filterRef ? { image: filterRef } : undefined);
   return { images: images.map(toCriImage) };
+};
+
+export const streamImages: ImageRpc<'StreamImages'> = async (svc, req, call) => {
+  const { images } = await listImages(svc, { filter: req.filter });
+  await sendChunks(images ?? [], call, (chunk) => ({ images: chunk }));
 };
 
 /** Removing an image that is not there succeeds (the CRI makes RemoveImage idempotent). */

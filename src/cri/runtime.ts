@@ -35,13 +35,14 @@ export const status: RuntimeRpc<'Status'> = async (svc, req) => {
   return {
     status: { conditions: svc.runtime.conditions() },
     info,
-    // Each sandbox is a whole VM, so neither feature depends on the host kernel;
-    // podvisor does not implement them yet and says so.
+    // Each sandbox is a whole VM, so neither handler feature depends on the host kernel;
+    // both stay false until the guest implements them (README, Status of the CRI).
     runtime_handlers: svc.runtime.handlers.map((name) => ({
       name,
       features: { recursive_read_only_mounts: false, user_namespaces: false },
     })),
-    features: { supplemental_groups_policy: false },
+    // Merge and Strict are both applied in the guest, and ContainerStatus.user reports the result.
+    features: { supplemental_groups_policy: true, user_namespaces_host_network: false },
   };
 };
 

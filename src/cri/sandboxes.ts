@@ -10,6 +10,7 @@ import type { PodSandboxConfig__Output } from './generated/runtime/v1/PodSandbox
 import type { PodSandboxFilter__Output } from './generated/runtime/v1/PodSandboxFilter.js';
 import type { PodSandboxStatus } from './generated/runtime/v1/PodSandboxStatus.js';
 import type { PodSandboxStatsFilter__Output } from './generated/runtime/v1/PodSandboxStatsFilter.js';
+import { sendChunks } from './list-stream.js';
 import type { RuntimeRpc } from './rpc.js';
 
 /**
@@ -47,6 +48,19 @@ export const podSandboxStatus: RuntimeRpc<'PodSandboxStatus'> = async (svc, req)
 export const listPodSandbox: RuntimeRpc<'ListPodSandbox'> = async (svc, req) => ({
   items: svc.pods.sandboxes.list(sandboxFilterFromCri(req.filter)).map(sandboxToCri),
 });
+
+/** The pod's new totals: accepted while they fit the VM's boot-time size, refused (FAILED_PRECONDITION) beyond it. */
+export const updatePodSandboxResources: RuntimeRpc<'UpdatePodSandboxResources'> = async (svc, req) => {
+  await svc.pods.resources.updateSandbox(requireId(req.pod_sandbox_id, 'pod_sandbox_id'), {
+    resources: resourcesFromCri(req.resources),
+    overhead: resourcesFromCri(req.overhead),
+  });
+  return {};
+};
+
+export const streamPodSandboxes: RuntimeRpc<'StreamPodSandboxes'> = async (svc, req, call) => {
+  await sendChunks(svc.pods.sandboxes.list(sandboxFilterFromCri(req.filter)).map(sandboxToCri), call, (pod_sandboxes) => ({ pod_sandboxes }));
+};
 
 // ---- request mapping ----
 

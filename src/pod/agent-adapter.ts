@@ -6,10 +6,12 @@ import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import type { AgentConnector } from './pod-context.js';
 import type {
-  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic, GuestPortConnection, ProcessListener,
+  CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic, GuestPortConnection, GuestStats,
+  Pressure, ProcessListener,
 } from './guest-agent.js';
+import type { ContainerStatsResponse, Pressure as WirePressure } from '../agent-protocol/types.js';
 import type { SandboxFiles } from './records.js';
-import type { DnsConfig } from './records.js';
+import type { DnsConfig, LinuxResources } from './records.js';
 
 const log = logger('pod-agent');
 /** How long a streaming exec's process may take to start in the guest. */
@@ -181,19 +183,7 @@ export class AgentAdapter implements GuestAgent {
     await Promise.all(containerIds.map(async (id) => {
       try {
         const s = await this.client.containerStats(id);
-        out.set(id, {
-          // The host's clock: the guest's is set only to the second, and rates need one clock.
-          timestampMs: Date.now(),
-          cpuUsageNanos: BigInt(s.cpu.usageUsec) * 1000n,
-          memoryWorkingSetBytes: s.memory.workingSetBytes,
-          memoryUsageBytes: s.memory.currentBytes,
-          memoryRssBytes: s.memory.anonBytes,
-          ...(s.memory.limitBytes > 0 ? { memoryAvailableBytes: Math.max(0, s.memory.limitBytes - s.memory.workingSetBytes) } : {}),
-          // cgroup v2 memory.stat pgfault/pgmajfault are not in the agent's answer yet.
-          pageFaults: 0,
-          majorPageFaults: 0,
-          processCount: s.pids.current,
-        });
+        out.set(id, guestStatsOf(s));
       } catch (e) {
         // A container that exited between listing and asking has no stats; that is not an error for a list.
         if (!isPodvisorError(e)) log.warn({ container: id, err: messageOf(e) }, 'container stats failed');
@@ -252,6 +242,28 @@ export class AgentAdapter implements GuestAgent {
       close: () => void client.closePort(connectionId, false).catch(() => undefined),
       pause: (paused) => client.pausePort(connectionId, paused),
     };
+  }
+
+  async sandboxStats(): Promise<GuestStats> {
+    return guestStatsOf(await this.client.sandboxStats());
+  }
+
+  async updateContainerResources(containerId: string, r: LinuxResources): Promise<Record<string, string>> {
+    const { cgroup } = await this.client.updateContainerResources({
+      containerId,
+      resources: {
+        cpuPeriod: r.cpuPeriod,
+        cpuQuota: r.cpuQuota,
+        cpuShares: r.cpuShares,
+        memoryLimitBytes: r.memoryLimitInBytes,
+        memorySwapLimitBytes: r.memorySwapLimitInBytes ?? 0,
+        cpusetCpus: r.cpusetCpus,
+        cpusetMems: r.cpusetMems,
+        hugepageLimits: (r.hugepageLimits ?? []).map((h) => ({ pageSize: h.pageSize, limitBytes: h.limitBytes })),
+        unified: r.unified ?? {},
+      },
+    });
+    return cgroup;
   }
 
   onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void {
@@ -315,3 +327,37 @@ export const connectAgent: AgentConnector = async (socketPath, deadline) => {
   const client = await AgentClient.connect(socketPath, { deadlineMs: Math.max(1000, deadline - Date.now()) });
   return new AgentAdapter(client);
 };
+
+/** A cgroup's numbers from the agent in the pod module's terms. */
+function guestStatsOf(s: ContainerStatsResponse): GuestContainerStats {
+  return {
+    // The host's clock: the guest's is set only to the second, and rates need one clock.
+    timestampMs: Date.now(),
+    cpuUsageNanos: BigInt(s.cpu.usageUsec) * 1000n,
+    memoryWorkingSetBytes: s.memory.workingSetBytes,
+    memoryUsageBytes: s.memory.currentBytes,
+    memoryRssBytes: s.memory.anonBytes,
+    ...(s.memory.limitBytes > 0 ? { memoryAvailableBytes: Math.max(0, s.memory.limitBytes - s.memory.workingSetBytes) } : {}),
+    ...(s.pageFaults ? { pageFaults: s.pageFaults.faults, majorPageFaults: s.pageFaults.majorFaults } : {}),
+    processCount: s.pids.current,
+    psi: {
+      ...(s.cpuPressure ? { cpu: pressureOf(s.cpuPressure) } : {}),
+      ...(s.memoryPressure ? { memory: pressureOf(s.memoryPressure) } : {}),
+      ...(s.ioPressure ? { io: pressureOf(s.ioPressure) } : {}),
+    },
+    detail: {
+      cpuUserNanos: BigInt(s.cpu.userUsec) * 1000n,
+      cpuSystemNanos: BigInt(s.cpu.systemUsec) * 1000n,
+      cpuThrottledNanos: BigInt(s.cpu.throttledUsec) * 1000n,
+      memoryCacheBytes: s.memory.fileBytes,
+      ...(s.memory.limitBytes > 0 ? { memoryLimitBytes: s.memory.limitBytes } : {}),
+      oomKills: s.memory.oomKills,
+      io: s.io,
+    },
+  };
+}
+
+/** The agent's PSI answer without its wire nulls. */
+function pressureOf(p: WirePressure): Pressure {
+  return { ...(p.some ? { some: p.some } : {}), ...(p.full ? { full: p.full } : {}) };
+}

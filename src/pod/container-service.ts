@@ -102,6 +102,7 @@ export class ContainerService {
         imageRef: image.repoDigests[0] ?? image.id,
         logFile,
         stopSignal,
+        user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
       };
       await this.ctx.store.saveContainer(record);
       this.ctx.index.addContainer(record);

@@ -1,4 +1,4 @@
-import type { DnsConfig, SandboxFiles } from './records.js';
+import type { DnsConfig, LinuxResources, SandboxFiles } from './records.js';
 import type { OciSpec } from './oci-spec.js';
 
 /**
@@ -30,6 +30,10 @@ export interface GuestAgent {
   listContainerIds(): Promise<string[]>;
   execSync(req: { containerId: string; argv: string[]; timeoutMs: number }): Promise<ExecSyncResult>;
   containerStats(containerIds: string[]): Promise<Map<string, GuestContainerStats>>;
+  /** The guest's pod cgroup, the parent of every container's. */
+  sandboxStats(): Promise<GuestStats>;
+  /** New cgroup limits for a container, applied in place; answers the guest's limit files as they now are. */
+  updateContainerResources(containerId: string, resources: LinuxResources): Promise<Record<string, string>>;
   onOutput(listener: (ev: { containerId: string; stream: 'stdout' | 'stderr'; data: Uint8Array }) => void): void;
   onExit(listener: (ev: GuestExit) => void): void;
   // Streaming sessions (exec/attach/port-forward); execId '' is the container's own process.
@@ -107,28 +111,51 @@ export interface ExecSyncResult {
   timedOut: boolean;
 }
 
-export interface GuestContainerStats {
-  timestampMs: number;
-  cpuUsageNanos: bigint;
-  memoryWorkingSetBytes: number;
-  memoryUsageBytes: number;
-  memoryRssBytes: number;
+export interface GuestContainerStats extends GuestStats {
   memoryAvailableBytes?: number;
-  pageFaults: number;
-  majorPageFaults: number;
   /** Bytes and inodes the container's writable layer uses, when the agent can tell. */
   writableLayer?: { bytes: number; inodes: number };
-  processCount: number;
 }
 
-/** Pod-level numbers: the sum over the pod's containers (the VM is the pod). */
+/** One PSI line: % of time stalled over 10/60/300 s and the total stall time. */
+export interface PressureLine {
+  avg10: number;
+  avg60: number;
+  avg300: number;
+  totalUsec: number;
+}
+
+export interface Pressure {
+  some?: PressureLine;
+  full?: PressureLine;
+}
+
+export interface ResourcePressure {
+  cpu?: Pressure;
+  memory?: Pressure;
+  io?: Pressure;
+}
+
+/** Pod-level numbers: the sum over the pod's containers, or the guest's pod cgroup where the agent reads it (the VM is the pod). */
 export interface GuestStats {
   timestampMs: number;
   cpuUsageNanos: bigint;
   memoryWorkingSetBytes: number;
   memoryUsageBytes: number;
   memoryRssBytes: number;
-  pageFaults: number;
-  majorPageFaults: number;
+  pageFaults?: number;
+  majorPageFaults?: number;
   processCount: number;
+  psi: ResourcePressure;
+  /** The rest of the cgroup's counters, for the Prometheus-style metrics. */
+  detail: {
+    cpuUserNanos: bigint;
+    cpuSystemNanos: bigint;
+    cpuThrottledNanos: bigint;
+    memoryCacheBytes: number;
+    /** undefined: no limit. */
+    memoryLimitBytes?: number;
+    oomKills: number;
+    io: { readBytes: number; writeBytes: number; readOps: number; writeOps: number };
+  };
 }

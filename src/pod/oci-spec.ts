@@ -30,8 +30,10 @@ export interface OciSpec {
     cgroupsPath: string;
     resources: {
       devices: Array<{ allow: boolean; access: string }>;
-      memory?: { limit: number };
+      memory?: { limit?: number; swap?: number };
       cpu?: { shares?: number; quota?: number; period?: number; cpus?: string; mems?: string };
+      hugepageLimits?: Array<{ pageSize: string; limit: number }>;
+      unified?: Record<string, string>;
     };
     sysctl: Record<string, string>;
     maskedPaths: string[];
@@ -126,7 +128,7 @@ export function containerUserRequest(config: ContainerConfig, image: OciImageCon
     throw invalidArgument('run_as_group is set without run_as_user or run_as_username; set the user as well');
   }
   const fromImage = parseImageUser(image.User);
-  const req: UserRequest = { supplementalGroups: sec.supplementalGroups };
+  const req: UserRequest = { supplementalGroups: sec.supplementalGroups, ...(sec.supplementalGroupsPolicy === 'Strict' ? { strictGroups: true } : {}) };
   if (sec.runAsUser !== undefined) req.uid = sec.runAsUser;
   else if (sec.runAsUsername !== '') req.username = sec.runAsUsername;
   else {
@@ -256,6 +258,9 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
   const r = config.resources;
   if (r) {
     if (r.memoryLimitInBytes > 0) resources.memory = { limit: r.memoryLimitInBytes };
+    if (r.memorySwapLimitInBytes) resources.memory = { ...resources.memory, swap: r.memorySwapLimitInBytes };
+    if (r.hugepageLimits?.length) resources.hugepageLimits = r.hugepageLimits.map((h) => ({ pageSize: h.pageSize, limit: h.limitBytes }));
+    if (r.unified && Object.keys(r.unified).length > 0) resources.unified = r.unified;
     const cpu: NonNullable<OciSpec['linux']['resources']['cpu']> = {};
     if (r.cpuShares > 0) cpu.shares = r.cpuShares;
     if (r.cpuQuota > 0) cpu.quota = r.cpuQuota;

@@ -5,6 +5,7 @@ import { ContainerService } from './container-service.js';
 import { PodContext, type AgentConnector, type PodSettings } from './pod-context.js';
 import type { PodImages } from './images.js';
 import { recover } from './recovery.js';
+import { ResourcesService } from './resources-service.js';
 import { SandboxService } from './sandbox-service.js';
 import { StateStore } from './state-store.js';
 import { StatsService } from './stats-service.js';
@@ -27,6 +28,8 @@ export interface PodServices {
   sandboxes: SandboxService;
   containers: ContainerService;
   stats: StatsService;
+  /** In-place resize of containers; pod-level resize within the VM's fixed size. */
+  resources: ResourcesService;
   events: ContainerEventBus;
   /** Exec, attach and port-forward sessions for the streaming server. */
   streams: StreamService;
@@ -47,6 +50,7 @@ export async function createPodServices(opts: PodServicesOptions): Promise<PodSe
     sandboxes,
     containers,
     stats: new StatsService(ctx),
+    resources: new ResourcesService(ctx),
     events: ctx.events,
     streams: new StreamService(ctx),
     async detach() {

@@ -50,6 +50,11 @@ export interface LinuxResources {
   oomScoreAdj: number;
   cpusetCpus: string;
   cpusetMems: string;
+  /** 0 or absent: not set; -1: unlimited swap. */
+  memorySwapLimitInBytes?: number;
+  hugepageLimits?: Array<{ pageSize: string; limitBytes: number }>;
+  /** cgroup v2 files and values (e.g. memory.high). */
+  unified?: Record<string, string>;
 }
 
 export interface SandboxConfig {
@@ -152,6 +157,8 @@ export interface ContainerSecurity {
   maskedPaths?: string[];
   readonlyPaths?: string[];
   namespaceOptions: NamespaceOptions;
+  /** Merge (default): the pod's groups plus the image's /etc/group memberships; Strict: the pod's only. */
+  supplementalGroupsPolicy?: 'Merge' | 'Strict';
   /** Absent: not set by kubelet, which means unconfined (as containerd). */
   seccomp?: SecurityProfile;
   apparmor?: SecurityProfile;
@@ -202,4 +209,6 @@ export interface ContainerRecord {
   guestPid?: number;
   /** The image's StopSignal as a number (SIGTERM when the image names none). */
   stopSignal: number;
+  /** The uid, gid and groups the container's process was given (ContainerStatus.user). */
+  user?: { uid: number; gid: number; additionalGids: number[] };
 }

@@ -1,8 +1,11 @@
-import { failedPrecondition } from '../errors.js';
+import { failedPrecondition, messageOf } from '../errors.js';
+import { logger } from '../log.js';
 import { filterContainers, filterSandboxes, type ContainerFilter, type SandboxFilter } from './filters.js';
 import type { GuestContainerStats, GuestStats } from './guest-agent.js';
 import type { PodContext } from './pod-context.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
+
+const log = logger('pod-stats');
 
 export interface ContainerStatsView {
   container: ContainerRecord;
@@ -93,9 +96,15 @@ export class StatsService {
 
   private async sandboxStatsFor(list: SandboxRecord[]): Promise<SandboxStatsView[]> {
     const views = await Promise.all(list.map(async (sandbox): Promise<SandboxStatsView | undefined> => {
-      if (!this.ctx.runtimes.has(sandbox.id)) return undefined;
-      const containers = await this.statsFor(this.ctx.index.containersOf(sandbox.id).filter((c) => c.state === 'running'));
-      const guest = sumStats(containers.map((c) => c.stats));
+      const rt = this.ctx.runtimes.get(sandbox.id);
+      if (!rt) return undefined;
+      // The pod's numbers are its guest cgroup's (as kubelet reads a pod cgroup on a host), not a sum:
+      // pressure averages do not add up, and exec'd processes count too.
+      const [containers, guest] = await Promise.all([
+        this.statsFor(this.ctx.index.containersOf(sandbox.id).filter((c) => c.state === 'running')),
+        withDeadline(rt.agent.sandboxStats(), this.guestDeadlineMs),
+      ]);
+      if (!guest) return undefined;
       return { sandbox, guest, usageNanoCores: this.rate(`pod:${sandbox.id}`, guest.timestampMs, guest.cpuUsageNanos), containers };
     }));
     return views.filter((v): v is SandboxStatsView => v !== undefined);
@@ -109,23 +118,4 @@ function withDeadline<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms); });
   return Promise.race([work.catch(() => undefined), late]).finally(() => clearTimeout(timer));
-}
-
-/** A pod's numbers as the sum of its containers' cgroups. */
-export function sumStats(list: GuestContainerStats[]): GuestStats {
-  const sum: GuestStats = {
-    timestampMs: Date.now(), cpuUsageNanos: 0n, memoryWorkingSetBytes: 0, memoryUsageBytes: 0, memoryRssBytes: 0,
-    pageFaults: 0, majorPageFaults: 0, processCount: 0,
-  };
-  for (const s of list) {
-    sum.timestampMs = Math.max(sum.timestampMs, s.timestampMs);
-    sum.cpuUsageNanos += s.cpuUsageNanos;
-    sum.memoryWorkingSetBytes += s.memoryWorkingSetBytes;
-    sum.memoryUsageBytes += s.memoryUsageBytes;
-    sum.memoryRssBytes += s.memoryRssBytes;
-    sum.pageFaults += s.pageFaults;
-    sum.majorPageFaults += s.majorPageFaults;
-    sum.processCount += s.processCount;
-  }
-  return sum;
 }

@@ -12,6 +12,8 @@ export interface UserRequest {
   gid?: number;
   groupname?: string;
   supplementalGroups: number[];
+  /** SupplementalGroupsPolicy Strict: only the given groups, none from the image's /etc/group. */
+  strictGroups?: boolean;
 }
 
 export interface ResolvedUser {
@@ -90,7 +92,7 @@ export function resolveUser(req: UserRequest, passwdText: string, groupText: str
     gid = g.gid;
   }
   const additional = new Set<number>();
-  if (entry) for (const g of groups) if (g.members.includes(entry.name) && g.gid !== gid) additional.add(g.gid);
+  if (entry && !req.strictGroups) for (const g of groups) if (g.members.includes(entry.name) && g.gid !== gid) additional.add(g.gid);
   for (const g of req.supplementalGroups) if (g !== gid) additional.add(g);
   const out: ResolvedUser = { uid, gid, additionalGids: [...additional].sort((a, b) => a - b) };
   if (entry?.home) out.home = entry.home;

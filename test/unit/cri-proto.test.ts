@@ -1,5 +1,5 @@
 // The CRI proto must stay wire-compatible with kubelet/crictl: these tests pin the
-// RPC set of Kubernetes 1.33, check published field numbers against raw encoded
+// RPC set of Kubernetes 1.36, check published field numbers against raw encoded
 // bytes, round-trip the messages handlers depend on, and drive the services
 // through real grpc-js clients over a unix socket.
 import { after, before, describe, it } from 'node:test';
@@ -22,8 +22,10 @@ const RUNTIME_RPCS = [
   'ContainerStats', 'ListContainerStats', 'PodSandboxStats', 'ListPodSandboxStats',
   'UpdateRuntimeConfig', 'Status', 'CheckpointContainer', 'GetContainerEvents',
   'ListMetricDescriptors', 'ListPodSandboxMetrics', 'RuntimeConfig', 'UpdatePodSandboxResources',
+  'StreamPodSandboxes', 'StreamContainers', 'StreamContainerStats', 'StreamPodSandboxStats', 'StreamPodSandboxMetrics',
 ];
-const IMAGE_RPCS = ['ListImages', 'ImageStatus', 'PullImage', 'RemoveImage', 'ImageFsInfo'];
+const IMAGE_RPCS = ['ListImages', 'ImageStatus', 'PullImage', 'RemoveImage', 'ImageFsInfo', 'StreamImages'];
+const SERVER_STREAMING = new Set(['GetContainerEvents', ...[...RUNTIME_RPCS, ...IMAGE_RPCS].filter((r) => r.startsWith('Stream'))]);
 
 function messageType(name: string): MessageTypeDefinition<object, unknown> {
   const def = criPackageDefinition[`runtime.v1.${name}`];
@@ -38,12 +40,12 @@ const hex = (bytes: Buffer) => bytes.toString('hex');
 const ld = (tagHex: string, payload: Buffer) => Buffer.concat([Buffer.from(tagHex, 'hex'), Buffer.from([payload.length]), payload]);
 
 describe('CRI services', () => {
-  it('RuntimeService has exactly the 30 RPCs of Kubernetes 1.33', () => {
+  it('RuntimeService has exactly the 35 RPCs of Kubernetes 1.36', () => {
     assert.deepEqual(Object.keys(RuntimeService).sort(), [...RUNTIME_RPCS].sort());
-    assert.equal(RUNTIME_RPCS.length, 30);
+    assert.equal(RUNTIME_RPCS.length, 35);
   });
 
-  it('ImageService has exactly its 5 RPCs', () => {
+  it('ImageService has exactly its 6 RPCs', () => {
     assert.deepEqual(Object.keys(ImageService).sort(), [...IMAGE_RPCS].sort());
   });
 
@@ -52,10 +54,10 @@ describe('CRI services', () => {
     assert.equal(ImageService.PullImage.path, '/runtime.v1.ImageService/PullImage');
   });
 
-  it('GetContainerEvents is server-streaming and every other RPC is unary', () => {
+  it('GetContainerEvents and the Stream* lists are server-streaming and every other RPC is unary', () => {
     for (const [name, method] of [...Object.entries(RuntimeService), ...Object.entries(ImageService)]) {
       assert.equal(method.requestStream, false, `${name} request stream`);
-      assert.equal(method.responseStream, name === 'GetContainerEvents', `${name} response stream`);
+      assert.equal(method.responseStream, SERVER_STREAMING.has(name), `${name} response stream`);
     }
   });
 });
@@ -69,6 +71,14 @@ describe('field numbers on the wire', () => {
     // (18 << 3) | 2 = 146 -> varint 92 01; (19 << 3) | 2 = 154 -> 9a 01
     assert.equal(hex(encode('ImageSpec', { user_specified_image: 'a' })), '9201' + '01' + '61');
     assert.equal(hex(encode('ImageSpec', { runtime_handler: 'k' })), '9a01' + '01' + '6b');
+    // cri-api 1.36: image_ref = 20 -> (20 << 3) | 2 = 162 -> a2 01
+    assert.equal(hex(encode('ImageSpec', { image_ref: 'i' })), 'a201' + '01' + '69');
+  });
+
+  it('RuntimeFeatures.user_namespaces_host_network is field 2; ContainerStatus.stop_signal 19, user 18', () => {
+    assert.equal(hex(encode('RuntimeFeatures', { user_namespaces_host_network: true })), '1001');
+    assert.equal(hex(encode('ContainerStatus', { stop_signal: 'SIGUSR1' })), '9801' + '1d'); // SIGUSR1 = 29
+    assert.equal(hex(encode('ContainerStatus', { user: { linux: { uid: 7 } } })), '9201' + '04' + '0a02' + '0807');
   });
 
   it('RunPodSandboxRequest > config(1) > linux(8) > security_context(2) > supplemental_groups_policy(11)', () => {
@@ -197,7 +207,7 @@ describe('round trips', () => {
   it('ContainerConfig with mounts, devices and CDI devices', () => {
     const config = {
       metadata: { name: 'app', attempt: 3 },
-      image: { image: 'sha256:' + 'ab'.repeat(32), annotations: {}, user_specified_image: 'nginx:1.27', runtime_handler: '' },
+      image: { image: 'sha256:' + 'ab'.repeat(32), annotations: {}, user_specified_image: 'nginx:1.27', runtime_handler: '', image_ref: '' },
       command: ['/bin/sh', '-c'],
       args: ['exec nginx -g "daemon off;"'],
       working_dir: '/srv',
@@ -212,7 +222,7 @@ describe('round trips', () => {
         {
           container_path: '/models', host_path: '', readonly: true, selinux_relabel: false,
           propagation: 'PROPAGATION_PRIVATE', uidMappings: [], gidMappings: [], recursive_read_only: true,
-          image: { image: 'registry.local/models:v1', annotations: {}, user_specified_image: '', runtime_handler: '' },
+          image: { image: 'registry.local/models:v1', annotations: {}, user_specified_image: '', runtime_handler: '', image_ref: '' },
           image_sub_path: 'weights',
         },
       ],
@@ -258,7 +268,7 @@ describe('round trips', () => {
 
   it('PullImageRequest with AuthConfig', () => {
     const request = {
-      image: { image: '127.0.0.1:5000/busybox:1.36', annotations: { 'kubernetes.io/pod': 'x' }, user_specified_image: '', runtime_handler: 'kata' },
+      image: { image: '127.0.0.1:5000/busybox:1.36', annotations: { 'kubernetes.io/pod': 'x' }, user_specified_image: '', runtime_handler: 'kata', image_ref: '' },
       auth: {
         username: 'robot', password: 's3cret', auth: Buffer.from('robot:s3cret').toString('base64'),
         server_address: '127.0.0.1:5000', identity_token: 'refresh', registry_token: 'bearer',
