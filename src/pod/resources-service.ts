@@ -2,7 +2,7 @@ import { failedPrecondition, invalidArgument } from '../errors.js';
 import { logger } from '../log.js';
 import type { PodContext } from './pod-context.js';
 import type { LinuxResources } from './records.js';
-import { profileForHandler, sizeVm } from './vm-sizing.js';
+import { profileForHandler, sizePodVm } from './vm-sizing.js';
 
 const log = logger('pod-resources');
 
@@ -51,7 +51,7 @@ export class ResourcesService {
       const profile = profileForHandler(s.runtimeHandler, this.ctx.settings.runtimes);
       const resources = update.resources ?? s.config.resources;
       const overhead = update.overhead ?? s.config.overhead;
-      const need = sizeVm(profile, resources, overhead);
+      const need = sizePodVm(profile, resources, overhead);
       if (need.vcpus > s.vm.vcpus || need.memoryMiB > s.vm.memoryMiB) {
         throw failedPrecondition(
           `sandbox ${s.id}: the new pod resources need a VM of ${need.vcpus} vCPUs and ${need.memoryMiB} MiB, but its VM booted with ` +

@@ -228,7 +228,11 @@ describe('containers', () => {
 });
 
 describe('stats', () => {
-  const guest = { timestampMs: 1_700_000_000_123.5, cpuUsageNanos: 12_345_678_901n, memoryWorkingSetBytes: 10, memoryUsageBytes: 20, memoryRssBytes: 5, pageFaults: 0, majorPageFaults: 0, processCount: 3 };
+  const guest = {
+    timestampMs: 1_700_000_000_123.5, cpuUsageNanos: 12_345_678_901n, memoryWorkingSetBytes: 10, memoryUsageBytes: 20, memoryRssBytes: 5, pageFaults: 0, majorPageFaults: 0, processCount: 3,
+    psi: { cpu: { some: { avg10: 1.5, avg60: 0, avg300: 0, totalUsec: 42 } } },
+    detail: { cpuUserNanos: 0n, cpuSystemNanos: 0n, cpuThrottledNanos: 0n, memoryCacheBytes: 0, oomKills: 0, io: { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 } },
+  };
 
   test('container stats keep nanosecond timestamps and 64-bit counters exact', () => {
     const c = sampleContainer('sb1', 'app');
@@ -242,6 +246,20 @@ describe('stats', () => {
     assert.equal(s.cpu.usage_nano_cores, null, 'no rate on the first sample');
     assert.equal(s.memory.available_bytes, null, 'no limit, no available bytes');
     assert.equal(s.writable_layer.used_bytes.value, '4096');
+  });
+
+  test('PSI goes out where the guest has it; page faults are unset, not 0, where it has none', () => {
+    const c = sampleContainer('sb1', 'app');
+    const { pageFaults: _p, majorPageFaults: _m, ...noFaults } = guest;
+    const s = onTheWire<{ stats: { cpu: { psi: { Some: { Total: string; Avg10: number }; Full: unknown } }; memory: { psi: unknown; page_faults: unknown }; io: unknown } }>(
+      runtimeRpc('ContainerStats'), { stats: containerStatsToCri({ container: c, stats: noFaults }) },
+    ).stats;
+    assert.equal(s.cpu.psi.Some.Total, '42');
+    assert.equal(s.cpu.psi.Some.Avg10, 1.5);
+    assert.equal(s.cpu.psi.Full, null);
+    assert.equal(s.memory.psi, null);
+    assert.equal(s.memory.page_faults, null);
+    assert.equal(s.io, null);
   });
 
   test('pod sandbox stats carry the pod numbers and their containers', () => {
