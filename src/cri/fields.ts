@@ -1,8 +1,10 @@
 import { invalidArgument } from '../errors.js';
-import type { LinuxResources, NamespaceMode, NamespaceOptions } from '../pod/records.js';
+import type { LinuxResources, NamespaceMode, NamespaceOptions, UserNamespaceMappings } from '../pod/records.js';
 import type { Int64Value__Output } from './generated/runtime/v1/Int64Value.js';
 import type { LinuxContainerResources, LinuxContainerResources__Output } from './generated/runtime/v1/LinuxContainerResources.js';
+import type { IDMapping__Output } from './generated/runtime/v1/IDMapping.js';
 import type { NamespaceOption__Output } from './generated/runtime/v1/NamespaceOption.js';
+import type { UserNamespace__Output } from './generated/runtime/v1/UserNamespace.js';
 
 /**
  * CRI field mappings that more than one resource module uses. The CRI objects
@@ -34,7 +36,21 @@ function namespaceMode(v: unknown): NamespaceMode {
 /** kubelet's defaults when a field is absent: pod-wide network and IPC, per-container PID. */
 export function namespaceOptionsFromCri(ns: NamespaceOption__Output | null | undefined): NamespaceOptions {
   if (!ns) return { network: 'POD', pid: 'CONTAINER', ipc: 'POD', targetId: '' };
-  return { network: namespaceMode(ns.network), pid: namespaceMode(ns.pid), ipc: namespaceMode(ns.ipc), targetId: ns.target_id ?? '' };
+  const userns = usernsFromCri(ns.userns_options);
+  return {
+    network: namespaceMode(ns.network), pid: namespaceMode(ns.pid), ipc: namespaceMode(ns.ipc), targetId: ns.target_id ?? '',
+    ...(userns ? { userns } : {}),
+  };
+}
+
+/** UserNamespace: NODE (or absent) is no user namespace; POD carries the pod's mappings; nothing else is defined. */
+function usernsFromCri(u: UserNamespace__Output | null | undefined): UserNamespaceMappings | undefined {
+  if (!u) return undefined;
+  const mode = namespaceMode(u.mode);
+  if (mode === 'NODE') return undefined;
+  if (mode !== 'POD') throw invalidArgument(`user namespace mode ${mode} is not defined by the CRI (NODE or POD)`);
+  const ids = (list: IDMapping__Output[]) => list.map((m) => ({ hostId: m.host_id, containerId: m.container_id, length: m.length }));
+  return { uids: ids(u.uids), gids: ids(u.gids) };
 }
 
 export function resourcesFromCri(r: LinuxContainerResources__Output | null | undefined): LinuxResources | undefined {

@@ -6,6 +6,7 @@ import type { ContainerConfig, SandboxConfig, SandboxFiles } from './records.js'
 import type { OciSeccomp } from './oci-seccomp.js';
 import { ociSeccomp, type ContainerSeccomp } from './seccomp.js';
 import { parseImageUser, type ResolvedUser, type UserRequest } from './user.js';
+import { checkUserNamespace, ociIdMappings } from './user-namespace.js';
 
 /** The slice of the OCI runtime spec podvisor fills in; the agent hands it to crun as config.json. */
 export interface OciSpec {
@@ -27,6 +28,8 @@ export interface OciSpec {
   annotations: Record<string, string>;
   linux: {
     namespaces: Array<{ type: string; path?: string }>;
+    uidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
+    gidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
     cgroupsPath: string;
     resources: {
       devices: Array<{ allow: boolean; access: string }>;
@@ -194,6 +197,8 @@ export function validateContainerConfig(config: ContainerConfig): void {
   if (config.metadata.name === '') throw invalidArgument('container metadata.name is empty');
   if (config.image === '') throw invalidArgument('container image is empty');
   rejectHostNamespaces(config.security.namespaceOptions, `container "${config.metadata.name}"`);
+  const userns = config.security.namespaceOptions.userns;
+  if (userns) checkUserNamespace(userns, `container "${config.metadata.name}"`);
   rejectAppArmorProfile(config);
   for (const m of config.mounts) {
     throw unimplemented(`container "${config.metadata.name}": mount ${m.hostPath} -> ${m.containerPath} needs a directory shared between ` +
@@ -241,6 +246,9 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
     throw unimplemented(`container "${config.metadata.name}": PID namespace mode ${sec.namespaceOptions.pid} needs a ` +
       'namespace to join that this sandbox does not have');
   }
+
+  const userns = sec.namespaceOptions.userns;
+  if (userns) namespaces.push({ type: 'user' });
 
   const mounts = standardMounts(!sec.privileged);
   const files: Array<[string | undefined, string]> = [
@@ -294,6 +302,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
     },
     linux: {
       namespaces,
+      ...(userns ? { uidMappings: ociIdMappings(userns.uids), gidMappings: ociIdMappings(userns.gids) } : {}),
       cgroupsPath: input.cgroupsPath,
       resources,
       // Sandbox sysctls are set once for the whole VM by the sandbox setup.

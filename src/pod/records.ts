@@ -40,6 +40,19 @@ export interface NamespaceOptions {
   pid: NamespaceMode;
   ipc: NamespaceMode;
   targetId: string;
+  /** hostUsers: false (CRI UserNamespace mode POD): the pod's id mappings; absent: no user namespace. */
+  userns?: UserNamespaceMappings;
+}
+
+export interface IdMapping {
+  hostId: number;
+  containerId: number;
+  length: number;
+}
+
+export interface UserNamespaceMappings {
+  uids: IdMapping[];
+  gids: IdMapping[];
 }
 
 export interface LinuxResources {

@@ -2,7 +2,7 @@ import { failedPrecondition, invalidArgument } from '../errors.js';
 import { logger } from '../log.js';
 import type { PodContext } from './pod-context.js';
 import type { LinuxResources } from './records.js';
-import { profileForHandler, sizePodVm } from './vm-sizing.js';
+import { podResources, profileForHandler, sizePodVm } from './vm-sizing.js';
 
 const log = logger('pod-resources');
 
@@ -49,7 +49,7 @@ export class ResourcesService {
     await this.ctx.locks.run(s.id, async () => {
       if (s.state !== 'ready' || !s.vm) throw failedPrecondition(`sandbox ${s.id} is not ready; its resources cannot change`);
       const profile = profileForHandler(s.runtimeHandler, this.ctx.settings.runtimes);
-      const resources = update.resources ?? s.config.resources;
+      const resources = update.resources ?? podResources(s.config);
       const overhead = update.overhead ?? s.config.overhead;
       const need = sizePodVm(profile, resources, overhead);
       if (need.vcpus > s.vm.vcpus || need.memoryMiB > s.vm.memoryMiB) {

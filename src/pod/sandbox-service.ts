@@ -14,7 +14,7 @@ import { sandboxNameKey } from './pod-index.js';
 import { guestNic, networkRequest } from './sandbox-network.js';
 import type { SandboxConfig, SandboxRecord } from './records.js';
 import { SIGKILL } from './signals.js';
-import { profileForHandler, sizePodVm, vmProfileFor } from './vm-sizing.js';
+import { podResources, profileForHandler, sizePodVm, vmProfileFor } from './vm-sizing.js';
 
 const log = logger('pod-sandboxes');
 
@@ -52,7 +52,7 @@ export class SandboxService {
   async run(config: SandboxConfig, runtimeHandler: string): Promise<string> {
     validateSandboxConfig(config);
     const profile = profileForHandler(runtimeHandler, this.ctx.settings.runtimes);
-    const size = sizePodVm(profile, config.resources, config.overhead);
+    const size = sizePodVm(profile, podResources(config), config.overhead);
     const id = newId();
     const nameKey = sandboxNameKey(config.metadata);
     this.ctx.index.reserveName(nameKey, id, 'sandbox');

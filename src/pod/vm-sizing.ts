@@ -2,7 +2,7 @@ import { invalidArgument } from '../errors.js';
 import { sizeVm, type VmSize } from '../vm/sizing.js';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { VmProfile } from '../vm/profile.js';
-import type { LinuxResources } from './records.js';
+import type { LinuxResources, SandboxConfig } from './records.js';
 
 /** The runtime handler's profile; "" and "kata" always exist, others come from the config. */
 export function profileForHandler(handler: string, runtimes: Record<string, RuntimeProfileConfig>): RuntimeProfileConfig {
@@ -31,6 +31,41 @@ export function sizePodVm(p: RuntimeProfileConfig, resources?: LinuxResources, o
     maxVcpus: p.maxVcpus,
     maxMemoryMiB: p.maxMemoryMiB,
   });
+}
+
+/**
+ * containerd's sandbox sizing annotations, which VM runtimes behind containerd
+ * (Kata) read: the pod totals when a client sends them as annotations rather
+ * than in linux.resources. Tenants can set pod annotations, so the values are
+ * checked here and the result stays within the profile's bounds in sizePodVm.
+ */
+export const SANDBOX_ANNOTATIONS = {
+  cpuPeriod: 'io.kubernetes.cri.sandbox-cpu-period',
+  cpuQuota: 'io.kubernetes.cri.sandbox-cpu-quota',
+  cpuShares: 'io.kubernetes.cri.sandbox-cpu-shares',
+  memory: 'io.kubernetes.cri.sandbox-memory',
+} as const;
+
+/** The pod totals the VM is sized from: linux.resources when kubelet sent them, else the sandbox-* annotations. */
+export function podResources(config: Pick<SandboxConfig, 'resources' | 'annotations'>): LinuxResources | undefined {
+  if (config.resources) return config.resources;
+  const a = config.annotations ?? {};
+  if (!Object.values(SANDBOX_ANNOTATIONS).some((k) => a[k] !== undefined)) return undefined;
+  const num = (key: string): number => {
+    const v = a[key];
+    if (v === undefined || v === '') return 0;
+    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw invalidArgument(`annotation ${key}=${JSON.stringify(v)} is not an integer`);
+    return Number(v);
+  };
+  return {
+    cpuPeriod: num(SANDBOX_ANNOTATIONS.cpuPeriod),
+    cpuQuota: num(SANDBOX_ANNOTATIONS.cpuQuota),
+    cpuShares: num(SANDBOX_ANNOTATIONS.cpuShares),
+    memoryLimitInBytes: num(SANDBOX_ANNOTATIONS.memory),
+    oomScoreAdj: 0,
+    cpusetCpus: '',
+    cpusetMems: '',
+  };
 }
 
 export function vmProfileFor(p: RuntimeProfileConfig, size: { vcpus: number; memoryMiB: number }): VmProfile {

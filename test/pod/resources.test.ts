@@ -143,6 +143,29 @@ describe('resources, stop signals, groups and metrics', () => {
     await unary(rt(), 'StopContainer', { container_id: plain, timeout: 0 });
   });
 
+  test('a hostUsers: false container runs in a user namespace with kubelet\'s mappings; its root is not the guest\'s', async () => {
+    const range = { host_id: 65536 * 3, container_id: 0, length: 65536 };
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('userns', env.busybox, ['sh', '-c',
+      'id -u; cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/mine && stat -c "tmp=%u" /tmp/mine; stat -c "etc=%u" /etc/passwd; ' +
+      'mkdir /newdir 2>/dev/null && echo "root-write=ok" || echo "root-write=denied"'], {
+      linux: { security_context: { namespace_options: { userns_options: { mode: 'POD', uids: [range], gids: [range] } } } },
+    }));
+    const out = r.log.map((l) => l.text);
+    assert.equal(r.status.exit_code, 0, out.join('\n'));
+    assert.equal(out[0], '0', 'root inside the container');
+    const maps = out.filter((l) => /^\s*0\s+196608\s+65536$/.test(l));
+    assert.equal(maps.length, 2, `uid_map and gid_map are kubelet's range: ${out.join(' | ')}`);
+    assert.ok(out.includes('tmp=0'), 'files it makes are its own');
+    assert.ok(out.includes('etc=65534'), `the image's files (guest root) are unmapped, shown as nobody: ${out.join(' | ')}`);
+    assert.ok(out.includes('root-write=denied'), 'container root cannot write directories owned by the guest\'s root');
+    await rejectsWith(unary(rt(), 'CreateContainer', {
+      pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
+      config: containerConfig('userns-bad', env.busybox, ['true'], {
+        linux: { security_context: { namespace_options: { userns_options: { mode: 'POD', uids: [], gids: [range] } } } },
+      }),
+    }), 'INVALID_ARGUMENT', /uid mappings/);
+  });
+
   test('PSI, page faults and the metrics series come back with values from the guest', async () => {
     const id = await startLong('busy', 'while true; do cat /bin/busybox >/dev/null; done');
     await new Promise((r) => setTimeout(r, 3000));

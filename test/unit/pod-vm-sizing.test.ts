@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../../src/config/config.js';
-import { profileForHandler, sizePodVm, vmProfileFor } from '../../src/pod/vm-sizing.js';
+import { podResources, profileForHandler, sizePodVm, vmProfileFor } from '../../src/pod/vm-sizing.js';
 import { parseStopSignal } from '../../src/pod/signals.js';
 import { isPodvisorError } from '../../src/errors.js';
 import type { LinuxResources } from '../../src/pod/records.js';
@@ -36,4 +36,19 @@ test('stop signals by name, short name or number', () => {
   assert.equal(parseStopSignal('quit'), 3);
   assert.equal(parseStopSignal('9'), 9);
   assert.throws(() => parseStopSignal('SIGNOPE'), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
+});
+
+test('containerd\'s io.kubernetes.cri.sandbox-* annotations size the VM when linux.resources is absent, within the bounds', () => {
+  const p = profileForHandler('', runtimes);
+  const annotations = {
+    'io.kubernetes.cri.sandbox-cpu-period': '100000', 'io.kubernetes.cri.sandbox-cpu-quota': '200000',
+    'io.kubernetes.cri.sandbox-memory': String(1024 * 1024 * 1024),
+  };
+  assert.deepEqual(sizePodVm(p, podResources({ annotations })), { vcpus: 2, memoryMiB: 1024 + p.overheadMemoryMiB });
+  // linux.resources wins over the annotations.
+  assert.deepEqual(podResources({ annotations, resources: res({ memoryLimitInBytes: 5 }) }), res({ memoryLimitInBytes: 5 }));
+  assert.equal(podResources({ annotations: {} }), undefined);
+  assert.throws(() => podResources({ annotations: { 'io.kubernetes.cri.sandbox-memory': '1e9' } }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /sandbox-memory/.test(e.message));
+  assert.throws(() => sizePodVm(p, podResources({ annotations: { 'io.kubernetes.cri.sandbox-memory': String((p.maxMemoryMiB + 1) * 1024 * 1024) } })),
+    (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /max_memory_mib/.test(e.message));
 });
