@@ -35,11 +35,11 @@ export const status: RuntimeRpc<'Status'> = async (svc, req) => {
   return {
     status: { conditions: svc.runtime.conditions() },
     info,
-    // Each sandbox is a whole VM, so neither handler feature depends on the host kernel;
-    // both stay false until the guest implements them (README, Status of the CRI).
+    // Each sandbox is a whole VM, so the handler features are the guest's: user namespaces are made
+    // by crun in the guest; recursive read-only mounts need CRI mounts, which wait for volumes (README).
     runtime_handlers: svc.runtime.handlers.map((name) => ({
       name,
-      features: { recursive_read_only_mounts: false, user_namespaces: false },
+      features: { recursive_read_only_mounts: false, user_namespaces: true },
     })),
     // Merge and Strict are both applied in the guest, and ContainerStatus.user reports the result.
     features: { supplemental_groups_policy: true, user_namespaces_host_network: false },

@@ -213,8 +213,14 @@ export function validateContainerConfig(config: ContainerConfig): void {
   }
 }
 
-function standardMounts(readonlySys: boolean): OciSpec['mounts'] {
-  return [
+/**
+ * In a user namespace the container cannot mount sysfs for the guest's network
+ * namespace or mqueue for the guest's IPC namespace (both belong to the guest's
+ * own user namespace): it gets the guest's /sys bound read-only, and no mqueue
+ * view (mq_open works without it) unless it has an IPC namespace of its own.
+ */
+function standardMounts(readonlySys: boolean, userns = false, ownIpc = false): OciSpec['mounts'] {
+  const mounts = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
@@ -223,6 +229,10 @@ function standardMounts(readonlySys: boolean): OciSpec['mounts'] {
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', readonlySys ? 'ro' : 'rw'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', readonlySys ? 'ro' : 'rw'] },
   ];
+  if (!userns) return mounts;
+  return mounts
+    .filter((m) => m.type !== 'mqueue' || ownIpc)
+    .map((m) => (m.type === 'sysfs' ? { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] } : m));
 }
 
 /**
@@ -250,7 +260,7 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
   const userns = sec.namespaceOptions.userns;
   if (userns) namespaces.push({ type: 'user' });
 
-  const mounts = standardMounts(!sec.privileged);
+  const mounts = standardMounts(!sec.privileged, !!userns, sec.namespaceOptions.ipc === 'CONTAINER');
   const files: Array<[string | undefined, string]> = [
     [input.sandboxFiles.hostname, '/etc/hostname'],
     [input.sandboxFiles.resolvConf, '/etc/resolv.conf'],

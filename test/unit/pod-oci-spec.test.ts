@@ -144,3 +144,29 @@ test('what a VM cannot do is refused with a reason', () => {
   assert.throws(() => buildOciSpec(input({ config: dev })), (e) => isPodvisorError(e, 'UNIMPLEMENTED'));
   assert.throws(() => buildOciSpec(input({ config: containerConfig({ workingDir: 'rel' }) })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
 });
+
+test('hostUsers: false: a user namespace with the pod\'s mappings, the guest /sys bound read-only, no mqueue on the guest IPC', () => {
+  const c = containerConfig();
+  const range = { hostId: 196608, containerId: 0, length: 65536 };
+  c.security.namespaceOptions = { network: 'POD', pid: 'CONTAINER', ipc: 'POD', targetId: '', userns: { uids: [range], gids: [range] } };
+  const spec = buildOciSpec(input({ config: c }));
+  assert.ok(spec.linux.namespaces.some((n) => n.type === 'user'));
+  assert.deepEqual(spec.linux.uidMappings, [{ containerID: 0, hostID: 196608, size: 65536 }]);
+  assert.deepEqual(spec.linux.gidMappings, [{ containerID: 0, hostID: 196608, size: 65536 }]);
+  assert.equal(spec.mounts.find((m) => m.destination === '/sys')?.type, 'bind');
+  assert.ok(!spec.mounts.some((m) => m.type === 'mqueue'));
+  c.security.namespaceOptions.ipc = 'CONTAINER';
+  assert.ok(buildOciSpec(input({ config: c })).mounts.some((m) => m.type === 'mqueue'), 'an own IPC namespace can mount mqueue');
+  for (const bad of [
+    { uids: [], gids: [range] },
+    { uids: [range, { ...range, hostId: 1 }], gids: [range] },
+    { uids: [{ ...range, length: 0 }], gids: [range] },
+    { uids: [{ ...range, hostId: 2 ** 32 - 10 }], gids: [range] },
+  ]) {
+    c.security.namespaceOptions.userns = bad;
+    assert.throws(() => buildOciSpec(input({ config: c })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'), JSON.stringify(bad));
+  }
+  const plain = buildOciSpec(input());
+  assert.ok(!plain.linux.namespaces.some((n) => n.type === 'user'));
+  assert.equal(plain.linux.uidMappings, undefined);
+});
