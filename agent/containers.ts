@@ -12,6 +12,7 @@ import { run } from './run.js';
 import { ensurePodPidNamespace } from './pod-pid-namespace.js';
 import { GUEST_POD_PID_NAMESPACE } from '../src/agent-protocol/guest-paths.js';
 import { redeliverOnceHandled, signalDisposition } from './signal-redelivery.js';
+import { applyRecursiveReadOnly } from './recursive-readonly.js';
 import { mergeResources, ociResources, readLimits, type OciResources } from './resources.js';
 import { cgroupStats, flatKeyed } from './stats.js';
 import { checkGuestPath, checkId } from './validate.js';
@@ -70,6 +71,7 @@ export class ContainerManager {
     const rootPath = checkGuestPath('root.path', spec.root?.path ?? '');
     if (!existsSync(rootPath)) throw failedPrecondition(`container ${id}: root ${rootPath} does not exist in the guest (mount its image first)`);
     const bundle = `${BUNDLES}/${id}`;
+    applyRecursiveReadOnly(spec as Parameters<typeof applyRecursiveReadOnly>[0]);
     spec.linux = { ...(spec.linux ?? {}), cgroupsPath: `/${CGROUP_PARENT}/${id}/c` };
     const namespaces = (spec.linux.namespaces ?? []) as Array<{ type: string; path?: string }>;
     if (namespaces.some((n) => n.type === 'pid' && n.path === GUEST_POD_PID_NAMESPACE)) await ensurePodPidNamespace();

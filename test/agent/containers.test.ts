@@ -171,3 +171,28 @@ test('bad requests get typed errors', async () => {
   await assert.rejects(guest.agent.mountDisk({ serial: 'no-such-disk', mountPoint: '/run/x', waitMs: 200 }), (e) => isPodvisorError(e, 'DEADLINE_EXCEEDED') && /no-such-disk/.test(e.message));
   await assert.rejects(guest.agent.mountOverlay({ lowerDirs: ['../etc'], target: '/run/y' }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
 });
+
+test('a recursive read-only bind ("rro") is read-only below its submounts; a plain "ro" bind is not', async () => {
+  // A writable tree with a writable submount, both made in the guest: the source of the bind.
+  const vol = await rootfs();
+  const sub = await guest.agent.mountOverlay({ lowerDirs: [IMAGE_MOUNT], target: `${vol}/sub` });
+  assert.ok(sub.upperDir);
+  const script = 'touch /data/top && echo top=rw || echo top=ro; touch /data/sub/below && echo sub=rw || echo sub=ro';
+  const run = async (id: string, options: string[]) => {
+    const root = await rootfs();
+    const spec = JSON.parse(Buffer.from(busyboxSpec(root, ['sh', '-c', script])).toString()) as { mounts: unknown[] };
+    spec.mounts.push({ destination: '/data', type: 'bind', source: vol, options });
+    await guest.agent.createContainer({ containerId: id, ociSpecJson: Buffer.from(JSON.stringify(spec)) });
+    const io = collectProcess(guest.agent, id);
+    await guest.agent.startContainer(id);
+    const exit = await io.exit;
+    await cleanup(id, root);
+    return { exit, out: io.stdout.trim().split('\n') };
+  };
+  const plain = await run('ro-plain', ['rbind', 'ro']);
+  assert.deepEqual(plain.out, ['top=ro', 'sub=rw'], 'the kernel\'s plain ro bind leaves the submount writable');
+  const rro = await run('ro-recursive', ['rbind', 'rro']);
+  assert.deepEqual(rro.out, ['top=ro', 'sub=ro'], rro.out.join(' | '));
+  await guest.agent.unmount({ path: `${vol}/sub` });
+  await guest.agent.unmount({ path: vol, removeDir: true });
+});
