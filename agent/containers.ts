@@ -12,6 +12,7 @@ import { run } from './run.js';
 import { ensurePodPidNamespace } from './pod-pid-namespace.js';
 import { GUEST_POD_PID_NAMESPACE } from '../src/agent-protocol/guest-paths.js';
 import { redeliverOnceHandled, signalDisposition } from './signal-redelivery.js';
+import { createBindTargets } from './mount-targets.js';
 import { applyRecursiveReadOnly } from './recursive-readonly.js';
 import { mergeResources, ociResources, readLimits, type OciResources } from './resources.js';
 import { cgroupStats, flatKeyed } from './stats.js';
@@ -74,6 +75,7 @@ export class ContainerManager {
     applyRecursiveReadOnly(spec as Parameters<typeof applyRecursiveReadOnly>[0]);
     spec.linux = { ...(spec.linux ?? {}), cgroupsPath: `/${CGROUP_PARENT}/${id}/c` };
     const namespaces = (spec.linux.namespaces ?? []) as Array<{ type: string; path?: string }>;
+    if (namespaces.some((n) => n.type === 'user')) createBindTargets(rootPath, (spec.mounts ?? []) as Parameters<typeof createBindTargets>[1]);
     if (namespaces.some((n) => n.type === 'pid' && n.path === GUEST_POD_PID_NAMESPACE)) await ensurePodPidNamespace();
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await writeFile(`${bundle}/config.json`, JSON.stringify(spec));

@@ -77,3 +77,32 @@ describe('SupplementalGroupsPolicy', () => {
     assert.deepEqual(resolveUser({ uid: 1000, supplementalGroups: [2000], strictGroups: true }, passwd, group).additionalGids, [2000]);
   });
 });
+
+describe('bind-mount targets made for user-namespace containers', () => {
+  test('missing files and directories are made inside the rootfs; a symlink stops the walk', async () => {
+    const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, existsSync, rmSync, statSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { createBindTargets } = await import('../../agent/mount-targets.js');
+    const dir = mkdtempSync(`${tmpdir()}/pv-bt-`);
+    try {
+      const root = `${dir}/rootfs`;
+      const outside = `${dir}/outside`;
+      mkdirSync(`${root}/etc`, { recursive: true });
+      mkdirSync(outside);
+      writeFileSync(`${dir}/hostname`, 'h');
+      symlinkSync(outside, `${root}/evil`);
+      createBindTargets(root, [
+        { destination: '/etc/hostname', type: 'bind', source: `${dir}/hostname` },
+        { destination: '/data/deep', type: 'bind', source: outside },
+        { destination: '/evil/x', type: 'bind', source: `${dir}/hostname` },
+        { destination: '/proc', type: 'proc', source: 'proc' },
+      ]);
+      assert.ok(statSync(`${root}/etc/hostname`).isFile());
+      assert.ok(statSync(`${root}/data/deep`).isDirectory());
+      assert.equal(existsSync(`${outside}/x`), false, 'nothing is made through a symlink');
+      assert.equal(existsSync(`${root}/proc`), false, 'only bind mounts');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
