@@ -31,7 +31,7 @@ async function cleanup(id: string, root: string) {
 
 before(async () => {
   disk = busyboxRootfsDisk();
-  guest = await bootGuest();
+  guest = await bootGuest({}, { deadlineMs: 400_000 }); // a machine full of emulated VMs boots slowly
   const plugged = await guest.vm.hotplugDisk({ id: 'busybox', path: disk.path, readOnly: true });
   const mounted = await guest.agent.mountDisk({ serial: plugged.serial, mountPoint: IMAGE_MOUNT });
   assert.match(mounted.device, /^\/dev\/sd[a-z]$/);
