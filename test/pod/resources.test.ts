@@ -34,7 +34,8 @@ describe('resources, stop signals, groups and metrics', () => {
   }
 
   before(async () => {
-    env = await startPodTestEnv();
+    // One VM for the whole file, on a shared and loaded machine: give its boot room.
+    env = await startPodTestEnv({}, '[daemon]\nboot_timeout_seconds = 900\n');
     await env.pull(env.busybox);
     sandboxCfg = sandboxConfig('resources-e2e', join(env.dir, 'logs'), {
       linux: { resources: { memory_limit_in_bytes: String(256 * MIB), cpu_quota: '100000', cpu_period: '100000' } },
