@@ -38,6 +38,8 @@ export async function configureNetwork(req: ConfigureNetworkRequest): Promise<vo
     if (!current) throw notFound(`no guest network interface has MAC ${mac}`);
     await ip(['link', 'set', 'dev', current, 'down'], `taking ${current} down`);
     if (current !== name) await ip(['link', 'set', 'dev', current, 'name', name], `renaming ${current} to ${name}`);
+    // The MAC QEMU started with is a placeholder: frames to and from the pod carry the CNI interface's.
+    if (nic.newMac) await ip(['link', 'set', 'dev', name, 'address', check(MAC, 'new MAC address', nic.newMac.toLowerCase())], `setting the MAC of ${name}`);
     if (nic.mtu) await ip(['link', 'set', 'dev', name, 'mtu', String(nic.mtu)], `setting the MTU of ${name}`);
     await ip(['addr', 'flush', 'dev', name], `flushing addresses of ${name}`);
     if (nic.addresses?.some((a) => a.cidr.includes(':'))) {
@@ -49,7 +51,7 @@ export async function configureNetwork(req: ConfigureNetworkRequest): Promise<vo
       await ip(['addr', 'add', check(CIDR, 'address', addr.cidr), 'dev', name], `adding ${addr.cidr} to ${name}`);
     }
     await ip(['link', 'set', 'dev', name, 'up'], `bringing ${name} up`);
-    log.info({ mac, name, mtu: nic.mtu, addresses: nic.addresses?.map((a) => a.cidr) }, 'configured interface');
+    log.info({ mac: nic.newMac || mac, name, mtu: nic.mtu, addresses: nic.addresses?.map((a) => a.cidr) }, 'configured interface');
   }
   for (const route of req.routes ?? []) {
     const dst = route.destination === 'default' ? 'default' : check(CIDR, 'route destination', route.destination);

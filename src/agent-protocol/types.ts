@@ -83,7 +83,7 @@ export interface LinuxResources {
 export interface UpdateContainerResourcesRequest { containerId: string; resources: LinuxResources }
 export interface UpdateContainerResourcesResponse { cgroup: Record<string, string> }
 
-export interface NetworkInterface { mac: string; name: string; mtu?: number; addresses?: { cidr: string }[] }
+export interface NetworkInterface { mac: string; name: string; mtu?: number; addresses?: { cidr: string }[]; newMac?: string }
 export interface Route { destination: string; gateway?: string; device?: string; source?: string; metric?: number }
 export interface Neighbor { ip: string; mac: string; device: string }
 export interface ConfigureNetworkRequest { interfaces?: NetworkInterface[]; routes?: Route[]; neighbors?: Neighbor[] }

@@ -1,14 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { failedPrecondition, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { findPlugins, loadCniNetwork, type CniConfigState, type CniNetworkList } from './cni-config.js';
+import { findPlugins, loadCniNetwork, type CniConfigState, type CniNetwork, type CniNetworkList } from './cni-config.js';
 import { cniAdd, cniCheck, cniDel, versionAtLeast040, type CniAttachment } from './cni-invoke.js';
 import { parseCniResult, type PodAttachment } from './cni-result.js';
 import { createNetns, inNetns, isNetnsMounted, removeNetns } from './netns.js';
 import { cniArgs, runtimeConfigFor, type PodNetworkRequest } from './pod-runtime-config.js';
-import { connectTap, disconnectTap } from './tap-redirect.js';
+import { createTap, disconnectTap, redirectTap } from './tap-redirect.js';
 
 const log = logger('network');
 
@@ -27,11 +28,17 @@ export interface NetworkSettings {
   cacheDir: string;
   /** The node's pod CIDR as kubelet last sent it. */
   podCidr: () => string;
-  /** Owner of the taps when QEMU does not run as root. */
-  tapOwner?: { uid: number; gid: number };
 }
 
-/** What RunPodSandbox gets: where QEMU runs, its NIC, and what the guest configures. */
+/** Made before the VM: the namespace QEMU starts in and the tap its NIC sits on (MAC: QEMU's, until the guest takes the CNI one). */
+export interface PreparedNetwork {
+  sandboxId: string;
+  netns: string;
+  tap: { name: string; mac: string };
+  network: CniNetwork;
+}
+
+/** After CNI ADD: what the guest configures. `attachment.mac` is the CNI interface's MAC, which the guest NIC takes over. */
 export interface SandboxNetwork {
   networkName: string;
   netns: string;
@@ -73,33 +80,47 @@ export class SandboxNetworks {
   }
 
   /**
-   * Namespace, CNI ADD, tap. `undefined` when the node has no CNI config at
-   * all (the pod gets loopback only, and Status says NetworkReady false); a
-   * config that exists but is broken fails the sandbox. On failure the caller
-   * runs `release`, which undoes whatever part was made.
+   * The part QEMU needs at launch: namespace and tap. `undefined` when the
+   * node has no CNI config at all (the pod gets loopback only, and Status says
+   * NetworkReady false); a config that exists but is broken fails the sandbox.
+   * The config read here is the one `attach` uses. On any failure of this or
+   * `attach` the caller runs `release`, which undoes whatever part was made.
    */
-  async setup(req: PodNetworkRequest): Promise<SandboxNetwork | undefined> {
+  async prepare(sandboxId: string): Promise<PreparedNetwork | undefined> {
     const state = this.state();
     if (!state.ready) {
       if (state.present) throw failedPrecondition(`pod network not ready: ${state.message}`);
       return undefined;
     }
-    const { list, binaries } = state.network;
-    const netns = this.netnsPath(req.sandboxId);
+    const netns = this.netnsPath(sandboxId);
     await createNetns(netns);
-    await this.loopbackUp(req.sandboxId, netns);
+    const tap = await createTap(netns);
+    return { sandboxId, netns, tap: { name: tap, mac: randomLocalMac() }, network: state.network };
+  }
+
+  /** Loopback, CNI ADD on eth0 and the tap redirects: runs while the VM boots. */
+  async attach(prepared: PreparedNetwork, req: PodNetworkRequest): Promise<SandboxNetwork> {
+    const { list, binaries } = prepared.network;
+    const { netns, sandboxId } = prepared;
+    await this.loopbackUp(sandboxId, netns);
     const attachment: CniAttachment = {
-      containerId: req.sandboxId, netns, ifName: POD_IFNAME, args: cniArgs(req), runtimeConfig: runtimeConfigFor(req, this.settings.podCidr()),
+      containerId: sandboxId, netns, ifName: POD_IFNAME, args: cniArgs(req), runtimeConfig: runtimeConfigFor(req, this.settings.podCidr()),
     };
     await mkdir(this.settings.cacheDir, { recursive: true, mode: 0o700 });
-    await writeFileAtomic(this.cachePath(req.sandboxId), JSON.stringify({ network: list, attachment } satisfies AttachmentRecord));
+    await writeFileAtomic(this.cachePath(sandboxId), JSON.stringify({ network: list, attachment } satisfies AttachmentRecord));
     const result = await cniAdd(list, binaries, this.settings.binDirs, attachment);
-    await writeFileAtomic(this.cachePath(req.sandboxId), JSON.stringify({ network: list, attachment, result } satisfies AttachmentRecord));
+    await writeFileAtomic(this.cachePath(sandboxId), JSON.stringify({ network: list, attachment, result } satisfies AttachmentRecord));
     const parsed = parseCniResult(result, POD_IFNAME, netns);
-    const link = await connectTap(netns, POD_IFNAME, this.settings.tapOwner);
-    if (link.mac !== parsed.mac) log.warn({ sandbox: req.sandboxId, result: parsed.mac, link: link.mac }, 'CNI result MAC differs from the interface; using the interface');
-    log.info({ sandbox: req.sandboxId, network: list.name, ips: parsed.addresses.map((a) => a.cidr) }, 'pod network attached');
-    return { networkName: list.name, netns, tap: { name: link.tap, mac: link.mac }, mtu: link.mtu, attachment: { ...parsed, mac: link.mac } };
+    const link = await redirectTap(netns, POD_IFNAME);
+    if (link.mac !== parsed.mac) log.warn({ sandbox: sandboxId, result: parsed.mac, link: link.mac }, 'CNI result MAC differs from the interface; using the interface');
+    log.info({ sandbox: sandboxId, network: list.name, ips: parsed.addresses.map((a) => a.cidr) }, 'pod network attached');
+    return { networkName: list.name, netns, tap: prepared.tap, mtu: link.mtu, attachment: { ...parsed, mac: link.mac } };
+  }
+
+  /** `prepare` and `attach` in one (no VM in between). */
+  async setup(req: PodNetworkRequest): Promise<SandboxNetwork | undefined> {
+    const prepared = await this.prepare(req.sandboxId);
+    return prepared && this.attach(prepared, req);
   }
 
   /**
@@ -175,4 +196,11 @@ export class SandboxNetworks {
       return undefined;
     }
   }
+}
+
+/** A locally administered unicast MAC for QEMU's NIC until the guest takes the CNI interface's. */
+function randomLocalMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }

@@ -13,33 +13,38 @@ import { runCommand } from './host-command.js';
 export const TAP_NAME = 'tap0_pv';
 
 export interface TapLink {
-  tap: string;
   /** The CNI interface's MTU, which the tap and the guest NIC copy. */
   mtu: number;
   /** The CNI interface's MAC, which the guest NIC takes. */
   mac: string;
 }
 
-/** Makes the tap (owned by `owner` when QEMU does not run as root) and the redirects both ways. */
-export async function connectTap(netns: string, ifName: string, owner?: { uid: number; gid: number }): Promise<TapLink> {
+/**
+ * Makes the tap, up, before CNI has run: QEMU needs it at launch (microvm has no NIC hot-plug),
+ * and creating it first lets CNI ADD run while the VM boots. QEMU opens it while still privileged.
+ */
+export async function createTap(netns: string): Promise<string> {
+  const exists = (await runCommand('nsenter', [`--net=${netns}`, 'ip', 'link', 'show', 'dev', TAP_NAME])).code === 0;
+  // vnet_hdr lets QEMU pass segmentation offloads through instead of cutting every frame to MTU size.
+  if (!exists) await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap', 'vnet_hdr'], 'creating the pod tap');
+  await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'up'], 'bringing the pod tap up');
+  return TAP_NAME;
+}
+
+/** Once CNI made `ifName`: the tap takes its MTU, and the redirects both ways. Idempotent. */
+export async function redirectTap(netns: string, ifName: string): Promise<TapLink> {
   const ip = (args: string[], what: string) => inNetns(netns, 'ip', args, what);
   const tc = (args: string[], what: string) => inNetns(netns, 'tc', args, what);
   const [link] = JSON.parse(await ip(['-j', 'link', 'show', 'dev', ifName], `reading CNI interface ${ifName}`)) as Array<{ mtu: number; address: string }>;
   if (!link) throw new Error(`no interface ${ifName} in ${netns}`);
-  const exists = (await runCommand('nsenter', [`--net=${netns}`, 'ip', 'link', 'show', 'dev', TAP_NAME])).code === 0;
-  if (!exists) {
-    const ownerArgs = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
-    // vnet_hdr lets QEMU pass segmentation offloads through instead of cutting every frame to MTU size.
-    await ip(['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap', 'vnet_hdr', ...ownerArgs], 'creating the pod tap');
-  }
-  await ip(['link', 'set', 'dev', TAP_NAME, 'mtu', String(link.mtu), 'up'], 'bringing the pod tap up');
+  await ip(['link', 'set', 'dev', TAP_NAME, 'mtu', String(link.mtu)], 'setting the pod tap MTU');
   for (const [from, to] of [[ifName, TAP_NAME], [TAP_NAME, ifName]] as const) {
     await tc(['qdisc', 'replace', 'dev', from, 'ingress'], `adding an ingress qdisc to ${from}`);
     // replace keeps this idempotent: one filter per direction, whatever ran before.
     await tc(['filter', 'replace', 'dev', from, 'parent', 'ffff:', 'pref', '49152', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0',
       'action', 'mirred', 'egress', 'redirect', 'dev', to], `redirecting ${from} to ${to}`);
   }
-  return { tap: TAP_NAME, mtu: link.mtu, mac: link.address.toLowerCase() };
+  return { mtu: link.mtu, mac: link.address.toLowerCase() };
 }
 
 /** Deletes the tap (its filters go with it); fine when it or the namespace is gone. */

@@ -87,7 +87,7 @@ export class AgentAdapter implements GuestAgent {
 
   async configureNetwork(nic: GuestNic): Promise<void> {
     await this.client.configureNetwork({
-      interfaces: [{ mac: nic.mac, name: GUEST_IFNAME, mtu: nic.mtu, addresses: nic.addresses }],
+      interfaces: [{ mac: nic.mac, newMac: nic.newMac, name: GUEST_IFNAME, mtu: nic.mtu, addresses: nic.addresses }],
       routes: nic.routes.map((r) => ({ ...r, device: GUEST_IFNAME })),
     });
   }

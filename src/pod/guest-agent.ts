@@ -61,7 +61,10 @@ export interface GuestAgent {
 }
 
 export interface GuestNic {
+  /** The MAC QEMU gave the NIC (finds it in the guest). */
   mac: string;
+  /** The CNI interface's MAC, which the guest NIC takes. */
+  newMac: string;
   mtu: number;
   addresses: Array<{ cidr: string }>;
   routes: Array<{ destination: string; gateway?: string }>;

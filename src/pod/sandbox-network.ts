@@ -22,7 +22,8 @@ export function guestNic(net: SandboxNetwork): GuestNic {
   const { addresses, routes, mac } = net.attachment;
   const gatewayOf = (dst: string) => addresses.find((a) => (a.family === 6) === dst.includes(':') && a.gateway)?.gateway;
   return {
-    mac,
+    mac: net.tap.mac,
+    newMac: mac,
     mtu: net.mtu,
     addresses: addresses.map((a) => ({ cidr: a.cidr })),
     routes: routes.map((r) => {

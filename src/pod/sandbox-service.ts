@@ -62,10 +62,14 @@ export class SandboxService {
       await this.ctx.store.prepareSandboxDir(id);
       undo.push(['remove sandbox directory', () => this.ctx.store.removeSandbox(id)]);
       const runDir = this.runDir(id);
-      // Network before the VM: microvm has no NIC hot-plug, so QEMU starts in the netns with the tap.
+      // microvm has no NIC hot-plug: QEMU starts in the pod netns with its NIC on the tap, and CNI ADD
+      // runs while the VM boots (the guest takes the CNI interface's MAC afterwards).
       undo.push(['release pod network', async () => this.ctx.network?.release(id)]);
       const tNet = performance.now();
-      const net = await this.ctx.network?.setup(networkRequest(id, config));
+      const prepared = await this.ctx.network?.prepare(id);
+      const attaching = prepared ? this.ctx.network!.attach(prepared, networkRequest(id, config)) : Promise.resolve(undefined);
+      const attachFailed = new Promise<never>((_, reject) => void attaching.catch(reject));
+      attachFailed.catch(() => undefined); // observed in waitReady or below
       const t0 = performance.now();
       let agent: GuestAgent | undefined;
       undo.push(['close agent connection', async () => agent?.close()]);
@@ -73,16 +77,28 @@ export class SandboxService {
         id,
         profile: vmProfileFor(profile, size),
         runDir,
-        ...(net ? { netns: net.netns, tap: net.tap } : {}),
+        ...(prepared ? { netns: prepared.netns, tap: prepared.tap } : {}),
         ...this.ctx.settings.vmLaunch,
         readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
         waitReady: async (_vm, deadline) => {
-          agent = await this.ctx.connectAgent(_vm.agentSocket, deadline);
+          // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
+          const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline);
+          try {
+            agent = await Promise.race([connecting, attachFailed]);
+          } catch (e) {
+            connecting.then((a) => a.close(), () => undefined);
+            throw e;
+          }
         },
+      }).catch(async (e) => {
+        await attaching.catch(() => undefined); // the network undo must not race a running ADD
+        throw e;
       });
       undo.push(['destroy VM', () => vm.destroy({ timeoutMs: VM_STOP_PHASE_MS })]);
       if (!agent) throw new Error('the VM became ready without an agent connection');
       const t1 = performance.now();
+      const net = await attaching;
+      const tCni = performance.now();
       const hostname = config.hostname || config.metadata.name.slice(0, 63);
       if (net) await agent.configureNetwork(guestNic(net));
       const podIps = net?.attachment.addresses.map((a) => a.ip) ?? [];
@@ -104,7 +120,7 @@ export class SandboxService {
       this.attach(record, vm, agent);
       log.info({
         sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
-        networkMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), setupMs: Math.round(t2 - t1), recordMs: Math.round(performance.now() - t2),
+        netnsMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), cniWaitMs: Math.round(tCni - t1), setupMs: Math.round(t2 - tCni), recordMs: Math.round(performance.now() - t2),
       }, 'sandbox ready');
       return id;
     } catch (e) {

@@ -1,0 +1,96 @@
+// Pod networking, measured through the real CRI socket with the real CNI plugins
+// (bridge + host-local + portmap + loopback) on a bridge this run makes:
+//  - host-to-pod TCP round trip and throughput (host -> bridge -> veth -> tc redirect -> tap -> VM)
+//    vs the same between two plain network namespaces on the same bridge (same CNI attachment,
+//    no tap and no VM), as ratios;
+//  - how much pod networking adds to RunPodSandbox (conflist present vs absent, alternating).
+//
+//   node --import tsx bench/pod-network.ts [rounds=3]
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { unary } from '../test/helpers/daemon.js';
+import { containerConfig, sandboxConfig, waitFor } from '../test/helpers/cri.js';
+import { startPodTestEnv } from '../test/helpers/pod-env.js';
+import { createCniWorld, networksFor } from '../test/network/cni-fixture.js';
+
+const rounds = Number(process.argv[2] ?? 3);
+const RTT_COUNT = 500;
+const SEND_BYTES = 64 * 1024 * 1024;
+const ECHO_PORT = 9000;
+const SINK_PORT = 9001;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const probe = (netns: string | undefined, ...args: string[]) => {
+  const cmd = [process.execPath, '--import', 'tsx', 'bench/net-probe.ts', ...args];
+  const out = netns ? execFileSync('nsenter', [`--net=${netns}`, ...cmd], { encoding: 'utf8' }) : execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as { medianMs?: number; p90Ms?: number; mbPerS?: number };
+};
+/** busybox nc: the same echo and sink servers in the pod and in the plain namespace. */
+const ECHO = `nc -ll -p ${ECHO_PORT} -e cat`;
+const SINK = `while true; do nc -l -p ${SINK_PORT} > /dev/null; done`;
+
+const world = createCniWorld('bench');
+world.writeConfig(world.conflist({ dualStack: false }));
+const plain = networksFor(world, join(world.dir, 'netns'), join(world.dir, 'cache'));
+const servers: ChildProcess[] = [];
+let env: Awaited<ReturnType<typeof startPodTestEnv>> | undefined;
+try {
+  env = await startPodTestEnv({ logLevel: 'warn' }, `[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n`);
+  await env.pull(env.busybox);
+  const rt = env.daemon.client.runtime;
+
+  // RunPodSandbox with and without the network (the daemon reads the conf dir on each call).
+  const withNet: number[] = [];
+  const without: number[] = [];
+  const conf = world.conflist({ dualStack: false });
+  for (let i = 0; i < rounds * 2; i++) {
+    const networked = i % 2 === (Math.floor(i / 2) % 2);
+    if (networked) world.writeConfig(conf);
+    else rmSync(join(world.confDir, '10-podvisor-test.conflist'), { force: true });
+    const cfg = sandboxConfig(`bench-${i}`, join(env.dir, 'logs', `bench-${i}`));
+    const t = performance.now();
+    const { pod_sandbox_id } = await unary(rt, 'RunPodSandbox', { config: cfg });
+    (networked ? withNet : without).push(performance.now() - t);
+    await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
+    console.log(`RunPodSandbox ${networked ? 'with CNI network' : 'loopback only  '}: ${((performance.now() - t) / 1000).toFixed(2)} s incl. remove; run ${((networked ? withNet : without).at(-1)! / 1000).toFixed(2)} s`);
+  }
+  world.writeConfig(conf);
+
+  // The pod: echo and sink servers in a busybox container.
+  const cfg = sandboxConfig('bench-net', join(env.dir, 'logs', 'bench-net'));
+  const { pod_sandbox_id } = await unary(rt, 'RunPodSandbox', { config: cfg });
+  const podIp = (await unary(rt, 'PodSandboxStatus', { pod_sandbox_id })).status!.network!.ip;
+  for (const [name, cmd] of [['echo', ECHO], ['sink', SINK]] as const) {
+    const { container_id } = await unary(rt, 'CreateContainer', { pod_sandbox_id, sandbox_config: cfg, config: containerConfig(name, env.busybox, ['sh', '-c', cmd]) });
+    await unary(rt, 'StartContainer', { container_id });
+  }
+  // The baseline: two plain namespaces with the same CNI attachment, minus the tap and its redirects.
+  const ids = [`benchsrv${process.pid}`, `benchcli${process.pid}`];
+  const [srv, cli] = await Promise.all(ids.map((id) => plain.setup({ sandboxId: id, name: id, namespace: 'bench', uid: id, portMappings: [], annotations: {} })));
+  for (const ns of [srv!.netns, cli!.netns]) {
+    execFileSync('nsenter', [`--net=${ns}`, 'ip', 'link', 'del', 'tap0_pv']);
+    execFileSync('nsenter', [`--net=${ns}`, 'tc', 'qdisc', 'del', 'dev', 'eth0', 'ingress']);
+  }
+  const srvIp = srv!.attachment.addresses[0]!.ip;
+  for (const cmd of [ECHO, SINK]) servers.push(spawn('nsenter', [`--net=${srv!.netns}`, 'busybox', 'sh', '-c', cmd], { stdio: 'ignore', detached: true }));
+  await waitFor('the pod echo server', async () => { try { return probe(undefined, 'rtt', podIp, String(ECHO_PORT), '1'); } catch { return undefined; } }, 60_000);
+
+  const r = { podRtt: [] as number[], nsRtt: [] as number[], podTp: [] as number[], nsTp: [] as number[] };
+  for (let i = 0; i < rounds; i++) {
+    r.podRtt.push(probe(undefined, 'rtt', podIp, String(ECHO_PORT), String(RTT_COUNT)).medianMs!);
+    r.nsRtt.push(probe(cli!.netns, 'rtt', srvIp, String(ECHO_PORT), String(RTT_COUNT)).medianMs!);
+    r.podTp.push(probe(undefined, 'send', podIp, String(SINK_PORT), String(SEND_BYTES)).mbPerS!);
+    r.nsTp.push(probe(cli!.netns, 'send', srvIp, String(SINK_PORT), String(SEND_BYTES)).mbPerS!);
+    console.log(`round ${i + 1}/${rounds}: rtt pod ${r.podRtt[i]!.toFixed(3)} ms vs netns ${r.nsRtt[i]!.toFixed(3)} ms; throughput pod ${r.podTp[i]!.toFixed(1)} MB/s vs netns ${r.nsTp[i]!.toFixed(1)} MB/s`);
+  }
+  const [pr, nr, pt, nt] = [median(r.podRtt), median(r.nsRtt), median(r.podTp), median(r.nsTp)];
+  console.log(`\npod network (${rounds} rounds, medians; TCG unless /dev/kvm is usable)`);
+  console.log(`  TCP round trip   host->pod ${pr.toFixed(3)} ms   netns->netns ${nr.toFixed(3)} ms   (ratio ${(pr / nr).toFixed(1)})`);
+  console.log(`  TCP throughput   host->pod ${pt.toFixed(1)} MB/s   netns->netns ${nt.toFixed(1)} MB/s   (ratio ${(pt / nt).toFixed(3)})`);
+  console.log(`  RunPodSandbox    with network ${(median(withNet) / 1000).toFixed(2)} s   loopback only ${(median(without) / 1000).toFixed(2)} s   (networking adds ${((median(withNet) - median(without)) / 1000).toFixed(2)} s)`);
+} finally {
+  for (const s of servers) if (s.pid) try { process.kill(-s.pid, 'SIGKILL'); } catch { /* gone */ }
+  await world.cleanup([plain, ...(env ? [networksFor(world, join(env.dir, 'state', 'netns'), join(env.dir, 'root', 'cni'))] : [])]);
+  await env?.dispose();
+}
