@@ -15,8 +15,8 @@ import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { createCniWorld, networksFor } from '../test/network/cni-fixture.js';
 
 const rounds = Number(process.argv[2] ?? 3);
-const RTT_COUNT = 500;
-const SEND_BYTES = 64 * 1024 * 1024;
+const RTT_COUNT = 200;
+const SEND_BYTES = 16 * 1024 * 1024;
 const ECHO_PORT = 9000;
 const SINK_PORT = 9001;
 
