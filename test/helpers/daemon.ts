@@ -15,6 +15,8 @@ export interface DaemonOptions {
   dir?: string;
   extraArgs?: string[];
   logLevel?: string;
+  /** How long podvisord may take to serve (default 30 s; a machine full of emulated VMs needs more). */
+  startTimeoutMs?: number;
 }
 
 export interface RunningDaemon {
@@ -68,7 +70,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   proc.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
 
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
   while (!out.includes('podvisord serving the CRI')) {
     if (proc.exitCode !== null || Date.now() > deadline) {
       proc.kill('SIGKILL');

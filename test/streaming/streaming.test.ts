@@ -36,7 +36,7 @@ describe('streaming: exec, attach, port-forward', () => {
 
   before(async () => {
     // A machine shared by many emulated VMs can take minutes to boot one; that is not what this file tests.
-    env = await startPodTestEnv({}, '[daemon]\nboot_timeout_seconds = 900\n');
+    env = await startPodTestEnv({ startTimeoutMs: 300_000 }, '[daemon]\nboot_timeout_seconds = 900\n');
     await env.pull(env.busybox);
     sandboxId = (await unary(rt(), 'RunPodSandbox', { config: sandboxConfig('streams', join(env.dir, 'logs')) })).pod_sandbox_id;
     // The pod's only listener is on the VM's loopback: port-forward must go through the agent.
