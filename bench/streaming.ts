@@ -21,7 +21,7 @@ const rounds = Number(values.rounds);
 const bytes = mib << 20;
 
 // 1. The raw channel: container stdout pushed as agent events, on a guest of its own.
-const guest = await bootGuest();
+const guest = await bootGuest({}, { deadlineMs: 900_000 }); // a shared, loaded machine can take minutes
 let channelMBps: number;
 try {
   channelMBps = (await measureChannel(guest, { calls: 50, mib })).outputMBps;
@@ -30,7 +30,7 @@ try {
 }
 
 // 2. The same guest image behind podvisord, reached through the streaming server.
-const env = await startPodTestEnv({ logLevel: 'warn' });
+const env = await startPodTestEnv({ logLevel: 'warn', startTimeoutMs: 300_000 }, '[daemon]\nboot_timeout_seconds = 900\n');
 try {
   await env.pull(env.busybox);
   const rt = env.daemon.client.runtime;
