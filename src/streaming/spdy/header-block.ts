@@ -101,9 +101,15 @@ export class HeaderBlockWriter {
       parts.push(head, piece);
       if (plain.length === 0) break;
     }
+    // End with an empty stored block, as zlib's sync flush does: Go's inflater hands out a stored
+    // block's bytes only once it has seen the next block header, so without this marker inside the
+    // frame it reads past the frame and fails the session (crictl then reports "Timeout occurred").
+    parts.push(SYNC_MARKER);
     return Buffer.concat(parts);
   }
 }
+
+const SYNC_MARKER = Buffer.from([0x00, 0x00, 0x00, 0xff, 0xff]);
 
 function u32(value: number): Buffer {
   const b = Buffer.alloc(4);
