@@ -15,13 +15,14 @@ import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js'
 
 const root = scratchRoot('fatal');
 
+after(() => {
+  const stray = qemuProcessesUsing(root.dir);
+  for (const pid of stray) process.kill(pid, 'SIGKILL');
+  root.remove();
+  assert.deepEqual(stray, [], 'no QEMU process may outlive the tests');
+});
+
 describe('a VM that QEMU pauses on an error', () => {
-  after(() => {
-    const stray = qemuProcessesUsing(root.dir);
-    for (const pid of stray) process.kill(pid, 'SIGKILL');
-    root.remove();
-    assert.deepEqual(stray, [], 'no QEMU process may outlive the tests');
-  });
 
   /** A 4 MiB disk whose every read fails with EIO, plugged so that a read error stops the VM. */
   async function plugFailingDisk(vm: Vm, name: string): Promise<void> {
