@@ -199,6 +199,16 @@ export class GuestProcess {
       }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
+    // A short process in a busy guest can run to completion between two polls: its pid file says it started.
+    try {
+      const pid = Number((await readFile(this.opts.pidFile, 'utf8')).trim());
+      if (pid > 0) {
+        this.pid = pid;
+        return pid;
+      }
+    } catch {
+      // never written: crun failed before starting it
+    }
     return 0;
   }
 
