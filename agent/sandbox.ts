@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { invalidArgument } from '../src/errors.js';
 import type { SetupSandboxRequest } from '../src/agent-protocol/types.js';
 import { run } from './run.js';
+import { mountSharedFs } from './storage.js';
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const SYSCTL = /^[a-z0-9_]+([./][a-z0-9_-]+)+$/i;
@@ -38,6 +39,7 @@ export async function setupSandbox(req: SetupSandboxRequest): Promise<void> {
     // busybox date sets whole seconds; the host's clock is good to a second here.
     await run('date', ['-u', '-s', `@${Math.round(req.clockUnixNanos / 1e9)}`], { what: 'setting the guest clock' });
   }
+  if (req.sharedFsTag) await mountSharedFs(req.sharedFsTag);
   if (req.entropy && req.entropy.length > 0) {
     // Writing to urandom mixes the bytes into the pool (without crediting entropy).
     await writeFile('/dev/urandom', req.entropy);

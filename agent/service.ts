@@ -12,7 +12,7 @@ import { configureNetwork } from './network.js';
 import { PortForwarder } from './port-forward.js';
 import { run } from './run.js';
 import { setupSandbox } from './sandbox.js';
-import { mountDisk, mountOverlay, readFileInTree, unmount } from './storage.js';
+import { mountDisk, mountOverlay, readFileInTree, resolvePathInTree, unmount } from './storage.js';
 
 const log = logger('agent');
 
@@ -53,6 +53,7 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     MountOverlay: (req) => mountOverlay(req),
     Unmount: async (req) => { await unmount(req); return {}; },
     ReadFile: (req) => readFileInTree(req),
+    ResolvePath: (req) => resolvePathInTree(req),
     CreateContainer: async (req) => { await containers.create(req); return {}; },
     StartContainer: async (req) => ({ pid: await containers.start(req.containerId) }),
     ExecProcess: async (req) => ({ pid: await containers.exec(req) }),

@@ -2,7 +2,11 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { deadlineExceeded, invalidArgument } from '../src/errors.js';
-import type { MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ReadFileRequest, ReadFileResponse, UnmountRequest } from '../src/agent-protocol/types.js';
+import type {
+  MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ReadFileRequest, ReadFileResponse, ResolvePathRequest, ResolvePathResponse,
+  UnmountRequest,
+} from '../src/agent-protocol/types.js';
+import { GUEST_SHARED_DIR } from '../src/agent-protocol/guest-paths.js';
 import { logger } from '../src/log.js';
 import { run } from './run.js';
 import { checkGuestPath } from './validate.js';
@@ -159,4 +163,27 @@ export async function readFileInTree(req: ReadFileRequest): Promise<ReadFileResp
   if (!st?.isFile()) return { exists: false, data: new Uint8Array() };
   if (st.size > cap) throw invalidArgument(`${req.path} in ${root} is ${st.size} bytes, more than the ${cap} allowed`);
   return { exists: true, data: await readFile(file) };
+}
+
+/**
+ * Where `path` inside `root` leads, symlinks resolved inside the tree: an
+ * image volume's sub-path is bound from here, so a link in a tenant's image
+ * cannot make the bind reach the guest's own files.
+ */
+export async function resolvePathInTree(req: ResolvePathRequest): Promise<ResolvePathResponse> {
+  const root = checkGuestPath('root', req.root);
+  if (!req.path?.startsWith('/')) throw invalidArgument(`path must be absolute inside the tree, got ${JSON.stringify(req.path)}`);
+  const resolved = await resolveInTree(root, req.path);
+  const st = resolved ? await stat(resolved).catch(() => undefined) : undefined;
+  if (!resolved || !st) return { exists: false, path: '', directory: false };
+  return { exists: true, path: resolved, directory: st.isDirectory() };
+}
+
+/** Mounts the sandbox's virtio-fs share (the host enforces read-only volumes; this mount is plain). */
+export async function mountSharedFs(tag: string): Promise<void> {
+  if (!/^[A-Za-z0-9_.-]{1,36}$/.test(tag)) throw invalidArgument(`virtio-fs tag ${JSON.stringify(tag)} is not valid`);
+  if (isMounted(GUEST_SHARED_DIR)) return;
+  await mkdir(GUEST_SHARED_DIR, { recursive: true, mode: 0o700 });
+  await run('mount', ['-t', 'virtiofs', '-o', 'nodev', tag, GUEST_SHARED_DIR], { what: `mounting the sandbox share ${tag}` });
+  log.info({ tag, mountPoint: GUEST_SHARED_DIR }, 'mounted the sandbox share');
 }

@@ -11,7 +11,7 @@ import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
-  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
+  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, ResolvePathRequest, ResolvePathResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
 } from '../agent-protocol/types.js';
 
 const log = logger('agent-client');
@@ -119,6 +119,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   mountOverlay(req: MountOverlayRequest): Promise<MountOverlayResponse> { return this.call('MountOverlay', req); }
   unmount(req: UnmountRequest): Promise<void> { return this.call('Unmount', req).then(() => undefined); }
   readFile(req: ReadFileRequest): Promise<ReadFileResponse> { return this.call('ReadFile', req); }
+  resolvePath(req: ResolvePathRequest): Promise<ResolvePathResponse> { return this.call('ResolvePath', req); }
   createContainer(req: CreateContainerRequest): Promise<void> { return this.call('CreateContainer', req).then(() => undefined); }
   async startContainer(containerId: string): Promise<number> { return (await this.call('StartContainer', { containerId })).pid; }
   async execProcess(req: ExecProcessRequest): Promise<number> { return (await this.call('ExecProcess', req)).pid; }

@@ -15,3 +15,9 @@ export const GUEST_IMAGES_DIR = '/run/podvisor/images';
 
 /** Per-container folders: the rootfs overlay is `<GUEST_CONTAINERS_DIR>/<id>/rootfs`. */
 export const GUEST_CONTAINERS_DIR = '/run/podvisor/containers';
+
+/**
+ * Where the agent mounts the sandbox's virtio-fs share (SetupSandbox
+ * shared_fs_tag); CRI mount sources are `<this>/<container>/<n>` below it.
+ */
+export const GUEST_SHARED_DIR = '/run/podvisor/shared';

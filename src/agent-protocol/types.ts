@@ -17,6 +17,7 @@ export interface SetupSandboxRequest {
   sysctls?: Record<string, string>;
   clockUnixNanos?: number;
   entropy?: Uint8Array;
+  sharedFsTag?: string;
 }
 
 export interface MountDiskRequest { serial?: string; scsiId?: number; lun?: number; mountPoint: string; fsType?: string; readWrite?: boolean; waitMs?: number }
@@ -26,6 +27,8 @@ export interface MountOverlayResponse { upperDir: string }
 export interface UnmountRequest { path: string; removeDir?: boolean }
 export interface ReadFileRequest { root: string; path: string; maxBytes?: number }
 export interface ReadFileResponse { exists: boolean; data: Uint8Array }
+export interface ResolvePathRequest { root: string; path: string }
+export interface ResolvePathResponse { exists: boolean; path: string; directory: boolean }
 
 export interface CreateContainerRequest { containerId: string; ociSpecJson: Uint8Array; stdin?: boolean }
 export interface StartContainerRequest { containerId: string }
@@ -110,6 +113,7 @@ export interface AgentApi {
   MountOverlay: [MountOverlayRequest, MountOverlayResponse];
   Unmount: [UnmountRequest, Empty];
   ReadFile: [ReadFileRequest, ReadFileResponse];
+  ResolvePath: [ResolvePathRequest, ResolvePathResponse];
   CreateContainer: [CreateContainerRequest, Empty];
   StartContainer: [StartContainerRequest, StartContainerResponse];
   ExecProcess: [ExecProcessRequest, ExecProcessResponse];

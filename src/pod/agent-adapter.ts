@@ -70,7 +70,7 @@ export class AgentAdapter implements GuestAgent {
     log.debug({ source: String(source).slice(0, 64), level: String(level).slice(0, 16), message: capMessage(message, GUEST_LOG_MAX_CHARS) }, 'guest log');
   }
 
-  async setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[] }): Promise<SandboxFiles> {
+  async setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[]; sharedFsTag?: string }): Promise<SandboxFiles> {
     await this.client.setupSandbox({
       hostname: req.hostname,
       ...(req.dns ? { dns: req.dns } : {}),
@@ -80,6 +80,7 @@ export class AgentAdapter implements GuestAgent {
       // No clock: a cold-booted guest reads the RTC (to the second, as the agent could set it), and
       // setting it costs a process start in the guest. Template clones are where the clock needs fixing.
       entropy: randomBytes(32),
+      ...(req.sharedFsTag ? { sharedFsTag: req.sharedFsTag } : {}),
     });
     const hasDns = !!req.dns && (req.dns.servers.length > 0 || req.dns.searches.length > 0 || req.dns.options.length > 0);
     return { hostname: '/etc/hostname', hosts: '/etc/hosts', ...(hasDns ? { resolvConf: '/etc/resolv.conf' } : {}) };
@@ -101,6 +102,11 @@ export class AgentAdapter implements GuestAgent {
   async readImageFile(mountPoint: string, path: string): Promise<string | undefined> {
     const res = await this.client.readFile({ root: mountPoint, path });
     return res.exists ? Buffer.from(res.data).toString('utf8') : undefined;
+  }
+
+  async resolveImagePath(mountPoint: string, path: string): Promise<string | undefined> {
+    const res = await this.client.resolvePath({ root: mountPoint, path });
+    return res.exists ? res.path : undefined;
   }
 
   containerRootfs(containerId: string): string {

@@ -1,7 +1,9 @@
 import { isAbsolute, join, normalize } from 'node:path';
 import {
-  deadlineExceeded, failedPrecondition, invalidArgument, messageOf, notFound,
+  deadlineExceeded, failedPrecondition, invalidArgument, messageOf, notFound, unimplemented,
 } from '../errors.js';
+import { SandboxShare } from '../volume/sandbox-share.js';
+import { missingSubPath, ociVolumeMount, sharedGuestPath, type OciMount } from './volume-mounts.js';
 import { logger } from '../log.js';
 import { nowNanos, type Nanos } from './clock.js';
 import { CriLogWriter } from './cri-log-writer.js';
@@ -66,6 +68,7 @@ export class ContainerService {
     const nameKey = containerNameKey(sandbox.id, config.metadata);
     this.ctx.index.reserveName(nameKey, id, 'container');
     let createdInGuest = false;
+    let undoVolumes = false;
     try {
       const plugged = await this.ensureImagePlugged(sandbox, rt, image.id);
       const userRequest = containerUserRequest(config, image.config);
@@ -76,6 +79,8 @@ export class ContainerService {
         rt.agent.readImageFile(plugged.guestMountPoint, '/etc/group'),
       ]);
       const user = resolveUser(userRequest, passwd ?? '', group ?? '');
+      const volumes = await this.prepareVolumes(sandbox, rt, id, config);
+      undoVolumes = true;
       const spec = buildOciSpec({
         containerId: id,
         config,
@@ -87,6 +92,7 @@ export class ContainerService {
         cgroupsPath: `/podvisor/${id}`,
         pidNamespacePath: this.pidNamespaceToJoin(sandbox, config),
         seccomp,
+        volumes,
       });
       await rt.agent.createContainer({
         containerId: id, spec, imageMountPoint: plugged.guestMountPoint, stdin: config.stdin, stdinOnce: config.stdinOnce, tty: config.tty,
@@ -112,6 +118,7 @@ export class ContainerService {
     } catch (e) {
       this.ctx.index.releaseName(nameKey, id);
       if (createdInGuest) await rt.agent.deleteContainer(id).catch((err) => log.warn({ container: id, err: messageOf(err) }, 'cleanup after failed create'));
+      if (undoVolumes) await rt.share?.removeContainer(id).catch((err) => log.warn({ container: id, err: messageOf(err) }, 'volume cleanup after failed create'));
       throw e;
     }
   }
@@ -129,6 +136,40 @@ export class ContainerService {
       throw failedPrecondition(`PID namespace target container ${target.id} is not running`);
     }
     return `/proc/${target.guestPid}/ns/pid`;
+  }
+
+  /**
+   * The container's CRI mounts as guest bind mounts: host sources are bound
+   * into the sandbox share (as the container's own entries, removed with it),
+   * image volumes come from the image's disk, plugged like a rootfs image.
+   */
+  private async prepareVolumes(sandbox: SandboxRecord, rt: SandboxRuntime, containerId: string, config: ContainerConfig): Promise<OciMount[]> {
+    const out: OciMount[] = [];
+    for (const [index, m] of config.mounts.entries()) {
+      if (m.image) {
+        const image = await this.ctx.images.find(m.image);
+        if (!image) throw notFound(`image volume ${m.image} for ${m.containerPath} is not present on this node; pull it first`);
+        // An image without layers has no disk to plug; nothing else may stand in for it.
+        if (!image.layerCount) throw invalidArgument(`image volume ${m.image} for ${m.containerPath} has no layers, so nothing to mount`);
+        const plugged = await this.ensureImagePlugged(sandbox, rt, image.id);
+        const source = await rt.agent.resolveImagePath(plugged.guestMountPoint, `/${m.imageSubPath ?? ''}`);
+        if (!source) throw missingSubPath(m);
+        out.push(ociVolumeMount({ mount: m, guestSource: source }));
+        continue;
+      }
+      if (!rt.share) {
+        throw unimplemented(`mount ${m.hostPath} -> ${m.containerPath}: sandbox ${sandbox.id} has no volume share ` +
+          `(${SandboxShare.available() ? 'it was made without one' : 'virtiofsd is not installed on this node'})`);
+      }
+      const relative = await rt.share.addVolume(containerId, index, {
+        hostPath: m.hostPath,
+        readonly: m.readonly,
+        recursiveReadOnly: !!m.recursiveReadOnly,
+        propagation: m.propagation === 'HOST_TO_CONTAINER' ? 'host-to-container' : 'private',
+      });
+      out.push(ociVolumeMount({ mount: m, guestSource: sharedGuestPath(relative) }));
+    }
+    return out;
   }
 
   /**
@@ -338,6 +379,7 @@ export class ContainerService {
   async forget(c: ContainerRecord, deleteInGuest: boolean): Promise<void> {
     const rt = this.ctx.runtimes.get(c.sandboxId);
     if (rt && deleteInGuest) await rt.agent.deleteContainer(c.id);
+    if (rt?.share && c.config.mounts.some((m) => !m.image)) await rt.share.removeContainer(c.id);
     await this.closeLog(c.id);
     await this.ctx.store.removeContainer(c.sandboxId, c.id);
     this.ctx.index.deleteContainer(c.id);

@@ -9,13 +9,15 @@ import type { OciSpec } from './oci-spec.js';
  */
 export interface GuestAgent {
   /** Hostname, /etc/resolv.conf from the pod's DNS config, /etc/hosts and sysctls for the whole VM. */
-  setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[] }): Promise<SandboxFiles>;
+  setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[]; sharedFsTag?: string }): Promise<SandboxFiles>;
   /** Gives the guest NIC (found by MAC) the pod's addresses, MTU and routes from the CNI result. */
   configureNetwork(nic: GuestNic): Promise<void>;
   /** Mounts a hot-plugged read-only image disk (found by its serial) once; returns the guest mount point. */
   mountImage(req: { imageId: string; serial: string }): Promise<{ mountPoint: string }>;
   /** A file from a mounted image (e.g. /etc/passwd for user names), or undefined when the image has none. */
   readImageFile(mountPoint: string, path: string): Promise<string | undefined>;
+  /** Where `path` inside a mounted image leads (symlinks resolved inside the image), or undefined if nowhere. */
+  resolveImagePath(mountPoint: string, path: string): Promise<string | undefined>;
   /** Where the agent will put a container's rootfs (the overlay over its image mount). */
   containerRootfs(containerId: string): string;
   /** Makes the overlay rootfs and creates (not starts) the container from the spec. */

@@ -13,4 +13,6 @@ export interface PodImage {
   repoTags: string[];
   repoDigests: string[];
   config: OciImageConfig;
+  /** How many filesystem layers it has (rootfs.diff_ids); an image volume needs at least one. */
+  layerCount?: number;
 }

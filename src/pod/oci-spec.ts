@@ -7,6 +7,7 @@ import type { OciSeccomp } from './oci-seccomp.js';
 import { ociSeccomp, type ContainerSeccomp } from './seccomp.js';
 import { parseImageUser, type ResolvedUser, type UserRequest } from './user.js';
 import { checkUserNamespace, ociIdMappings } from './user-namespace.js';
+import { validateMounts, type OciMount } from './volume-mounts.js';
 
 /** The slice of the OCI runtime spec podvisor fills in; the agent hands it to crun as config.json. */
 export interface OciSpec {
@@ -185,14 +186,11 @@ export interface OciSpecInput {
   pidNamespacePath?: string;
   /** From loadContainerSeccomp (which reads Localhost profile files); absent means no filter. */
   seccomp?: ContainerSeccomp;
+  /** The container's CRI mounts as guest bind mounts (volume-mounts.ts); they win over the sandbox's own files. */
+  volumes?: OciMount[];
 }
 
-/**
- * Rejects what cannot work in a VM before anything is made. CRI mounts need a
- * directory shared between host and guest, which arrives with the volumes work;
- * until then a mount is refused with UNIMPLEMENTED naming it, rather than being
- * silently dropped. Host devices cannot be passed into the VM this way at all.
- */
+/** Rejects what cannot work in a VM before anything is made (mounts and devices: volume-mounts.ts). */
 export function validateContainerConfig(config: ContainerConfig): void {
   if (config.metadata.name === '') throw invalidArgument('container metadata.name is empty');
   if (config.image === '') throw invalidArgument('container image is empty');
@@ -200,13 +198,7 @@ export function validateContainerConfig(config: ContainerConfig): void {
   const userns = config.security.namespaceOptions.userns;
   if (userns) checkUserNamespace(userns, `container "${config.metadata.name}"`);
   rejectAppArmorProfile(config);
-  for (const m of config.mounts) {
-    throw unimplemented(`container "${config.metadata.name}": mount ${m.hostPath} -> ${m.containerPath} needs a directory shared between ` +
-      'the host and the pod VM, which podvisor does not provide yet (volumes are a later feature); remove the mount');
-  }
-  for (const d of config.devices) {
-    throw unimplemented(`container "${config.metadata.name}": host device ${d.hostPath} cannot be passed into the pod VM`);
-  }
+  validateMounts(config);
   if (config.stdinOnce && !config.stdin) throw invalidArgument('stdin_once is set but stdin is not');
   if (config.workingDir !== '' && !config.workingDir.startsWith('/')) {
     throw invalidArgument(`working_dir "${config.workingDir}" must be an absolute path`);
@@ -266,9 +258,12 @@ export function buildOciSpec(input: OciSpecInput): OciSpec {
     [input.sandboxFiles.resolvConf, '/etc/resolv.conf'],
     [input.sandboxFiles.hosts, '/etc/hosts'],
   ];
+  const volumes = input.volumes ?? [];
   for (const [source, destination] of files) {
-    if (source) mounts.push({ destination, type: 'bind', source, options: ['rbind', 'rprivate', sec.readonlyRootfs ? 'ro' : 'rw'] });
+    if (source && !volumes.some((v) => v.destination === destination)) mounts.push({ destination, type: 'bind', source, options: ['rbind', 'rprivate', sec.readonlyRootfs ? 'ro' : 'rw'] });
   }
+
+  mounts.push(...volumes);
 
   const caps = containerCapabilities(sec.addCapabilities, sec.dropCapabilities, sec.privileged);
   const seccomp = ociSeccomp(input.seccomp, caps);

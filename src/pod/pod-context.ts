@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { Vm, VmLaunchOptions } from '../vm/vm.js';
+import type { SandboxShare } from '../volume/sandbox-share.js';
 import type { CriLogWriter } from './cri-log-writer.js';
 import { ContainerEventBus } from './events.js';
 import type { GuestAgent } from './guest-agent.js';
@@ -23,11 +24,15 @@ export interface SandboxRuntime {
   stopping: boolean;
   /** Image disks being plugged or plugged, so concurrent creates share one disk. */
   imagePlugs: Map<string, Promise<PluggedImage>>;
+  /** The sandbox's volume share, when it has one. */
+  share?: SandboxShare;
 }
 
 export interface PodSettings {
   /** Where VM run directories go (`<dir>/<sandboxId>/`: sockets, pidfile, console log). */
   vmRunRoot: string;
+  /** Where sandbox volume shares go (`<dir>/<sandboxId>/`); default: `volumes` next to vmRunRoot. */
+  shareRoot?: string;
   runtimes: Record<string, RuntimeProfileConfig>;
   /** How long a VM may take from QEMU start to agent ready. */
   bootTimeoutMs: number;

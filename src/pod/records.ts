@@ -1,3 +1,4 @@
+import type { SandboxShareState } from '../volume/sandbox-share.js';
 import type { Nanos } from './clock.js';
 
 /**
@@ -134,6 +135,8 @@ export interface SandboxRecord {
   images: PluggedImage[];
   /** Guest paths of the hostname, resolv.conf and hosts files the sandbox setup wrote. */
   guestFiles: SandboxFiles;
+  /** The host directory and helper through which CRI mounts reach the guest (absent: no share). */
+  share?: SandboxShareState;
 }
 
 export interface Mount {
@@ -142,6 +145,14 @@ export interface Mount {
   readonly: boolean;
   selinuxRelabel: boolean;
   propagation: 'PRIVATE' | 'HOST_TO_CONTAINER' | 'BIDIRECTIONAL';
+  /** Read-only for the mounts below the source too (needs readonly). */
+  recursiveReadOnly?: boolean;
+  /** An image volume: this image (reference or id) is mounted read-only instead of hostPath. */
+  image?: string;
+  /** Image volumes: the path inside the image to mount ('' or absent: its root). */
+  imageSubPath?: string;
+  /** The CRI asked for an id-mapped mount (uid/gid mappings). */
+  idMapped?: boolean;
 }
 
 export interface Device {

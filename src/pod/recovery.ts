@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import { messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { Vm } from '../vm/vm.js';
+import { SandboxShare } from '../volume/sandbox-share.js';
 import type { ContainerService } from './container-service.js';
 import type { PodContext } from './pod-context.js';
 import { containerNameKey, sandboxNameKey } from './pod-index.js';
@@ -45,6 +46,7 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
     await rm(sandboxes.runDir(id), { recursive: true, force: true });
     // CNI DEL from the attachment written before ADD, then the netns: no IP, rule or veth outlives the crash.
     await ctx.network?.release(id).catch((e) => log.warn({ sandbox: id, err: messageOf(e) }, 'could not release its pod network'));
+    await SandboxShare.removeLeftover(sandboxes.shareDir(id)).catch((e) => log.warn({ sandbox: id, err: messageOf(e) }, 'could not remove its volume share'));
     await ctx.store.removeSandbox(id);
   }
 

@@ -1,8 +1,9 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { invalidArgument, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { Vm, type VmExitInfo } from '../vm/vm.js';
+import { SandboxShare } from '../volume/sandbox-share.js';
 import { nowNanos } from './clock.js';
 import type { ContainerService } from './container-service.js';
 import { filterSandboxes, type SandboxFilter } from './filters.js';
@@ -71,6 +72,9 @@ export class SandboxService {
       const attachFailed = new Promise<never>((_, reject) => void attaching.catch(reject));
       attachFailed.catch(() => undefined); // observed in waitReady or below
       const t0 = performance.now();
+      // The share first: QEMU connects to its helper at start-up (virtio-fs cannot be hot-plugged on microvm).
+      const share = SandboxShare.available() ? await SandboxShare.create(this.shareDir(id)) : undefined;
+      if (share) undo.push(['remove volume share', () => share.destroy()]);
       let agent: GuestAgent | undefined;
       undo.push(['close agent connection', async () => agent?.close()]);
       const vm = await Vm.launch({
@@ -79,6 +83,7 @@ export class SandboxService {
         runDir,
         ...(prepared ? { netns: prepared.netns, tap: prepared.tap } : {}),
         ...this.ctx.settings.vmLaunch,
+        ...(share ? { sharedFs: share.launchOption } : {}),
         readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
         waitReady: async (_vm, deadline) => {
           // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
@@ -102,7 +107,9 @@ export class SandboxService {
       const hostname = config.hostname || config.metadata.name.slice(0, 63);
       if (net) await agent.configureNetwork(guestNic(net));
       const podIps = net?.attachment.addresses.map((a) => a.ip) ?? [];
-      const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls, podIps });
+      const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls, podIps,
+        ...(share ? { sharedFsTag: share.launchOption.tag } : {}),
+      });
       const t2 = performance.now();
       const record: SandboxRecord = {
         id,
@@ -114,6 +121,7 @@ export class SandboxService {
         network: net ? { mode: 'cni', ips: podIps, netns: net.netns, networkName: net.networkName } : { mode: 'loopback', ips: [] },
         images: [],
         guestFiles,
+        ...(share ? { share: share.state } : {}),
       };
       await this.ctx.store.saveSandbox(record);
       this.ctx.index.addSandbox(record);
@@ -136,9 +144,13 @@ export class SandboxService {
     return join(this.ctx.settings.vmRunRoot, id);
   }
 
+  shareDir(id: string): string {
+    return join(this.ctx.settings.shareRoot ?? join(dirname(this.ctx.settings.vmRunRoot), 'volumes'), id);
+  }
+
   /** Makes a live VM and agent part of a sandbox: output, exits and the VM's death reach the records. */
   attach(record: SandboxRecord, vm: Vm, agent: GuestAgent): SandboxRuntime {
-    const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map() };
+    const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map(), ...(record.share ? { share: SandboxShare.open(record.share) } : {}) };
     this.ctx.runtimes.set(record.id, rt);
     this.ctx.outputThrottle(record.id).bind({ pause: () => agent.pauseOutput(), resume: () => agent.resumeOutput() });
     // A guest speaks only for its own sandbox (H1): an event naming any other container is dropped and counted.
@@ -238,6 +250,12 @@ export class SandboxService {
       if (c.state !== 'exited') {
         await this.containers.markExited(c, { exitCode: c.state === 'created' ? 255 : 137, reason: 'Error', message: 'the pod sandbox was stopped' });
       }
+    }
+    if (record.share) {
+      // No container can run any more: let go of every host path now, not at removal (kubelet may tear its volumes down).
+      await SandboxShare.open(record.share).destroy();
+      record.share = undefined;
+      await this.ctx.store.saveSandbox(record);
     }
     if (record.state !== 'notready' || rt) {
       record.state = 'notready';

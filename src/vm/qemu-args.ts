@@ -131,6 +131,8 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     );
   }
   if (input.sharedFs) {
+    // microvm's virtio-mmio transports default to legacy virtio, which vhost-user-fs (libvhost-user) refuses.
+    if (microvm) args.push('-global', 'virtio-mmio.force-legacy=false');
     args.push(
       '-chardev', `socket,id=fs0,path=${e(input.sharedFs.socket)}`,
       '-device', `${microvm ? 'vhost-user-fs-device' : 'vhost-user-fs-pci'},chardev=fs0,id=fs0dev,tag=${e(input.sharedFs.tag)}`,

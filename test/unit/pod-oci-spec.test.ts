@@ -138,8 +138,8 @@ test('what a VM cannot do is refused with a reason', () => {
   const host = containerConfig();
   host.security.namespaceOptions = { network: 'NODE', pid: 'CONTAINER', ipc: 'POD', targetId: '' };
   assert.throws(() => buildOciSpec(input({ config: host })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /hostNetwork/.test(e.message));
-  const mount = containerConfig({ mounts: [{ containerPath: '/data', hostPath: '/srv/data', readonly: false, selinuxRelabel: false, propagation: 'PRIVATE' }] });
-  assert.throws(() => buildOciSpec(input({ config: mount })), (e) => isPodvisorError(e, 'UNIMPLEMENTED') && /\/srv\/data -> \/data/.test(e.message));
+  const mount = containerConfig({ mounts: [{ containerPath: '/data', hostPath: '/srv/data', readonly: false, selinuxRelabel: false, propagation: 'BIDIRECTIONAL' }] });
+  assert.throws(() => buildOciSpec(input({ config: mount })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /\/srv\/data -> \/data.*VM boundary/.test(e.message));
   const dev = containerConfig({ devices: [{ containerPath: '/dev/x', hostPath: '/dev/x', permissions: 'rwm' }] });
   assert.throws(() => buildOciSpec(input({ config: dev })), (e) => isPodvisorError(e, 'UNIMPLEMENTED'));
   assert.throws(() => buildOciSpec(input({ config: containerConfig({ workingDir: 'rel' }) })), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));

@@ -159,6 +159,9 @@ describe('shared filesystem (virtio-fs)', () => {
     assert.ok(values(args, '-device').includes('vhost-user-fs-device,chardev=fs0,id=fs0dev,tag=podvisor'));
     assert.ok(values(args, '-object').includes('memory-backend-memfd,id=ram0,size=512M,share=on'));
     assert.deepEqual(values(args, '-M'), ['microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=ram0']);
+    // vhost-user-fs (libvhost-user) refuses legacy virtio, microvm's virtio-mmio default.
+    assert.deepEqual(values(args, '-global'), ['virtio-mmio.force-legacy=false']);
+    assert.deepEqual(values(buildQemuArgs(input()), '-global'), []);
   });
   it('refuses virtio-fs with private (template clone) RAM', () => {
     const profile = { ...input().profile, memory: { kind: 'file' as const, memPath: '/dev/shm/t', share: false } };
