@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
 import { invalidArgument, notFound, unimplemented } from '../errors.js';
 import { GUEST_SHARED_DIR } from '../agent-protocol/guest-paths.js';
-import type { OciSpec } from './oci-spec.js';
 import type { ContainerConfig, Mount } from './records.js';
 
 /**
@@ -11,7 +10,8 @@ import type { ContainerConfig, Mount } from './records.js';
  * (src/volume/), image volumes from the image's own disk in the guest.
  */
 
-export type OciMount = OciSpec['mounts'][number];
+/** One OCI runtime-spec mount (the shape of `OciSpec.mounts` entries). */
+export interface OciMount { destination: string; type: string; source: string; options: string[] }
 
 /** Where the OCI spec finds a volume in the guest, once it is there. */
 export interface PreparedVolume {
