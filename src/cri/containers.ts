@@ -102,9 +102,9 @@ export function containerConfigFromCri(c: ContainerConfig__Output | null | undef
       readonly: m.readonly,
       selinuxRelabel: m.selinux_relabel,
       propagation: typeof m.propagation === 'number' ? PROPAGATIONS[m.propagation] ?? 'PRIVATE' : PROPAGATION_NAMES[m.propagation] ?? 'PRIVATE',
-      recursiveReadOnly: m.recursive_read_only,
+      ...(m.recursive_read_only ? { recursiveReadOnly: true } : {}),
       ...(m.image?.image ? { image: m.image.image, imageSubPath: m.image_sub_path } : {}),
-      idMapped: m.uidMappings.length > 0 || m.gidMappings.length > 0,
+      ...(m.uidMappings.length > 0 || m.gidMappings.length > 0 ? { idMapped: true } : {}),
     })),
     devices: [...c.devices, ...c.CDI_devices.map((d) => ({ container_path: d.name, host_path: d.name, permissions: '' }))].map((d) => ({
       containerPath: d.container_path, hostPath: d.host_path, permissions: d.permissions,
