@@ -16,6 +16,7 @@ import { createBindTargets } from './mount-targets.js';
 import { applyRecursiveReadOnly } from './recursive-readonly.js';
 import { mergeResources, ociResources, readLimits, type OciResources } from './resources.js';
 import { cgroupStats, flatKeyed } from './stats.js';
+import { upperUsage } from './storage.js';
 import { checkGuestPath, checkId } from './validate.js';
 
 const log = logger('agent-containers');
@@ -189,7 +190,8 @@ export class ContainerManager {
 
   stats(containerId: string): ContainerStatsResponse {
     const c = this.get(containerId);
-    return cgroupStats(c.groupDir, c.limitDir);
+    const writableLayer = c.spec.root?.path ? upperUsage(c.spec.root.path) : undefined;
+    return { ...cgroupStats(c.groupDir, c.limitDir), ...(writableLayer ? { writableLayer } : {}) };
   }
 
   /**

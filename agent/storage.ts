@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statfsSync } from 'node:fs';
 import { lstat, mkdir, readFile, readlink, rm, rmdir, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { deadlineExceeded, invalidArgument } from '../src/errors.js';
@@ -186,4 +186,14 @@ export async function mountSharedFs(tag: string): Promise<void> {
   await mkdir(GUEST_SHARED_DIR, { recursive: true, mode: 0o700 });
   await run('mount', ['-t', 'virtiofs', '-o', 'nodev', tag, GUEST_SHARED_DIR], { what: `mounting the sandbox share ${tag}` });
   log.info({ tag, mountPoint: GUEST_SHARED_DIR }, 'mounted the sandbox share');
+}
+
+/** Bytes and inodes a rootfs's private tmpfs upper layer uses (its writable layer), if it has one. */
+export function upperUsage(rootfs: string): { usedBytes: number; inodesUsed: number } | undefined {
+  try {
+    const st = statfsSync(upperFor(rootfs));
+    return { usedBytes: (st.blocks - st.bfree) * st.bsize, inodesUsed: st.files - st.ffree };
+  } catch {
+    return undefined;
+  }
 }
