@@ -63,15 +63,13 @@ export interface ContainerStatsResponse {
   pids: { current: number; limit: number };
   io: { readBytes: number; writeBytes: number; readOps: number; writeOps: number };
   timestampUnixNanos: number;
-<<<<<<< HEAD
   /** null (absent) where the guest kernel or cgroup has no such file. */
   cpuPressure?: Pressure | null;
   memoryPressure?: Pressure | null;
   ioPressure?: Pressure | null;
   pageFaults?: { faults: number; majorFaults: number } | null;
-=======
-  writableLayer?: { usedBytes: number; inodesUsed: number };
->>>>>>> 38f5249 (stats: the container's writable layer (its tmpfs upper in the guest, statfs by the agent) in ContainerStats)
+  /** The container's tmpfs upper layer; null (absent) when unknown. */
+  writableLayer?: { usedBytes: number; inodesUsed: number } | null;
 }
 export interface PressureLine { avg10: number; avg60: number; avg300: number; totalUsec: number }
 export interface Pressure { some?: PressureLine | null; full?: PressureLine | null }

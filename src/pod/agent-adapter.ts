@@ -189,24 +189,7 @@ export class AgentAdapter implements GuestAgent {
     await Promise.all(containerIds.map(async (id) => {
       try {
         const s = await this.client.containerStats(id);
-<<<<<<< HEAD
         out.set(id, guestStatsOf(s));
-=======
-        out.set(id, {
-          // The host's clock: the guest's is set only to the second, and rates need one clock.
-          timestampMs: Date.now(),
-          cpuUsageNanos: BigInt(s.cpu.usageUsec) * 1000n,
-          memoryWorkingSetBytes: s.memory.workingSetBytes,
-          memoryUsageBytes: s.memory.currentBytes,
-          memoryRssBytes: s.memory.anonBytes,
-          ...(s.memory.limitBytes > 0 ? { memoryAvailableBytes: Math.max(0, s.memory.limitBytes - s.memory.workingSetBytes) } : {}),
-          // cgroup v2 memory.stat pgfault/pgmajfault are not in the agent's answer yet.
-          pageFaults: 0,
-          majorPageFaults: 0,
-          processCount: s.pids.current,
-          ...(s.writableLayer ? { writableLayer: { bytes: s.writableLayer.usedBytes, inodes: s.writableLayer.inodesUsed } } : {}),
-        });
->>>>>>> 38f5249 (stats: the container's writable layer (its tmpfs upper in the guest, statfs by the agent) in ContainerStats)
       } catch (e) {
         // A container that exited between listing and asking has no stats; that is not an error for a list.
         if (!isPodvisorError(e)) log.warn({ container: id, err: messageOf(e) }, 'container stats failed');
@@ -363,6 +346,7 @@ function guestStatsOf(s: ContainerStatsResponse): GuestContainerStats {
     ...(s.memory.limitBytes > 0 ? { memoryAvailableBytes: Math.max(0, s.memory.limitBytes - s.memory.workingSetBytes) } : {}),
     ...(s.pageFaults ? { pageFaults: s.pageFaults.faults, majorPageFaults: s.pageFaults.majorFaults } : {}),
     processCount: s.pids.current,
+    ...(s.writableLayer ? { writableLayer: { bytes: s.writableLayer.usedBytes, inodes: s.writableLayer.inodesUsed } } : {}),
     psi: {
       ...(s.cpuPressure ? { cpu: pressureOf(s.cpuPressure) } : {}),
       ...(s.memoryPressure ? { memory: pressureOf(s.memoryPressure) } : {}),
