@@ -36,7 +36,8 @@ const plain = networksFor(world, join(world.dir, 'netns'), join(world.dir, 'cach
 const servers: ChildProcess[] = [];
 let env: Awaited<ReturnType<typeof startPodTestEnv>> | undefined;
 try {
-  env = await startPodTestEnv({ logLevel: 'warn' }, `[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n`);
+  // 'info': the helper waits for the daemon's "serving" line.
+  env = await startPodTestEnv({ logLevel: 'info' }, `[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n`);
   await env.pull(env.busybox);
   const rt = env.daemon.client.runtime;
 
