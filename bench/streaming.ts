@@ -30,7 +30,7 @@ try {
 }
 
 // 2. The same guest image behind podvisord, reached through the streaming server.
-const env = await startPodTestEnv({ logLevel: 'warn', startTimeoutMs: 300_000 }, '[daemon]\nboot_timeout_seconds = 900\n');
+const env = await startPodTestEnv({ logLevel: 'info', startTimeoutMs: 300_000 }, '[daemon]\nboot_timeout_seconds = 900\n');
 try {
   await env.pull(env.busybox);
   const rt = env.daemon.client.runtime;
