@@ -36,10 +36,10 @@ export const status: RuntimeRpc<'Status'> = async (svc, req) => {
     status: { conditions: svc.runtime.conditions() },
     info,
     // Each sandbox is a whole VM, so the handler features are the guest's: user namespaces are made
-    // by crun in the guest; recursive read-only mounts need CRI mounts, which wait for volumes (README).
+    // by crun in the guest; recursive read-only mounts: read-only on every host submount of the share and crun `rro` (via the agent) in the guest.
     runtime_handlers: svc.runtime.handlers.map((name) => ({
       name,
-      features: { recursive_read_only_mounts: false, user_namespaces: true },
+      features: { recursive_read_only_mounts: true, user_namespaces: true },
     })),
     // Merge and Strict are both applied in the guest, and ContainerStatus.user reports the result.
     features: { supplemental_groups_policy: true, user_namespaces_host_network: false },
