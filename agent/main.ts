@@ -7,6 +7,7 @@ import { logger } from '../src/log.js';
 import { servePort } from './channel.js';
 import { ContainerManager } from './containers.js';
 import { forwardKernelLog } from './guest-log.js';
+import { GuestShells } from './guest-shell.js';
 import { agentServer } from './service.js';
 
 /**
@@ -40,7 +41,7 @@ function main(): void {
   const starts = countStart();
   forwardKernelLog(hub, uptimeSeconds);
   const containers = new ContainerManager(hub);
-  const server = agentServer({ hub, containers, starts, uptimeSeconds, powerOff: () => process.exit(0) });
+  const server = agentServer({ hub, containers, shells: new GuestShells(hub), starts, uptimeSeconds, powerOff: () => process.exit(0) });
 
   process.on('uncaughtException', (err) => log.error({ err: err.stack ?? err.message }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));

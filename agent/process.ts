@@ -23,6 +23,10 @@ export interface GuestProcessOptions {
   execId: string;
   /** The crun command line (`run ...` or `exec ...`), which stays in the foreground. */
   crunArgs: string[];
+  /** Runs this instead of crun (a debug shell in the guest itself); it must write its pid to pidFile. */
+  command?: string[];
+  /** Extra environment for the command (crun gets the process env from its spec). */
+  env?: Record<string, string>;
   cwd: string;
   pidFile: string;
   stdin: boolean;
@@ -67,10 +71,11 @@ export class GuestProcess {
       // makes that outer pty raw and the container's pty does the terminal
       // work. crun's exit status also lands in a file, in case script's
       // own status (-e) is not the child's (it was killed, say).
-      const command = ['crun', ...opts.crunArgs].map(shellQuote).join(' ');
-      this.child = spawn('script', ['-q', '-e', '-c', `${command}; echo $? > ${shellQuote(this.statusFile())}`, '/dev/null'], { cwd: opts.cwd, stdio });
+      const command = this.argv().map(shellQuote).join(' ');
+      this.child = spawn('script', ['-q', '-e', '-c', `${command}; echo $? > ${shellQuote(this.statusFile())}`, '/dev/null'], { cwd: opts.cwd, stdio, env: this.env() });
     } else {
-      this.child = spawn('crun', opts.crunArgs, { cwd: opts.cwd, stdio });
+      const [file, ...args] = this.argv();
+      this.child = spawn(file!, args, { cwd: opts.cwd, stdio, env: this.env() });
     }
     this.child.stdin?.on('error', (err) => log.debug({ err: err.message, containerId: this.containerId, execId: this.execId }, 'stdin closed by the process'));
     this.pump('STDOUT', this.child.stdout!);
@@ -159,11 +164,20 @@ export class GuestProcess {
     }
   }
 
+  private argv(): string[] {
+    return this.opts.command ?? ['crun', ...this.opts.crunArgs];
+  }
+
+  private env(): NodeJS.ProcessEnv {
+    return this.opts.env ? { ...process.env, ...this.opts.env } : process.env;
+  }
+
   private statusFile(): string {
     return `${this.opts.pidFile}.status`;
   }
 
   label(): string {
+    if (!this.containerId) return `guest shell ${this.execId}`;
     return this.execId ? `exec ${this.execId} in container ${this.containerId}` : `container ${this.containerId}`;
   }
 

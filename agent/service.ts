@@ -8,6 +8,7 @@ import { logger } from '../src/log.js';
 import { TtrpcServer } from '../src/ttrpc/index.js';
 import type { ContainerManager } from './containers.js';
 import type { EventHub } from './events.js';
+import type { GuestShells } from './guest-shell.js';
 import { configureNetwork } from './network.js';
 import { PortForwarder } from './port-forward.js';
 import { run } from './run.js';
@@ -22,6 +23,8 @@ const AGENT_VERSION = typeof __AGENT_VERSION__ === 'string' ? __AGENT_VERSION__ 
 export interface AgentDeps {
   hub: EventHub;
   containers: ContainerManager;
+  /** Debug shells in the guest itself: processes named with container id "". */
+  shells: GuestShells;
   starts: number;
   uptimeSeconds: () => number;
   /** Stops the agent and powers the VM off; called after the Shutdown reply is on its way. */
@@ -34,10 +37,13 @@ let crunVersion: string | undefined;
 
 /** The agent API on a ttRPC server: one handler per RPC in proto/agent.proto. */
 export function agentServer(deps: AgentDeps): TtrpcServer {
-  const { containers, hub } = deps;
+  const { containers, hub, shells } = deps;
   const ports = new PortForwarder();
   const handlers: Handlers = {
-    Health: async () => ({ status: 'SERVING', uptimeSeconds: deps.uptimeSeconds(), agentPid: process.pid, starts: deps.starts }),
+    Health: async () => {
+      const uptimeSeconds = deps.uptimeSeconds();
+      return { status: 'SERVING', uptimeSeconds, agentPid: process.pid, starts: deps.starts, agentStartUptimeSeconds: Math.max(0, uptimeSeconds - process.uptime()) };
+    },
     Version: async () => {
       crunVersion ??= (await run('crun', ['--version'])).stdout.split('\n')[0].replace(/^crun version /, '');
       return {
@@ -57,23 +63,25 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     CreateContainer: async (req) => { await containers.create(req); return {}; },
     StartContainer: async (req) => ({ pid: await containers.start(req.containerId) }),
     ExecProcess: async (req) => ({ pid: await containers.exec(req) }),
-    SignalProcess: async (req) => { await containers.signal(req); return {}; },
-    WaitProcess: (req) => containers.wait(req),
+    SignalProcess: async (req) => { await (shells.owns(req) ? shells.signal(req) : containers.signal(req)); return {}; },
+    WaitProcess: (req) => (shells.owns(req) ? shells.wait(req) : containers.wait(req)),
     DeleteContainer: async (req) => { await containers.delete(req); return {}; },
     ListContainers: async () => ({ containers: containers.list() }),
-    WriteStdin: async (req) => ({ written: await containers.writeStdin(req, req.data) }),
-    CloseStdin: async (req) => { containers.closeStdin(req); return {}; },
-    ResizeTty: async (req) => { await containers.resize(req, req.rows, req.cols); return {}; },
+    WriteStdin: async (req) => ({ written: await (shells.owns(req) ? shells : containers).writeStdin(req, req.data) }),
+    CloseStdin: async (req) => { (shells.owns(req) ? shells : containers).closeStdin(req); return {}; },
+    ResizeTty: async (req) => { await (shells.owns(req) ? shells : containers).resize(req, req.rows, req.cols); return {}; },
     ContainerStats: async (req) => containers.stats(req.containerId),
     SandboxStats: async () => containers.sandboxStats(),
     UpdateContainerResources: async (req) => ({ cgroup: await containers.updateResources(req) }),
+    StartGuestShell: async (req) => ({ pid: await shells.start(req) }),
     ConfigureNetwork: async (req) => { await configureNetwork(req); return {}; },
-    PauseOutput: async (req) => { containers.pauseOutput(req, req.paused); return {}; },
+    PauseOutput: async (req) => { (shells.owns(req) ? shells : containers).pauseOutput(req, req.paused); return {}; },
     WritePort: async (req) => { await ports.write(req); return {}; },
     ClosePort: async (req) => { ports.close(req); return {}; },
     PausePort: async (req) => { ports.pause(req); return {}; },
     Shutdown: async () => {
       log.info('shutdown requested');
+      shells.killAll();
       await containers.deleteAll();
       await run('sync', []);
       await writeFile('/run/podvisor/poweroff', '');

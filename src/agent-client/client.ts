@@ -16,6 +16,12 @@ import type {
 
 const log = logger('agent-client');
 
+/** Told the method and seconds of every finished call (podvisord's metrics; the guest never sets it). */
+let callObserver: ((method: string, seconds: number) => void) | undefined;
+export function observeAgentCalls(observer: (method: string, seconds: number) => void): void {
+  callObserver = observer;
+}
+
 export interface AgentConnectOptions {
   /** Give up connecting (or reconnecting) after this long. */
   deadlineMs: number;
@@ -180,7 +186,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const { request, response } = this.codecs[method];
     // No call without a deadline: 0 or a negative value means the default.
     const deadline = timeoutMs > 0 ? timeoutMs : this.options.callTimeoutMs;
+    const started = performance.now();
     const payload = await this.ttrpc!.call(AGENT_SERVICE, method, request.encode(req), { timeoutMs: deadline });
+    callObserver?.(method, (performance.now() - started) / 1000);
     const limit = MAX_REPLY_BYTES[method] ?? DEFAULT_MAX_REPLY_BYTES;
     if (payload.length > limit) throw internal(`agent ${method}: reply of ${payload.length} bytes is over the ${limit}-byte limit for this call`);
     try {

@@ -21,3 +21,6 @@ export const GUEST_CONTAINERS_DIR = '/run/podvisor/containers';
  * shared_fs_tag); CRI mount sources are `<this>/<container>/<n>` below it.
  */
 export const GUEST_SHARED_DIR = '/run/podvisor/shared';
+
+/** The container id that names the guest itself: debug shells run there, outside every container. */
+export const GUEST_SHELL_CONTAINER_ID = '';

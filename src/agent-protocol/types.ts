@@ -5,7 +5,7 @@
  */
 export type Empty = Record<string, never>;
 
-export interface HealthResponse { status: string; uptimeSeconds: number; agentPid: number; starts: number }
+export interface HealthResponse { status: string; uptimeSeconds: number; agentPid: number; starts: number; agentStartUptimeSeconds: number }
 export interface VersionResponse { agentVersion: string; apiVersion: string; kernelRelease: string; nodeVersion: string; crunVersion: string }
 
 export interface HostEntry { ip: string; names: string[] }
@@ -47,6 +47,8 @@ export interface ExecProcessRequest {
   ttySize?: TtySize;
 }
 export interface ExecProcessResponse { pid: number }
+/** A debug shell in the guest's root namespaces; its ProcessRef is { containerId: GUEST_SHELL_CONTAINER_ID, execId }. */
+export interface StartGuestShellRequest { execId: string; ttySize?: TtySize; term?: string }
 export interface ProcessRef { containerId: string; execId?: string }
 export interface SignalProcessRequest extends ProcessRef { signal: number; all?: boolean }
 export interface WaitProcessResponse { exitCode: number; oomKilled: boolean; exitedAtUnixNanos: number }
@@ -129,6 +131,7 @@ export interface AgentApi {
   ContainerStats: [{ containerId: string }, ContainerStatsResponse];
   SandboxStats: [Empty, ContainerStatsResponse];
   UpdateContainerResources: [UpdateContainerResourcesRequest, UpdateContainerResourcesResponse];
+  StartGuestShell: [StartGuestShellRequest, ExecProcessResponse];
   ConfigureNetwork: [ConfigureNetworkRequest, Empty];
   PauseOutput: [PauseOutputRequest, Empty];
   WritePort: [WritePortRequest, Empty];
