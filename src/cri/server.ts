@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { logger } from '../log.js';
 import { invalidArgument, messageOf, unimplemented } from '../errors.js';
 import { toServiceError } from './grpc-status.js';
+import { criErrorsTotal } from '../metrics/metrics.js';
 import { RuntimeService, ImageService, CRI_MAX_MESSAGE_BYTES } from './proto.js';
 import type { CriServices } from './services.js';
 import type { ImageHandlerTable, RuntimeHandlerTable } from './rpc.js';
@@ -70,7 +71,9 @@ function implementation(
             },
             (e) => {
               log.debug({ rpc, ms: elapsed(started), err: messageOf(e) }, 'stream failed');
-              call.emit('error', toServiceError(e));
+              const err = toServiceError(e);
+              criErrorsTotal.inc({ rpc, code: grpc.status[err.code ?? 2] ?? 'UNKNOWN' });
+              call.emit('error', err);
             },
           );
       };
@@ -91,6 +94,7 @@ function implementation(
               const err = toServiceError(e);
               // Expected refusals are the caller's business; unexpected ones are ours.
               const level = err.code === grpc.status.INTERNAL ? 'error' : 'debug';
+              criErrorsTotal.inc({ rpc, code: grpc.status[err.code ?? 2] ?? 'UNKNOWN' });
               log[level]({ rpc, ms: elapsed(started), code: grpc.status[err.code ?? 2], err: err.details }, 'failed');
               callback(err, null);
             },

@@ -16,6 +16,7 @@ import { EMPTY_REGISTRY_CONFIG, type RegistryConfig } from './registry-config.js
 import { endpointsFor } from './registry-endpoints.js';
 import { SingleFlight } from './single-flight.js';
 import { TransferStats } from './transfer-stats.js';
+import { imagePullSeconds, imagePullsTotal } from '../metrics/metrics.js';
 import { DEFAULT_MAX_UNPACKED_BYTES, UnpackBudget, unpackLayers } from './unpack.js';
 
 const log = logger('image');
@@ -116,8 +117,17 @@ export class ImageService {
     const ref = parseReference(reference);
     const credentials = credentialsFrom(auth);
     // concurrent pulls share one run only when they carry the same credentials
-    return this.pulls.run(JSON.stringify([formatReference(ref), credentialKey(credentials)]), () =>
-      this.withLease(async (lease) => this.commit(await this.fetchFromEndpoints(ref, credentials, lease), ref)));
+    const started = performance.now();
+    try {
+      const id = await this.pulls.run(JSON.stringify([formatReference(ref), credentialKey(credentials)]), () =>
+        this.withLease(async (lease) => this.commit(await this.fetchFromEndpoints(ref, credentials, lease), ref)));
+      imagePullsTotal.inc({ result: 'success' });
+      imagePullSeconds.observe((performance.now() - started) / 1000);
+      return id;
+    } catch (e) {
+      imagePullsTotal.inc({ result: 'failure' });
+      throw e;
+    }
   }
 
   /**

@@ -74,7 +74,8 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   if (ramBackend) machineOpts.push('memory-backend=ram0');
 
   const args: string[] = [
-    '-name', `${e(id)},process=podvisor-${id.slice(0, 6)}`,
+    // debug-threads names the vCPU threads "CPU n/TCG|KVM": per-VM vCPU time (metrics, inspect) reads them.
+    '-name', `${e(id)},process=podvisor-${id.slice(0, 6)},debug-threads=on`,
     '-M', machineOpts.join(','),
     '-accel', accel,
     '-cpu', accel === 'kvm' ? 'host' : 'max',

@@ -39,7 +39,7 @@ describe('QEMU command line', () => {
 
   it('names the process after the sandbox and puts every host file in the run directory', () => {
     const args = buildQemuArgs(input());
-    assert.deepEqual(values(args, '-name'), ['abcdef0123,process=podvisor-abcdef']);
+    assert.deepEqual(values(args, '-name'), ['abcdef0123,process=podvisor-abcdef,debug-threads=on']);
     assert.deepEqual(values(args, '-pidfile'), ['/run/pv/abcdef0123/qemu.pid']);
     const chardevs = values(args, '-chardev');
     assert.ok(chardevs.includes('socket,id=console,path=/run/pv/abcdef0123/console.sock,server=on,wait=off'), 'the console is a socket podvisord reads into a capped ring');

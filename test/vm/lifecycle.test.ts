@@ -53,7 +53,7 @@ describe('VM lifecycle', () => {
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       assert.equal(Number(fields[3]), vm.pid, 'QEMU leads its own session (setsid)');
       const argv = readFileSync(`/proc/${vm.pid}/cmdline`, 'utf8').split('\0');
-      assert.ok(argv.includes('life-boot,process=podvisor-life-b'), `-name carries the id: ${argv.join(' ')}`);
+      assert.ok(argv.includes('life-boot,process=podvisor-life-b,debug-threads=on'), `-name carries the id: ${argv.join(' ')}`);
       assert.equal(readFileSync(`/proc/${vm.pid}/comm`, 'utf8').trim(), 'podvisor-life-b');
     });
 
