@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { AgentClient, type ProcessExit, type ProcessOutput } from '../agent-client/index.js';
-import { GUEST_CONTAINERS_DIR, GUEST_IMAGES_DIR } from '../agent-protocol/guest-paths.js';
+import { GUEST_CONTAINERS_DIR, GUEST_IMAGES_DIR, GUEST_SHELL_CONTAINER_ID } from '../agent-protocol/guest-paths.js';
 import { isPodvisorError, messageOf, unavailable } from '../errors.js';
 import { capMessage } from '../ttrpc/status.js';
 import { logger } from '../log.js';
 import type { AgentConnector } from './pod-context.js';
 import type {
   CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic, GuestPortConnection, GuestStats,
-  Pressure, ProcessListener,
+  Pressure, ProcessListener, GuestHealth,
 } from './guest-agent.js';
 import type { ContainerStatsResponse, Pressure as WirePressure } from '../agent-protocol/types.js';
 import type { SandboxFiles } from './records.js';
@@ -308,6 +308,26 @@ export class AgentAdapter implements GuestAgent {
 
   close(): void {
     this.client.close();
+  }
+
+  async health(): Promise<GuestHealth> {
+    const h = await this.client.health();
+    return { agentPid: h.agentPid, starts: h.starts, guestUptimeSeconds: h.uptimeSeconds, agentStartUptimeSeconds: h.agentStartUptimeSeconds };
+  }
+
+  async startGuestShell(req: { execId: string; ttySize?: { rows: number; cols: number }; term?: string }): Promise<void> {
+    // A shell starts quickly, but a busy TCG guest may take seconds: allow as much as an exec.
+    await this.client.call('StartGuestShell', { execId: req.execId, ...(req.ttySize ? { ttySize: req.ttySize } : {}), ...(req.term ? { term: req.term } : {}) }, EXEC_START_TIMEOUT_MS);
+  }
+
+  onGuestLog(listener: (line: { source: 'agent' | 'kernel'; level: string; message: string; timeMs: number }) => void): void {
+    // Cut like the daemon's own copy (logGuestLine); GuestLogFile bounds how much is kept.
+    this.client.on('log', (l) => listener({
+      source: l.source === 'KERNEL' ? 'kernel' : 'agent',
+      level: String(l.level).slice(0, 16),
+      message: capMessage(l.message, GUEST_LOG_MAX_CHARS),
+      timeMs: l.timeUnixNanos / 1e6,
+    }));
   }
 
   private routeExecOutput(o: ProcessOutput): void {

@@ -57,6 +57,12 @@ export interface GuestAgent {
   /** Stop taking the guest's output for a while (the host's log writers are behind); resumeOutput undoes it. */
   pauseOutput(): void;
   resumeOutput(): void;
+  /** The agent's liveness and how long the guest took to start it (guest clock). */
+  health(): Promise<GuestHealth>;
+  /** A debug shell in the guest itself (root namespaces, on a tty); its process is (GUEST_SHELL_CONTAINER_ID, execId), routed like an exec. */
+  startGuestShell(req: { execId: string; ttySize?: { rows: number; cols: number }; term?: string }): Promise<void>;
+  /** Agent and guest kernel log lines, as the agent forwards them. */
+  onGuestLog(listener: (line: { source: 'agent' | 'kernel'; level: string; message: string; timeMs: number }) => void): void;
   /** Asks the guest to power off; QEMU then exits. */
   shutdown(): Promise<void>;
   close(): void;
@@ -85,6 +91,15 @@ export interface GuestPortConnection {
   close(): void;
   pause(paused: boolean): Promise<void>;
   readonly ended: Promise<void>;
+}
+
+export interface GuestHealth {
+  agentPid: number;
+  /** How many times the agent has started in this VM (more than 1: it was restarted). */
+  starts: number;
+  guestUptimeSeconds: number;
+  /** Guest uptime when the agent process started: the kernel and init's share of the boot. */
+  agentStartUptimeSeconds: number;
 }
 
 export interface CreateContainerRequest {

@@ -4,6 +4,7 @@ import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import { ContainerService } from './container-service.js';
 import { PodContext, type AgentConnector, type PodSettings } from './pod-context.js';
 import type { PodImages } from './images.js';
+import { OperatorAccess } from './operator-access.js';
 import { recover } from './recovery.js';
 import { ResourcesService } from './resources-service.js';
 import { SandboxService } from './sandbox-service.js';
@@ -33,6 +34,8 @@ export interface PodServices {
   events: ContainerEventBus;
   /** Exec, attach and port-forward sessions for the streaming server. */
   streams: StreamService;
+  /** The operator tools' way in (CLI admin socket, SSH debug gateway). */
+  operator: OperatorAccess;
   /** Lets go of VMs and agent connections without stopping them (daemon shutdown; pods keep running). */
   detach(): Promise<void>;
 }
@@ -53,6 +56,7 @@ export async function createPodServices(opts: PodServicesOptions): Promise<PodSe
     resources: new ResourcesService(ctx),
     events: ctx.events,
     streams: new StreamService(ctx),
+    operator: new OperatorAccess(ctx),
     async detach() {
       for (const w of ctx.logWriters.values()) await w.flush().catch(() => undefined);
       for (const rt of ctx.runtimes.values()) {

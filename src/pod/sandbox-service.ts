@@ -4,6 +4,9 @@ import { invalidArgument, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { Vm, type VmExitInfo } from '../vm/vm.js';
 import { SandboxShare } from '../volume/sandbox-share.js';
+import { logBytesTotal } from '../metrics/metrics.js';
+import { recordBootPhases } from './boot-phases.js';
+import { GuestLogFile } from './guest-log-file.js';
 import { nowNanos } from './clock.js';
 import type { ContainerService } from './container-service.js';
 import { filterSandboxes, type SandboxFilter } from './filters.js';
@@ -76,6 +79,7 @@ export class SandboxService {
       const share = SandboxShare.available() ? await SandboxShare.create(this.shareDir(id)) : undefined;
       if (share) undo.push(['remove volume share', () => share.destroy()]);
       let agent: GuestAgent | undefined;
+      let qmpReady = 0;
       undo.push(['close agent connection', async () => agent?.close()]);
       const vm = await Vm.launch({
         id,
@@ -86,6 +90,7 @@ export class SandboxService {
         ...(share ? { sharedFs: share.launchOption } : {}),
         readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
         waitReady: async (_vm, deadline) => {
+          qmpReady = performance.now();
           // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
           const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline);
           try {
@@ -102,6 +107,7 @@ export class SandboxService {
       undo.push(['destroy VM', () => vm.destroy({ timeoutMs: VM_STOP_PHASE_MS })]);
       if (!agent) throw new Error('the VM became ready without an agent connection');
       const t1 = performance.now();
+      const phases = await recordBootPhases(agent, { launchStarted: t0, qmpReady, agentReady: t1 });
       const net = await attaching;
       const tCni = performance.now();
       const hostname = config.hostname || config.metadata.name.slice(0, 63);
@@ -128,7 +134,7 @@ export class SandboxService {
       this.attach(record, vm, agent);
       log.info({
         sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
-        netnsMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), cniWaitMs: Math.round(tCni - t1), setupMs: Math.round(t2 - tCni), recordMs: Math.round(performance.now() - t2),
+        netnsMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), bootPhases: phases, cniWaitMs: Math.round(tCni - t1), setupMs: Math.round(t2 - tCni), recordMs: Math.round(performance.now() - t2),
       }, 'sandbox ready');
       return id;
     } catch (e) {
@@ -162,8 +168,13 @@ export class SandboxService {
       return false;
     };
     agent.onOutput((ev) => {
-      if (own(ev.containerId, 'output')) this.containers.handleOutput(ev);
+      if (!own(ev.containerId, 'output')) return;
+      logBytesTotal.inc({ sandbox: record.id }, ev.data.length);
+      this.containers.handleOutput(ev);
     });
+    const guestLog = new GuestLogFile(this.runDir(record.id));
+    agent.onGuestLog((line) => guestLog.append(line));
+    vm.once('exit', () => guestLog.close());
     agent.onExit((ev) => {
       if (!own(ev.containerId, 'exit')) return;
       this.containers.recordExit(ev).catch((e) => log.error({ container: ev.containerId, err: messageOf(e) }, 'recording a container exit failed'));
@@ -293,6 +304,7 @@ export class SandboxService {
       await this.ctx.store.removeSandbox(record.id);
       this.ctx.index.deleteSandbox(record.id);
       this.ctx.index.releaseName(sandboxNameKey(record.config.metadata), record.id);
+      logBytesTotal.remove({ sandbox: record.id });
       log.info({ sandbox: record.id }, 'sandbox removed');
     });
   }
