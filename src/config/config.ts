@@ -7,6 +7,7 @@ import { invalidArgument, isPodvisorError, messageOf } from '../errors.js';
 import { validateRegistryConfig, type RegistryConfig } from '../image/registry-config.js';
 import { DEFAULT_MAX_UNPACKED_BYTES } from '../image/unpack.js';
 import { TableReader, isTable } from './table-reader.js';
+import { defaultAdminSocket, listenAddressProblem } from './listen-address.js';
 
 /** A VM shape that a runtime handler maps to. */
 export interface RuntimeProfileConfig {
@@ -28,6 +29,8 @@ export interface PodvisorConfig {
   /** The file it came from, or undefined for built-in defaults. */
   file?: string;
   listen: string;
+  /** The operator CLI's socket (0600, root): debug and inspection calls that are not CRI. */
+  adminListen: string;
   root: string;
   state: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
@@ -39,7 +42,16 @@ export interface PodvisorConfig {
   images: { maxUnpackedBytes: number };
   cni: { confDir: string; binDirs: string[] };
   streaming: StreamingConfig;
-  debug: { enabled: boolean; authorizedKeysFile: string };
+  debug: {
+    enabled: boolean;
+    authorizedKeysFile: string;
+    /** "ADDR:PORT" of the SSH debug gateway; '' = no gateway (the CLI console still works when enabled). */
+    sshListen: string;
+    /** The gateway's host key, generated on first start and kept. */
+    hostKeyFile: string;
+  };
+  /** "ADDR:PORT" for Prometheus /metrics; '' = off. */
+  metrics: { listen: string };
   vm: VmHostConfig;
 }
 
@@ -118,6 +130,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   }
   const guestDir = daemon.string('guest_dir', DEFAULT_GUEST_DIR, absolutePath);
   const bootTimeoutSeconds = daemon.int('boot_timeout_seconds', 120, { min: 5, max: 3600 });
+  const adminListen = daemon.string('admin_listen', defaultAdminSocket(listen), absolutePath);
   daemon.finish();
 
   const runtimes: Record<string, RuntimeProfileConfig> = {};
@@ -159,17 +172,27 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   const debug = {
     enabled: debugTable.bool('enabled', false),
     authorizedKeysFile: debugTable.string('authorized_keys_file', '', (v) => (v === '' || isAbsolute(v) ? undefined : 'must be an absolute path')),
+    sshListen: debugTable.string('ssh_listen', '', listenAddressProblem),
+    hostKeyFile: debugTable.string('host_key_file', join(root, 'debug', 'ssh_host_ed25519_key'), absolutePath),
   };
   if (debug.enabled && debug.authorizedKeysFile === '') {
     debugTable.fail('authorized_keys_file', 'must be set when debug.enabled = true: debug access needs a key');
   }
+  if (debug.sshListen !== '' && !debug.enabled) {
+    debugTable.fail('ssh_listen', 'is set but debug.enabled is false: set enabled = true to open the SSH debug gateway, or remove ssh_listen');
+  }
   debugTable.finish();
+
+  const metricsTable = top.table('metrics');
+  const metrics = { listen: metricsTable.string('listen', '', listenAddressProblem) };
+  metricsTable.finish();
   const vm = readVmHost(top.table('vm'));
   top.finish();
 
   return {
     file,
     listen,
+    adminListen,
     root,
     state,
     logLevel: logLevelRaw as PodvisorConfig['logLevel'],
@@ -182,6 +205,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     streaming,
     debug,
     vm,
+    metrics,
   };
 }
 

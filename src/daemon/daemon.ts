@@ -14,6 +14,7 @@ import { QemuUsers } from '../vm/confinement.js';
 import { sweepIdleVmCgroups } from '../vm/cgroup.js';
 import { startAccelProbe } from '../vm/host.js';
 import { StreamingServer } from '../streaming/server.js';
+import { startOperatorTools } from './operator-tools.js';
 
 export interface Daemon {
   services: CriServices;
@@ -77,10 +78,20 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     shutdown: shutdown.signal,
   };
   const server = await startCriServer(services, config.listen);
+  let tools: Awaited<ReturnType<typeof startOperatorTools>>;
+  try {
+    tools = await startOperatorTools(config, pods);
+  } catch (e) {
+    await server.close();
+    await streaming.close();
+    await pods.detach();
+    throw e;
+  }
   return {
     services,
     async stop() {
       shutdown.abort(); // lets event streams end so in-flight calls can drain
+      await tools.close();
       await server.close();
       await streaming.close();
       await pods.detach();
