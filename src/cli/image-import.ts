@@ -1,10 +1,10 @@
-import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.js';
-import { invalidArgument } from '../errors.js';
 import { importArchive } from '../image/archive-import.js';
 import { ImageService } from '../image/image-service.js';
+import { parseCommandArgs, EXIT, type CliContext } from './cli-context.js';
+import { printJson, progress } from './output.js';
 
-export const IMAGE_USAGE = `Usage: podvisor image import [--config FILE] [--root DIR] [--name REF] ARCHIVE
+export const IMAGE_IMPORT_USAGE = `Usage: podvisor image import [--config FILE] [--root DIR] [--name REF] [--json] ARCHIVE
 
 Loads an OCI-archive or docker-archive tarball (plain, gzip or zstd) into the node's image store
 (<root>/images) and builds its erofs disk, without a registry. A running podvisord sees the image
@@ -15,26 +15,24 @@ on its next image request. --name names (or renames) the image; needed when the 
  * `podvisor image import`: works on the image store directly (the daemon's socket is not needed),
  * so an air-gapped node can be seeded before podvisord runs.
  */
-export async function imageCommand(args: string[]): Promise<void> {
-  const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h') {
-    process.stdout.write(IMAGE_USAGE);
-    return;
-  }
-  if (sub !== 'import') throw invalidArgument(`unknown image command "${sub}"\n\n${IMAGE_USAGE}`);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    options: { config: { type: 'string' }, root: { type: 'string' }, name: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    allowPositionals: true,
-  });
-  if (values.help) {
-    process.stdout.write(IMAGE_USAGE);
-    return;
-  }
-  if (positionals.length !== 1) throw invalidArgument(`expected one archive file\n\n${IMAGE_USAGE}`);
-  const config = loadConfig(values.config, values.root !== undefined ? { root: values.root } : {});
+export async function imageImport(ctx: CliContext, usage: string): Promise<number> {
+  const args = parseCommandArgs(ctx, usage, {
+    config: { type: 'string' }, root: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' },
+  }, { min: 1, max: 1 });
+  if (!args) return EXIT.ok;
+  const v = args.values as { config?: string; root?: string; name?: string; json?: boolean };
+  const shown = progress(!v.json);
+  const config = loadConfig(v.config, v.root !== undefined ? { root: v.root } : {});
   const svc = new ImageService({ root: config.root, registry: config.registry, maxUnpackedBytes: config.images.maxUnpackedBytes });
   await svc.init({ clearTemporary: false });
-  const imported = await importArchive(svc, positionals[0]!, values.name !== undefined ? { name: values.name } : {});
-  for (const image of imported) console.log(`${image.id}${image.names.length ? ` ${image.names.join(' ')}` : ''}`);
+  shown.step(`importing ${args.positionals[0]}: reading the archive, unpacking layers, building the erofs disk…`);
+  let imported;
+  try {
+    imported = await importArchive(svc, args.positionals[0]!, v.name !== undefined ? { name: v.name } : {});
+  } finally {
+    shown.done();
+  }
+  if (v.json) printJson(imported.map((i) => ({ id: i.id, names: i.names })));
+  else for (const image of imported) console.log(`${image.id}${image.names.length ? ` ${image.names.join(' ')}` : ''}`);
+  return EXIT.ok;
 }

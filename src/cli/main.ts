@@ -1,74 +1,111 @@
-import { parseArgs } from 'node:util';
-import { criClient, unary, type CriClient } from '../cri/client.js';
-import { messageOf } from '../errors.js';
+import { criClient, type CriClient } from '../cri/client.js';
+import { defaultAdminSocket } from '../config/listen-address.js';
+import { isPodvisorError, messageOf } from '../errors.js';
 import { configureLogging } from '../log.js';
-import { imageCommand } from './image-import.js';
+import { AdminClient } from './admin-client.js';
+import { CliError, EXIT, type CliCommand, type CliContext } from './cli-context.js';
+import { check } from './commands/check.js';
+import { consoleCommand } from './commands/console.js';
+import { cp } from './commands/cp.js';
+import { exec } from './commands/exec.js';
+import { image } from './commands/image.js';
+import { inspect } from './commands/inspect.js';
+import { logs } from './commands/logs.js';
+import { metrics } from './commands/metrics.js';
+import { ps } from './commands/ps.js';
+import { status, version } from './commands/runtime.js';
 
-const USAGE = `Usage: podvisor [--socket PATH] COMMAND
-
-Operator CLI for podvisord.
-
-Commands:
-  version    runtime name and versions
-  status     runtime conditions and handlers
-  image import ARCHIVE   load an OCI or docker archive into the image store (see podvisor image import --help)
-`;
-
-type Command = (client: CriClient, args: string[]) => Promise<void>;
-
-/** Subcommands; later features register theirs here. */
-export const COMMANDS: Record<string, Command> = {
-  async version(client) {
-    const v = await unary(client.runtime, 'Version', {});
-    console.log(`${v.runtime_name} ${v.runtime_version} (CRI ${v.runtime_api_version})`);
-  },
-  async status(client) {
-    const s = await unary(client.runtime, 'Status', { verbose: true });
-    for (const c of s.status?.conditions ?? []) {
-      console.log(`${c.type.padEnd(13)} ${c.status ? 'true ' : 'false'} ${c.reason}${c.message ? `: ${c.message}` : ''}`);
-    }
-    console.log(`handlers      ${s.runtime_handlers.map((h) => JSON.stringify(h.name)).join(', ')}`);
-    const accel = s.info.accelerator ? (JSON.parse(s.info.accelerator) as { accel?: string; reason?: string; probing?: boolean }) : undefined;
-    if (accel) console.log(`accelerator   ${accel.probing ? 'probing' : accel.accel}: ${accel.reason}`);
-  },
-  image: (_client, args) => imageCommand(args),
+/** Subcommands, in the order --help lists them. */
+export const COMMANDS: Record<string, CliCommand> = {
+  ps, inspect, console: consoleCommand, exec, cp, logs, check, metrics, image, version, status,
 };
 
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  return `Usage: podvisor [--socket PATH] [--admin-socket PATH] COMMAND [ARGS]
+
+Operator CLI for podvisord. Every command takes --help. SANDBOX is an id prefix, namespace/name or
+a pod name. Human tables by default, --json where a command has data.
+
+Commands:
+${Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`).join('\n')}
+
+Global options:
+  --socket PATH         podvisord's CRI socket (default /run/podvisor/podvisor.sock)
+  --admin-socket PATH   podvisord's admin socket (default: next to the CRI socket, <name>-admin.sock)
+
+Exit status: 0 ok, 1 failed (or check found the node not ready), 2 usage, 3 not found,
+4 podvisord unreachable; exec and console return the remote command's status.
+`;
+}
+
+/** Exit codes for daemon errors that arrive over the CRI (gRPC status codes). */
+function exitForGrpc(code: number | undefined): number {
+  if (code === 5) return EXIT.notFound;
+  if (code === 3) return EXIT.usage;
+  if (code === 14) return EXIT.unavailable;
+  return EXIT.failed;
+}
+
 async function main(argv: string[]): Promise<number> {
+  // `podvisor logs … | head`: a reader that went away is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(EXIT.ok);
+    throw e;
+  });
   // The CLI's output is for people and scripts: logs go to stderr, and only warnings by default.
   configureLogging(process.env.PODVISOR_LOG_LEVEL ?? 'warn', process.stderr);
-  // Global options come before the command; everything after it (options too) is the command's.
-  let commandAt = 0;
-  while (commandAt < argv.length && argv[commandAt]!.startsWith('-')) commandAt += argv[commandAt] === '--socket' ? 2 : 1;
-  const { values } = parseArgs({
-    args: argv.slice(0, commandAt),
-    options: { socket: { type: 'string', default: '/run/podvisor/podvisor.sock' }, help: { type: 'boolean', short: 'h' } },
-    allowPositionals: true,
-    strict: false,
-  });
-  const [name, ...rest] = argv.slice(commandAt);
-  if (values.help || name === undefined) {
-    process.stdout.write(USAGE);
-    return name === undefined && !values.help ? 2 : 0;
+  let socket = '/run/podvisor/podvisor.sock';
+  let adminSocket: string | undefined;
+  let i = 0;
+  for (; i < argv.length && argv[i]!.startsWith('-'); i++) {
+    const a = argv[i]!;
+    if (a === '-h' || a === '--help') {
+      process.stdout.write(usage());
+      return EXIT.ok;
+    }
+    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw new CliError(EXIT.usage, `${flag} needs a value\n\n${usage()}`);
+    if (flag === '--socket') socket = value;
+    else if (flag === '--admin-socket') adminSocket = value;
+    else throw new CliError(EXIT.usage, `unknown option ${flag}\n\n${usage()}`);
+  }
+  const [name, ...args] = argv.slice(i);
+  if (name === undefined) {
+    process.stderr.write(usage());
+    return EXIT.usage;
   }
   const command = COMMANDS[name];
-  if (!command) {
-    process.stderr.write(`podvisor: unknown command "${name}"\n\n${USAGE}`);
-    return 2;
-  }
-  const client = criClient(String(values.socket));
+  if (!command) throw new CliError(EXIT.usage, `unknown command "${name}"\n\n${usage()}`);
+  let cri: CriClient | undefined;
+  let admin: AdminClient | undefined;
+  const ctx: CliContext = {
+    args,
+    criSocket: socket,
+    adminSocket: adminSocket ?? defaultAdminSocket(socket),
+    cri: () => (cri ??= criClient(socket)),
+    admin: () => (admin ??= new AdminClient(ctx.adminSocket)),
+    interactive: !!process.stdout.isTTY,
+  };
   try {
-    await command(client, rest);
-    return 0;
+    return await command.run(ctx);
   } finally {
-    client.close();
+    cri?.close();
   }
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e) => {
-    process.stderr.write(`podvisor: ${(e as { details?: string }).details ?? messageOf(e)}\n`);
-    process.exit(1);
+    let code: number = EXIT.failed;
+    let message = messageOf(e);
+    if (e instanceof CliError) code = e.exitCode;
+    else if (typeof (e as { code?: unknown }).code === 'number' && 'details' in (e as object)) {
+      code = exitForGrpc((e as { code: number }).code);
+      message = (e as { details: string }).details;
+    } else if (isPodvisorError(e)) code = e.code === 'NOT_FOUND' ? EXIT.notFound : e.code === 'INVALID_ARGUMENT' ? EXIT.usage : EXIT.failed;
+    process.stderr.write(`podvisor: ${message}\n`);
+    process.exit(code);
   },
 );
