@@ -8,7 +8,7 @@ import type { PodvisorConfig } from '../config/config.js';
 import { messageOf } from '../errors.js';
 import { profileForHandler, vmProfileFor } from '../pod/vm-sizing.js';
 import { locateGuestImage } from '../vm/guest-image.js';
-import { hostAcceleration } from '../vm/host.js';
+import { startAccelProbe } from '../vm/host.js';
 import { DEFAULT_QEMU_BINARY } from '../vm/profile.js';
 import { Vm } from '../vm/vm.js';
 
@@ -34,7 +34,7 @@ export async function staticChecks(config: PodvisorConfig): Promise<CheckResult[
   return [
     process.getuid?.() === 0 ? ok('privileges', 'running as root (QEMU, network namespaces, mounts need it)') : fail('privileges', 'not root: podvisord needs root for QEMU, network namespaces and mounts'),
     await qemu(),
-    accelerator(),
+    await accelerator(config),
     vhostVsock(),
     guestImage(config),
     tool('mkfs.erofs', 'image disks (erofs-utils)', 'fail'),
@@ -61,10 +61,12 @@ async function qemu(): Promise<CheckResult> {
   }
 }
 
-function accelerator(): CheckResult {
-  const a = hostAcceleration();
-  if (a.accel === 'kvm') return ok('accelerator', `KVM: ${a.reason} (the boot probe below shows whether it really runs a guest)`);
-  return warn('accelerator', `TCG (software emulation): ${a.reason}. Pods run, about 3-10x slower to boot and compute; enable KVM (kvm_intel/kvm_amd, /dev/kvm) for production`);
+/** The daemon's own KVM probe (src/vm/host.ts): KVM counts only when a guest really ran under it. */
+async function accelerator(config: PodvisorConfig): Promise<CheckResult> {
+  const a = await startAccelProbe({ device: config.vm.kvmDevice, timeoutMs: config.vm.kvmProbeTimeoutMs });
+  const took = a.probeMs !== undefined ? ` (probe ${a.probeMs} ms)` : '';
+  if (a.accel === 'kvm') return ok('accelerator', `KVM: ${a.reason}${took}`);
+  return warn('accelerator', `TCG (software emulation): ${a.reason}${took}. Pods run, several times slower to boot and compute, and TCG is not a security boundary: enable KVM (kvm_intel/kvm_amd, /dev/kvm) for production`);
 }
 
 function vhostVsock(): CheckResult {
