@@ -122,7 +122,7 @@ async function upgrade(req: IncomingMessage, socket: Duplex, deps: AdminDeps): P
       onOutput: (stream, d) => send(stream === 'stderr' ? FRAME.stderr : FRAME.stdout, d),
     });
     log.info({ container: container.id, sandbox: container.sandboxId, argv0: argv[0], tty }, 'operator exec started');
-    onClientGone = () => void proc.signal(9).catch(() => undefined);
+    onClientGone = () => void proc.kill().catch(() => undefined);
   } else {
     throw notFoundPath(url.pathname);
   }

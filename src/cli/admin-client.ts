@@ -1,6 +1,6 @@
 import { request, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { CliError, EXIT } from './cli-context.js';
+import { CliError, EXIT } from './cli-errors.js';
 
 /** Exit codes for the error codes the admin socket answers with. */
 const EXIT_FOR_CODE: Record<string, number> = { NOT_FOUND: EXIT.notFound, INVALID_ARGUMENT: EXIT.usage };

@@ -4,7 +4,7 @@ import { startAdminServer } from '../admin/admin-server.js';
 import { DebugConsoles } from '../debug/console-sessions.js';
 import { startSshGateway } from '../debug/ssh-gateway.js';
 import { agentRpcSeconds } from '../metrics/metrics.js';
-import { collectSandboxes } from '../metrics/sandbox-collector.js';
+import { collectSandboxes } from './metrics-collector.js';
 import { startMetricsServer } from '../metrics/server.js';
 import type { PodServices } from '../pod/pod-services.js';
 

@@ -5,8 +5,6 @@ import type { InteractiveProcess } from '../pod/interactive-process.js';
 import type { OperatorAccess } from '../pod/operator-access.js';
 
 const log = logger('debug-session');
-const SIGHUP = 1;
-const SIGKILL = 9;
 
 /** Who opened a console: the admin socket (root on the node) or an SSH key. */
 export interface ConsoleClient {
@@ -67,7 +65,7 @@ export class DebugConsoles {
       pod,
       process,
       async close(reason) {
-        if (!ended) await process.signal(SIGHUP).catch(() => process.signal(SIGKILL)).catch(() => undefined);
+        if (!ended) await process.kill().catch(() => undefined);
         end({ reason });
       },
     };

@@ -19,6 +19,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DOMAIN = [
   'src/pod', 'src/vm', 'src/image', 'src/network', 'src/streaming', 'src/runtime',
   'src/agent-client', 'src/agent-protocol', 'src/ttrpc', 'src/config', 'src/util', 'agent',
+  'src/metrics', 'src/admin', 'src/debug',
 ];
 const GENERATED = 'src/cri/generated';
 

@@ -1,6 +1,6 @@
 import { Counter, Gauge } from 'prom-client';
 import { vmProcessUsage } from '../vm/process-usage.js';
-import { registry } from './metrics.js';
+import { registry } from '../metrics/metrics.js';
 
 /** What the collector needs to know about each sandbox at scrape time. */
 export interface SandboxSample {
