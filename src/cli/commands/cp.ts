@@ -39,8 +39,10 @@ export const cp: CliCommand = {
     if (to) {
       const local = resolve(src);
       if (!existsSync(local)) throw new CliError(EXIT.notFound, `${src} does not exist`);
-      const tar = spawn('tar', ['-cf', '-', '-C', dirname(local), basename(local)], { stdio: ['ignore', 'pipe', 'inherit'] });
       const socket = await execIn(ctx, to.target, container, ['sh', '-c', 'mkdir -p "$1" && tar -xf - -C "$1"', 'sh', to.path], { tty: false, stdin: true });
+      // tar starts once the session is open and is read from the same tick: a child's pipe that
+      // nobody reads when the child exits loses its data.
+      const tar = spawn('tar', ['-cf', '-', '-C', dirname(local), basename(local)], { stdio: ['ignore', 'pipe', 'inherit'] });
       const code = await runSession(socket, { tty: false, stdin: true, input: tar.stdout! });
       return code === 0 ? EXIT.ok : fail(`tar in the container exited with ${code}`);
     }
