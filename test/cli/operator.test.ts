@@ -229,6 +229,8 @@ describe('operator tools against a real daemon and VM', () => {
   });
 
   test('/metrics: every series the README names is there, parsed as Prometheus text, with values from this VM', async () => {
+    // One refused CRI call, so the error counter has a sample to show.
+    await assert.rejects(unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: 'f'.repeat(64) }), /not found/);
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     const families = parsePrometheusTextFormat(text) as Array<{ name: string; type: string; metrics: Array<{ labels?: Record<string, string>; value?: string; buckets?: Record<string, string>; count?: string }> }>;
     const byName = new Map(families.map((f) => [f.name, f]));
@@ -250,7 +252,7 @@ describe('operator tools against a real daemon and VM', () => {
     assert.ok(Number(byName.get('podvisor_agent_rpc_duration_seconds')!.metrics.find((m) => m.labels?.method === 'CreateContainer')!.count) >= 1);
     assert.equal(byName.get('podvisor_image_pulls_total')!.metrics.find((m) => m.labels?.result === 'success')!.value, '1');
     assert.ok(Number(byName.get('podvisor_image_pull_bytes_total')!.metrics[0]!.value) > 100_000);
-    assert.ok(byName.get('podvisor_cri_errors_total')!.metrics.some((m) => Number(m.value) >= 1), 'an error counted by RPC');
+    assert.equal(byName.get('podvisor_cri_errors_total')!.metrics.find((m) => m.labels?.rpc === 'PodSandboxStatus' && m.labels?.code === 'NOT_FOUND')?.value, '1');
     const viaCli = await cli(env, ['metrics']);
     assert.equal(viaCli.code, 0);
     assert.match(viaCli.stdout, /^podvisor_sandboxes\{state="ready"\} 1$/m);

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { configureLogging } from '../../log.js';
 import { loadConfig } from '../../config/config.js';
 import { unary } from '../../cri/client.js';
 import { bootProbe, socketCheck, staticChecks, type CheckResult } from '../host-checks.js';
@@ -21,6 +22,8 @@ export const check: CliCommand = {
     const args = parseCommandArgs(ctx, USAGE, { config: { type: 'string' }, 'no-boot': { type: 'boolean' }, json: { type: 'boolean' } }, { min: 0, max: 0 });
     if (!args) return EXIT.ok;
     const v = args.values as { config?: string; 'no-boot'?: boolean; json?: boolean };
+    // --json is for scripts: what the probes log (the TCG warning, say) is in the report already.
+    if (v.json && !process.env.PODVISOR_LOG_LEVEL) configureLogging('error', process.stderr);
     const file = v.config ?? (existsSync('/etc/podvisor/config.toml') ? '/etc/podvisor/config.toml' : undefined);
     const config = loadConfig(file, { listen: ctx.criSocket });
     const shown = progress(!v.json);
