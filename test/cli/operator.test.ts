@@ -111,7 +111,8 @@ describe('operator tools against a real daemon and VM', () => {
     const authorized = join(keysDir, 'authorized_keys');
     writeFileSync(authorized, `# operators\n${listedKey.public}\n`, { mode: 0o600 });
     env = await startPodTestEnv({},
-      `\n[debug]\nenabled = true\nauthorized_keys_file = "${authorized}"\nssh_listen = "127.0.0.1:${sshPort}"\n\n[metrics]\nlisten = "127.0.0.1:${metricsPort}"\n`,
+      // A machine full of emulated VMs may take minutes to boot one (the daemon's default is 2).
+      `\n[daemon]\nboot_timeout_seconds = 900\n\n[debug]\nenabled = true\nauthorized_keys_file = "${authorized}"\nssh_listen = "127.0.0.1:${sshPort}"\n\n[metrics]\nlisten = "127.0.0.1:${metricsPort}"\n`,
     );
     await env.pull(env.busybox);
     const sandboxCfg = sandboxConfig('opstool', join(env.dir, 'logs', 'opstool'));
