@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
-import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { REPO_ROOT } from '../helpers/daemon.js';
+import { parsePrometheusText } from '../helpers/prometheus-text.js';
 import { unary } from '../../src/cri/client.js';
 import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
 import { containerConfig, sandboxConfig, waitContainerState } from '../helpers/cri.js';
@@ -223,7 +223,8 @@ describe('operator tools against a real daemon and VM', () => {
     assert.match(password.error ?? '', /authentication methods failed/);
     const unlisted = await sshShell(sshPort, 'opstool', { privateKey: otherKey.private }, []);
     assert.match(unlisted.error ?? '', /authentication methods failed/);
-    assert.match(env.daemon.output(), /ssh login refused: key not in authorized_keys/);
+    await waitForLog(env, /ssh login refused: key not in authorized_keys/);
+    await waitForLog(env, /ssh login refused: only public keys are accepted/);
     const unknown = await sshShell(sshPort, 'no-such-pod', { privateKey: listedKey.private }, []);
     assert.match(unknown.output, /no sandbox matches "no-such-pod"/);
     assert.equal(unknown.exitCode, 1);
@@ -233,27 +234,33 @@ describe('operator tools against a real daemon and VM', () => {
     // One refused CRI call, so the error counter has a sample to show.
     await assert.rejects(unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: 'f'.repeat(64) }), /not found/);
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    const families = parsePrometheusTextFormat(text) as Array<{ name: string; type: string; metrics: Array<{ labels?: Record<string, string>; value?: string; buckets?: Record<string, string>; count?: string }> }>;
-    const byName = new Map(families.map((f) => [f.name, f]));
+    const byName = parsePrometheusText(text);
     const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
     const named = [...new Set([...readme.matchAll(/^\| `(podvisor_[a-z_]+)`/gm)].map((m) => m[1]!))];
     assert.ok(named.length >= 10, `README names the series (found ${named.join(', ')})`);
     for (const name of named) {
       const f = byName.get(name);
-      assert.ok(f && f.metrics.length > 0, `${name} is exported with at least one sample`);
+      assert.ok(f && f.samples.length > 0, `${name} is exported with at least one sample`);
     }
-    const ours = (name: string) => byName.get(name)!.metrics.find((m) => m.labels?.sandbox === sandboxId);
-    assert.ok(Number(ours('podvisor_vm_memory_rss_bytes')!.value) > 50 * 1024 * 1024);
-    assert.ok(Number(ours('podvisor_vm_memory_pss_bytes')!.value) > 0);
-    assert.ok(Number(ours('podvisor_vm_vcpu_seconds_total')!.value) > 0);
-    assert.ok(Number(ours('podvisor_container_log_bytes_total')!.value) >= 'app-started\n'.length);
-    assert.equal(byName.get('podvisor_sandboxes')!.metrics.find((m) => m.labels?.state === 'ready')!.value, '1');
-    const boot = byName.get('podvisor_sandbox_boot_phase_seconds')!.metrics;
-    for (const phase of ['launch', 'kernel', 'agent_ready']) assert.equal(boot.find((m) => m.labels?.phase === phase)?.count, '1', `one boot observed in phase ${phase}`);
-    assert.ok(Number(byName.get('podvisor_agent_rpc_duration_seconds')!.metrics.find((m) => m.labels?.method === 'CreateContainer')!.count) >= 1);
-    assert.equal(byName.get('podvisor_image_pulls_total')!.metrics.find((m) => m.labels?.result === 'success')!.value, '1');
-    assert.ok(Number(byName.get('podvisor_image_pull_bytes_total')!.metrics[0]!.value) > 100_000);
-    assert.equal(byName.get('podvisor_cri_errors_total')!.metrics.find((m) => m.labels?.rpc === 'PodSandboxStatus' && m.labels?.code === 'NOT_FOUND')?.value, '1');
+    const sample = (name: string, labels: Record<string, string>) =>
+      byName.get(name.replace(/_(bucket|sum|count)$/, ''))?.samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+      ?? byName.get(name)?.samples.find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+    const ours = { sandbox: sandboxId };
+    assert.ok(sample('podvisor_vm_memory_rss_bytes', ours)!.value > 50 * 1024 * 1024);
+    assert.ok(sample('podvisor_vm_memory_pss_bytes', ours)!.value > 0);
+    assert.ok(sample('podvisor_vm_vcpu_seconds_total', ours)!.value > 0);
+    assert.ok(sample('podvisor_container_log_bytes_total', ours)!.value >= 'app-started\n'.length);
+    assert.equal(sample('podvisor_sandboxes', { state: 'ready' })!.value, 1);
+    assert.equal(sample('podvisor_vm_running', {})!.value, 1);
+    for (const phase of ['launch', 'kernel', 'agent_ready']) {
+      assert.equal(sample('podvisor_sandbox_boot_phase_seconds_count', { phase })?.value, 1, `one boot observed in phase ${phase}`);
+      assert.ok(sample('podvisor_sandbox_boot_phase_seconds_sum', { phase })!.value >= 0);
+    }
+    assert.ok(sample('podvisor_agent_rpc_duration_seconds_count', { method: 'CreateContainer' })!.value >= 1);
+    assert.equal(sample('podvisor_image_pulls_total', { result: 'success' })!.value, 1);
+    assert.ok(sample('podvisor_image_pull_bytes_total', {})!.value > 100_000);
+    assert.equal(sample('podvisor_image_pull_duration_seconds_count', {})!.value, 1);
+    assert.equal(sample('podvisor_cri_errors_total', { rpc: 'PodSandboxStatus', code: 'NOT_FOUND' })?.value, 1);
     const viaCli = await cli(env, ['metrics']);
     assert.equal(viaCli.code, 0);
     assert.match(viaCli.stdout, /^podvisor_sandboxes\{state="ready"\} 1$/m);

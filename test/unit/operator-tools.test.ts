@@ -76,3 +76,18 @@ test('the SSH host key is made once, 0600, and kept', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the test-side Prometheus text parser reads what prom-client writes: labels, histograms, counters', async () => {
+  const { Counter, Histogram, Registry } = await import('prom-client');
+  const { parsePrometheusText } = await import('../helpers/prometheus-text.js');
+  const r = new Registry();
+  new Counter({ name: 'x_total', help: 'c', labelNames: ['rpc'], registers: [r] }).inc({ rpc: 'A "quoted"\\name' }, 2);
+  new Histogram({ name: 'x_seconds', help: 'h', labelNames: ['phase'], buckets: [1, 2], registers: [r] }).observe({ phase: 'launch' }, 1.5);
+  const f = parsePrometheusText(await r.metrics());
+  assert.equal(f.get('x_total')!.type, 'counter');
+  assert.deepEqual(f.get('x_total')!.samples, [{ name: 'x_total', labels: { rpc: 'A "quoted"\\name' }, value: 2 }]);
+  const h = f.get('x_seconds')!.samples;
+  assert.deepEqual(h.find((s) => s.name === 'x_seconds_count'), { name: 'x_seconds_count', labels: { phase: 'launch' }, value: 1 });
+  assert.equal(h.find((s) => s.labels.le === '+Inf')!.value, 1);
+  assert.throws(() => parsePrometheusText('orphan_metric 1\n'), /no # TYPE/);
+});
