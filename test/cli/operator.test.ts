@@ -110,7 +110,7 @@ describe('operator tools against a real daemon and VM', () => {
     mkdirSync(keysDir, { recursive: true, mode: 0o700 });
     const authorized = join(keysDir, 'authorized_keys');
     writeFileSync(authorized, `# operators\n${listedKey.public}\n`, { mode: 0o600 });
-    env = await startPodTestEnv({},
+    env = await startPodTestEnv({ startTimeoutMs: 180_000 },
       // A machine full of emulated VMs may take minutes to boot one (the daemon's default is 2).
       `\n[daemon]\nboot_timeout_seconds = 900\n\n[debug]\nenabled = true\nauthorized_keys_file = "${authorized}"\nssh_listen = "127.0.0.1:${sshPort}"\n\n[metrics]\nlisten = "127.0.0.1:${metricsPort}"\n`,
     );
