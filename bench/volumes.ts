@@ -106,8 +106,9 @@ try {
     'last=; while true; do v=$(cat /etc/config/value /tmp/local 2>/dev/null | tr "\\n" " "); [ "$v" != "$last" ] && echo "$v" && last=$v; sleep 0.02; done']);
   await unary(rt, 'StartContainer', { container_id: watcher.id });
   const logPath = join(env.dir, 'logs', 'watcher.log');
+  // A line is the config value, then the guest-local value when there is one ("v3" or "v3 l2").
   const arrival = async (marker: string) => {
-    const line = await waitFor(`"${marker}" in the watcher log`, async () => (await readCriLog(logPath)).find((l) => l.text.includes(marker)), 30_000);
+    const line = await waitFor(`"${marker}" in the watcher log`, async () => (await readCriLog(logPath)).find((l) => l.text.trim().split(' ').includes(marker)), 30_000);
     return Date.parse(line.time);
   };
   await arrival('v0');
@@ -116,7 +117,7 @@ try {
   for (let i = 1; i <= rounds * 2; i++) {
     let t0 = Date.now();
     writeAtomicVolume(cfgDir, { value: { data: `v${i}` } });
-    update.push((await arrival(`v${i} `)) - t0);
+    update.push((await arrival(`v${i}`)) - t0);
     t0 = Date.now();
     // The baseline: the same loop sees a file the guest itself changed (exec latency subtracted below).
     const e0 = performance.now();
