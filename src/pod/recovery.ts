@@ -41,7 +41,8 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
       const vm = await Vm.reattach(sandboxes.runDir(id), { timeoutMs: 5_000 });
       await vm.destroy({ timeoutMs: 5_000 });
     } catch {
-      /* no VM: nothing to stop */
+      // Not reattachable (QMP gone or never up): its QEMU may still run; kill it before its run directory goes.
+      await Vm.killLeftover(sandboxes.runDir(id)).catch(() => false);
     }
     await rm(sandboxes.runDir(id), { recursive: true, force: true });
     // CNI DEL from the attachment written before ADD, then the netns: no IP, rule or veth outlives the crash.
@@ -101,6 +102,8 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
         await sandboxes.abandon(sandbox.id, `recovering the sandbox after podvisord restarted failed (${messageOf(e)})`);
         return;
       }
+      // A QEMU still alive behind a QMP that did not answer would run on unseen: a NOTREADY sandbox keeps no VM.
+      if (await Vm.killLeftover(sandboxes.runDir(sandbox.id)).catch(() => false)) log.warn({ sandbox: sandbox.id }, 'killed its QEMU, which could not be reattached');
       log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'sandbox VM is gone; marking the sandbox NOTREADY');
       await sandboxes.markNotReady(sandbox, `the pod VM was not running when podvisord restarted (${messageOf(e)})`);
     }

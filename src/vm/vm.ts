@@ -403,6 +403,21 @@ export class Vm extends EventEmitter<VmEvents> {
     return vm;
   }
 
+  /**
+   * Kills whatever QEMU still serves `runDir` when it cannot be reattached (QMP gone, a
+   * record that never became `running`, a daemon killed mid-launch): recovery gives such a
+   * VM up, and nothing else would ever stop it. A recycled pid is never touched.
+   */
+  static async killLeftover(runDir: string): Promise<boolean> {
+    const paths = runDirPaths(runDir);
+    const record = readJsonFile<VmRecord>(paths.stateFile);
+    const pid = record?.pid || readPidFile(paths.pidFile);
+    if (pid === undefined || !isProcessAlive(pid) || !looksLikeOurQemu(pid, paths)) return false;
+    await killOrphan(pid, paths);
+    removeVmCgroupSoon(record?.cgroups ?? []);
+    return true;
+  }
+
   // ---------------------------------------------------------------- state
 
   async status(): Promise<RunState> {

@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { unary } from '../helpers/daemon.js';
 import { containerConfig, rejectsWith, sandboxConfig, waitFor } from '../helpers/cri.js';
 import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
+import { qemuProcessesUsing } from '../helpers/vm.js';
 import { createCniWorld, networksFor, type CniWorld } from './cni-fixture.js';
 
 /**
@@ -194,6 +195,8 @@ describe('pod networking through the CRI', () => {
     await env.startDaemon();
     assertNothingLeft([], 'after recovery');
     assert.deepEqual(world.rulesMentioning(`--dport ${hostPort + 2} `), []);
+    // The half-started QEMU goes too, even when it could not be reattached.
+    await waitFor('no QEMU of the half-made pod', async () => (qemuProcessesUsing(join(env.daemon.state, 'vms')).length === 0 ? true : undefined), 60_000);
   });
 });
 
