@@ -26,6 +26,7 @@ export class ScriptedGuest {
   onOutput(l: (ev: OutputEvent) => void) { this.out.push(l); }
   onExit(l: (ev: GuestExit) => void) { this.exits.push(l); }
   onProtocolError() {}
+  onGuestLog() {}
   onClose() {}
   pauseOutput() { this.paused++; }
   resumeOutput() { this.resumed++; }
@@ -33,13 +34,22 @@ export class ScriptedGuest {
   async containerState() { return { status: 'running' as const, pid: 42 }; }
   async containerStats(ids: string[]) {
     if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
-    return new Map(ids.map((id) => [id, {
-      timestampMs: Date.now(), cpuUsageNanos: 1000n, memoryWorkingSetBytes: 1, memoryUsageBytes: 1, memoryRssBytes: 1, pageFaults: 0, majorPageFaults: 0, processCount: 1,
-    }]));
+    return new Map(ids.map((id) => [id, scriptedStats()]));
+  }
+  async sandboxStats() {
+    if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
+    return scriptedStats();
   }
   close() {}
   output(containerId: string, data: string | Buffer) { for (const l of this.out) l({ containerId, stream: 'stdout', data: Buffer.from(data) }); }
   exit(ev: GuestExit) { for (const l of this.exits) l(ev); }
+}
+
+function scriptedStats() {
+  return {
+    timestampMs: Date.now(), cpuUsageNanos: 1000n, memoryWorkingSetBytes: 1, memoryUsageBytes: 1, memoryRssBytes: 1, pageFaults: 0, majorPageFaults: 0, processCount: 1, psi: {},
+    detail: { cpuUserNanos: 0n, cpuSystemNanos: 0n, cpuThrottledNanos: 0n, memoryCacheBytes: 0, oomKills: 0, io: { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 } },
+  };
 }
 
 /** Pod services on a temp store, with sandboxes whose guests are scripted. */
