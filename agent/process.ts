@@ -200,29 +200,27 @@ export class GuestProcess {
     });
   }
 
-  private async waitForPid(): Promise<number> {
-    while (this.running) {
-      try {
-        const pid = Number((await readFile(this.opts.pidFile, 'utf8')).trim());
-        if (pid > 0) {
-          this.pid = pid;
-          return pid;
-        }
-      } catch {
-        // not written yet
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    // A short process in a busy guest can run to completion between two polls: its pid file says it started.
+  /** Takes the pid from crun's pid file; false while it is not written (or never was: crun failed). */
+  private async readPidFile(): Promise<boolean> {
     try {
       const pid = Number((await readFile(this.opts.pidFile, 'utf8')).trim());
       if (pid > 0) {
         this.pid = pid;
-        return pid;
+        return true;
       }
     } catch {
-      // never written: crun failed before starting it
+      // not written yet
     }
+    return false;
+  }
+
+  private async waitForPid(): Promise<number> {
+    while (this.running) {
+      if (await this.readPidFile()) return this.pid;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    // A short process in a busy guest can run to completion between two polls: its pid file says it started.
+    if (await this.readPidFile()) return this.pid;
     return 0;
   }
 
