@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { criClient, type CriClient } from '../../src/cri/client.js';
+import { cleanupOnSignal } from './signal-cleanup.js';
 
 export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const MAIN = join(REPO_ROOT, 'src/daemon/main.ts');
@@ -83,6 +84,13 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
     return exited;
   };
+  // Interrupted: the daemon and the VMs it started go (pods outlive a daemon on purpose otherwise).
+  const forget = cleanupOnSignal(async () => {
+    await stop('SIGKILL');
+    killLeftoverVms(join(dir, 'state', 'vms'));
+    if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+  });
+  void exited.then(forget);
   return {
     dir,
     socket,
@@ -102,3 +110,26 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
 }
 
 export { unary } from '../../src/cri/client.js';
+
+/** Kills QEMU processes whose pidfiles are under `vmsDir` (only VMs this test started). */
+export function killLeftoverVms(vmsDir: string): number {
+  let killed = 0;
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(vmsDir);
+  } catch {
+    return 0;
+  }
+  for (const id of entries) {
+    try {
+      const pid = Number(readFileSync(join(vmsDir, id, 'qemu.pid'), 'utf8').trim());
+      if (pid > 0) {
+        process.kill(pid, 'SIGKILL');
+        killed++;
+      }
+    } catch {
+      /* no pidfile or already gone */
+    }
+  }
+  return killed;
+}

@@ -1,8 +1,9 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageService } from '../../src/image/image-service.js';
-import { startDaemon, unary, type DaemonOptions, type RunningDaemon } from './daemon.js';
+import { killLeftoverVms, startDaemon, unary, type DaemonOptions, type RunningDaemon } from './daemon.js';
+import { cleanupOnSignal } from './signal-cleanup.js';
 import { pushTestImages, startRegistry, type TestRegistry } from './registry.js';
 
 /**
@@ -74,33 +75,21 @@ export async function startPodTestEnv(opts: DaemonOptions = {}, extraConfig = ''
         rmSync(dir!, { recursive: true, force: true });
       },
     };
+    // Interrupted: no CRI calls (the daemon may be the thing that hangs), just kill what this env made.
+    const forget = cleanupOnSignal(async () => {
+      await env.daemon.stop('SIGKILL');
+      killLeftoverVms(join(dir!, 'state', 'vms'));
+      rmSync(dir!, { recursive: true, force: true });
+    });
+    const dispose = env.dispose;
+    env.dispose = async () => {
+      forget();
+      await dispose();
+    };
     return env;
   } catch (e) {
     await registry.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
     throw e;
   }
-}
-
-/** Kills QEMU processes whose pidfiles are under `vmsDir` (only VMs this test started). */
-export function killLeftoverVms(vmsDir: string): number {
-  let killed = 0;
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(vmsDir);
-  } catch {
-    return 0;
-  }
-  for (const id of entries) {
-    try {
-      const pid = Number(readFileSync(join(vmsDir, id, 'qemu.pid'), 'utf8').trim());
-      if (pid > 0) {
-        process.kill(pid, 'SIGKILL');
-        killed++;
-      }
-    } catch {
-      /* no pidfile or already gone */
-    }
-  }
-  return killed;
 }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { cleanupOnSignal } from './signal-cleanup.js';
 
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const run = promisify(execFile);
@@ -60,15 +61,13 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     rmSync(dir, { recursive: true, force: true });
     throw e;
   }
-  return {
-    host: `127.0.0.1:${port}`,
-    url: `http://127.0.0.1:${port}`,
-    dir,
-    async stop() {
-      await run(join(REPO_ROOT, 'hack/registry'), ['stop'], { env });
-      rmSync(dir, { recursive: true, force: true });
-    },
+  const stop = async () => {
+    forget();
+    await run(join(REPO_ROOT, 'hack/registry'), ['stop'], { env });
+    rmSync(dir, { recursive: true, force: true });
   };
+  const forget = cleanupOnSignal(stop);
+  return { host: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, dir, stop };
 }
 
 /** Builds and pushes the project's test images (hack/make-test-images) to a registry. */

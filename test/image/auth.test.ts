@@ -1,7 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { isPodvisorError } from '../../src/errors.js';
@@ -9,6 +8,7 @@ import { sha256Digest } from '../../src/image/digest.js';
 import { ImageService } from '../../src/image/image-service.js';
 import { pushImage, startRegistry, startTokenServer, type TestRegistry, type TokenServer } from '../helpers/registry.js';
 import { tarOf } from '../helpers/tar.js';
+import { tempDirRemovedOnSignal } from '../helpers/signal-cleanup.js';
 
 /**
  * Registry auth against real docker-registry instances. Bearer tokens: `auth: token` mode. The registry verifies
@@ -44,7 +44,7 @@ after(async () => {
 });
 
 async function service(): Promise<ImageService> {
-  const root = mkdtempSync(join(tmpdir(), 'podvisor-images-'));
+  const root = tempDirRemovedOnSignal('podvisor-images-');
   roots.push(root);
   const svc = new ImageService({ root, requestTimeoutMs: 5_000, requestAttempts: 2, retryBackoffMs: 20 });
   await svc.init();

@@ -10,6 +10,7 @@ import { ImageService, type ImageServiceOptions } from '../../src/image/image-se
 import { validateRegistryConfig } from '../../src/image/registry-config.js';
 import { pushImage, startFront, startRegistry, type RegistryFront, type TestRegistry } from '../helpers/registry.js';
 import { tarOf, type Entry } from '../helpers/tar.js';
+import { tempDirRemovedOnSignal } from '../helpers/signal-cleanup.js';
 
 /**
  * Bad input from registries: a real docker-registry holds the images, and a small HTTP front in
@@ -40,7 +41,7 @@ after(async () => {
 });
 
 async function service(opts: Partial<ImageServiceOptions> = {}): Promise<ImageService> {
-  const root = mkdtempSync(join(tmpdir(), 'podvisor-images-'));
+  const root = tempDirRemovedOnSignal('podvisor-images-');
   roots.push(root);
   const svc = new ImageService({ root, requestTimeoutMs: 3_000, requestAttempts: 3, retryBackoffMs: 20, ...opts });
   await svc.init();

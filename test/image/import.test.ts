@@ -2,7 +2,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -12,6 +11,7 @@ import { importArchive } from '../../src/image/archive-import.js';
 import { ImageService } from '../../src/image/image-service.js';
 import { pushImage, pushTestImages, remoteJson, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tarOf } from '../helpers/tar.js';
+import { tempDirRemovedOnSignal } from '../helpers/signal-cleanup.js';
 
 /**
  * `podvisor image import` for air-gapped nodes: OCI and docker archives written by skopeo from the
@@ -19,7 +19,7 @@ import { tarOf } from '../helpers/tar.js';
  */
 const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 let reg: TestRegistry;
-const work = mkdtempSync(join(tmpdir(), 'podvisor-import-test-'));
+const work = tempDirRemovedOnSignal('podvisor-import-test-');
 let busyboxId: string;
 
 before(async () => {

@@ -1,8 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { isPodvisorError } from '../../src/errors.js';
 import { ImageService, type ImageServiceOptions } from '../../src/image/image-service.js';
@@ -11,6 +10,7 @@ import { gzipSync } from 'node:zlib';
 import { sha256Digest } from '../../src/image/digest.js';
 import { pushImage, pushTestImages, remoteDigest, remoteJson, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tarOf } from '../helpers/tar.js';
+import { tempDirRemovedOnSignal } from '../helpers/signal-cleanup.js';
 
 /**
  * ImageService against a real Debian docker-registry on 127.0.0.1, with the project's test
@@ -18,7 +18,7 @@ import { tarOf } from '../helpers/tar.js';
  */
 let reg: TestRegistry;
 const roots: string[] = [];
-const work = mkdtempSync(join(tmpdir(), 'podvisor-image-test-'));
+const work = tempDirRemovedOnSignal('podvisor-image-test-');
 
 before(async () => {
   reg = await startRegistry();
@@ -31,7 +31,7 @@ after(async () => {
 });
 
 async function service(opts: Partial<ImageServiceOptions> = {}): Promise<ImageService> {
-  const root = mkdtempSync(join(tmpdir(), 'podvisor-images-'));
+  const root = tempDirRemovedOnSignal('podvisor-images-');
   roots.push(root);
   const svc = new ImageService({ root, requestTimeoutMs: 5_000, requestAttempts: 2, retryBackoffMs: 50, ...opts });
   await svc.init();

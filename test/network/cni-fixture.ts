@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SandboxNetworks } from '../../src/network/sandbox-networks.js';
+import { cleanupOnSignal } from '../helpers/signal-cleanup.js';
 
 /**
  * A private CNI world for one test file: a conf dir the test writes, a bridge
@@ -82,8 +83,7 @@ export function createCniWorld(label: string): CniWorld {
       return ['iptables-save', 'ip6tables-save'].flatMap((cmd) => execFileSync(cmd, { encoding: 'utf8' }).split('\n').filter((l) => l.includes(id)));
     },
     async cleanup(networks = []) {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      forget();
       const nets = networks.length ? networks : [networksFor(world, join(dir, 'netns'), join(dir, 'cache'))];
       for (const net of nets) await releaseAllOnDisk(net).catch(() => undefined);
       try {
@@ -94,11 +94,7 @@ export function createCniWorld(label: string): CniWorld {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  const onSignal = () => {
-    void world.cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const forget = cleanupOnSignal(() => world.cleanup());
   return world;
 }
 
