@@ -8,6 +8,7 @@ import { validateRegistryConfig, type RegistryConfig } from '../image/registry-c
 import { DEFAULT_MAX_UNPACKED_BYTES } from '../image/unpack.js';
 import { TableReader, isTable } from './table-reader.js';
 import { defaultAdminSocket, listenAddressProblem } from './listen-address.js';
+import type { VmBackendName } from '../vm/pod-vm.js';
 
 /** A VM shape that a runtime handler maps to. */
 export interface RuntimeProfileConfig {
@@ -23,6 +24,8 @@ export interface RuntimeProfileConfig {
   initrd: string;
   systemDisk: string;
   kernelArgs: string[];
+  /** Which VM backend starts this handler's pods (src/vm/pod-vm.ts); "qemu" when unset. */
+  backend?: VmBackendName;
 }
 
 export interface PodvisorConfig {

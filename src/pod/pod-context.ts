@@ -1,7 +1,10 @@
 import { EventEmitter } from 'node:events';
+import { failedPrecondition } from '../errors.js';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
-import type { Vm, VmLaunchOptions } from '../vm/vm.js';
+import type { PodVm, VmBackend, VmBackendName } from '../vm/pod-vm.js';
+import { qemuBackend } from '../vm/qemu-backend.js';
+import type { VmLaunchOptions } from '../vm/vm.js';
 import type { SandboxShare } from '../volume/sandbox-share.js';
 import type { CriLogWriter } from './cri-log-writer.js';
 import { ContainerEventBus } from './events.js';
@@ -18,7 +21,7 @@ export type AgentConnector = (socketPath: string, deadline: number) => Promise<G
 
 /** The live parts of a ready sandbox: its QEMU and the agent connection. Not persisted. */
 export interface SandboxRuntime {
-  vm: Vm;
+  vm: PodVm;
   agent: GuestAgent;
   /** Set while podvisor itself stops the VM, so its exit is not taken for a crash. */
   stopping: boolean;
@@ -38,6 +41,8 @@ export interface PodSettings {
   bootTimeoutMs: number;
   /** How QEMU is confined and its console kept (src/vm); the daemon always sets it. */
   vmLaunch?: Pick<VmLaunchOptions, 'confinement' | 'allowNoSeccomp' | 'consoleMaxBytes'>;
+  /** VM backends other than podvisor's own QEMU launcher (which is always there), by name. */
+  vmBackends?: Partial<Record<VmBackendName, VmBackend>>;
 }
 
 /**
@@ -67,6 +72,20 @@ export class PodContext {
     readonly network?: SandboxNetworks,
   ) {
     this.exits.setMaxListeners(0);
+  }
+
+  /** The VM backend by name ("qemu" when unset); one that is not set up is refused, saying so. */
+  vmBackend(name: VmBackendName = 'qemu'): VmBackend {
+    if (name === 'qemu') return this.settings.vmBackends?.qemu ?? qemuBackend;
+    const backend = this.settings.vmBackends?.[name];
+    if (!backend) throw failedPrecondition(`the ${name} VM backend is not set up in this podvisord`);
+    return backend;
+  }
+
+  /** Every backend set up, the default first: recovery asks each about a run directory without a record. */
+  allVmBackends(): VmBackend[] {
+    const others = Object.values(this.settings.vmBackends ?? {}).filter((b): b is VmBackend => !!b && b.name !== 'qemu');
+    return [this.vmBackend('qemu'), ...others];
   }
 
   outputThrottle(sandboxId: string): OutputThrottle {

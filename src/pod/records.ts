@@ -1,3 +1,4 @@
+import type { VmBackendName } from '../vm/pod-vm.js';
 import type { SandboxShareState } from '../volume/sandbox-share.js';
 import type { Nanos } from './clock.js';
 
@@ -96,13 +97,15 @@ export interface SandboxConfig {
 export type SandboxState = 'ready' | 'notready';
 
 export interface VmInfo {
-  /** Where QEMU's sockets, pidfile and console log live; Vm.reattach() takes it. */
+  /** Where QEMU's sockets, pidfile and console log live; the backend's reattach() takes it. */
   runDir: string;
   pid: number;
   accelerator: string;
   profile: string;
   vcpus: number;
   memoryMiB: number;
+  /** Which VM backend started it (src/vm/pod-vm.ts); absent in records from before backends: "qemu". */
+  backend?: VmBackendName;
 }
 
 /** One image disk hot-plugged into a sandbox VM, shared by all its containers that use the image. */

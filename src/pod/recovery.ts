@@ -1,7 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { messageOf } from '../errors.js';
 import { logger } from '../log.js';
-import { Vm } from '../vm/vm.js';
 import { SandboxShare } from '../volume/sandbox-share.js';
 import type { ContainerService } from './container-service.js';
 import type { PodContext } from './pod-context.js';
@@ -26,7 +25,7 @@ const CONTAINER_ID = /^[0-9a-f]{64}$/;
 /**
  * Rebuilds memory from the store after podvisord (re)starts, without touching
  * running pods: every record goes back into the index with its names
- * reserved; a sandbox that was READY gets its VM back (Vm.reattach) and its
+ * reserved; a sandbox that was READY gets its VM back (its backend's reattach) and its
  * agent reconnected; each unfinished container is checked with the agent, so
  * one that exited while the daemon was down is reported EXITED with its code,
  * and the log of one still running is appended to again. A VM that is gone
@@ -37,12 +36,15 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
   const { sandboxes: loaded, orphans } = await ctx.store.loadAll();
   for (const id of orphans) {
     log.warn({ sandbox: id }, 'removing a sandbox left half-made by an earlier podvisord');
-    try {
-      const vm = await Vm.reattach(sandboxes.runDir(id), { timeoutMs: 5_000 });
-      await vm.destroy({ timeoutMs: 5_000 });
-    } catch {
-      // Not reattachable (QMP gone or never up): its QEMU may still run; kill it before its run directory goes.
-      await Vm.killLeftover(sandboxes.runDir(id)).catch(() => false);
+    // No record says which backend started it: each is asked about the run directory.
+    for (const backend of ctx.allVmBackends()) {
+      try {
+        const vm = await backend.reattach(sandboxes.runDir(id), { timeoutMs: 5_000 });
+        await vm.destroy({ timeoutMs: 5_000 });
+      } catch {
+        // Not reattachable (QMP gone or never up): its QEMU may still run; kill it before its run directory goes.
+        await backend.killLeftover(sandboxes.runDir(id)).catch(() => false);
+      }
     }
     await rm(sandboxes.runDir(id), { recursive: true, force: true });
     // CNI DEL from the attachment written before ADD, then the netns: no IP, rule or veth outlives the crash.
@@ -66,7 +68,7 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
     try {
       // Logs first: the agent replays the output it queued while no daemon listened as soon as we subscribe.
       for (const c of ctx.index.containersOf(sandbox.id)) if (c.state === 'running') await containers.openLog(c);
-      const vm = await Vm.reattach(sandboxes.runDir(sandbox.id));
+      const vm = await ctx.vmBackend(sandbox.vm?.backend).reattach(sandboxes.runDir(sandbox.id));
       let agent;
       try {
         agent = await ctx.connectAgent(vm.agentSocket, Date.now() + AGENT_RECONNECT_MS);
@@ -103,7 +105,8 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
         return;
       }
       // A QEMU still alive behind a QMP that did not answer would run on unseen: a NOTREADY sandbox keeps no VM.
-      if (await Vm.killLeftover(sandboxes.runDir(sandbox.id)).catch(() => false)) log.warn({ sandbox: sandbox.id }, 'killed its QEMU, which could not be reattached');
+      const killed = await Promise.resolve().then(() => ctx.vmBackend(sandbox.vm?.backend).killLeftover(sandboxes.runDir(sandbox.id))).catch(() => false);
+      if (killed) log.warn({ sandbox: sandbox.id }, 'killed its QEMU, which could not be reattached');
       log.warn({ sandbox: sandbox.id, err: messageOf(e) }, 'sandbox VM is gone; marking the sandbox NOTREADY');
       await sandboxes.markNotReady(sandbox, `the pod VM was not running when podvisord restarted (${messageOf(e)})`);
     }

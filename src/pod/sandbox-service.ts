@@ -2,7 +2,8 @@ import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { invalidArgument, messageOf } from '../errors.js';
 import { logger } from '../log.js';
-import { Vm, type VmExitInfo } from '../vm/vm.js';
+import type { PodVm } from '../vm/pod-vm.js';
+import type { VmExitInfo } from '../vm/vm.js';
 import { SandboxShare } from '../volume/sandbox-share.js';
 import { logBytesTotal } from '../metrics/metrics.js';
 import { recordBootPhases } from './boot-phases.js';
@@ -81,7 +82,8 @@ export class SandboxService {
       let agent: GuestAgent | undefined;
       let qmpReady = 0;
       undo.push(['close agent connection', async () => agent?.close()]);
-      const vm = await Vm.launch({
+      const backend = this.ctx.vmBackend(profile.backend);
+      const vm = await backend.launch({
         id,
         profile: vmProfileFor(profile, size),
         runDir,
@@ -123,7 +125,7 @@ export class SandboxService {
         runtimeHandler,
         state: 'ready',
         createdAt: nowNanos(),
-        vm: { runDir, pid: vm.pid, accelerator: vm.accel, profile: runtimeHandler, vcpus: size.vcpus, memoryMiB: size.memoryMiB },
+        vm: { runDir, pid: vm.pid, accelerator: vm.accel, profile: runtimeHandler, vcpus: size.vcpus, memoryMiB: size.memoryMiB, backend: backend.name },
         network: net ? { mode: 'cni', ips: podIps, netns: net.netns, networkName: net.networkName } : { mode: 'loopback', ips: [] },
         images: [],
         guestFiles,
@@ -155,7 +157,7 @@ export class SandboxService {
   }
 
   /** Makes a live VM and agent part of a sandbox: output, exits and the VM's death reach the records. */
-  attach(record: SandboxRecord, vm: Vm, agent: GuestAgent): SandboxRuntime {
+  attach(record: SandboxRecord, vm: PodVm, agent: GuestAgent): SandboxRuntime {
     const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map(), ...(record.share ? { share: SandboxShare.open(record.share) } : {}) };
     this.ctx.runtimes.set(record.id, rt);
     this.ctx.outputThrottle(record.id).bind({ pause: () => agent.pauseOutput(), resume: () => agent.resumeOutput() });

@@ -19,6 +19,7 @@ import { isProcessAlive, readProcStat } from './proc.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
+import type { PodVm } from './pod-vm.js';
 import type { QmpEvent, RunState } from './qmp-types.js';
 import { consoleTail, looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
 
@@ -138,7 +139,7 @@ export interface VmEvents {
   exit: [VmExitInfo];
 }
 
-export class Vm extends EventEmitter<VmEvents> {
+export class Vm extends EventEmitter<VmEvents> implements PodVm {
   readonly id: string;
   readonly paths: RunDirPaths;
   readonly pid: number;
