@@ -3,12 +3,10 @@
 // image with the same VM profile, measured in the same run.
 //
 //   node --import tsx bench/pod-lifecycle.ts [rounds=3]
-import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config/config.js';
-import { AgentClient } from '../src/agent-client/index.js';
 import { sizePodVm, vmProfileFor } from '../src/pod/vm-sizing.js';
-import { Vm } from '../src/vm/vm.js';
+import { bootToAgentReady } from './bare-boot.js';
 import { unary } from '../test/helpers/daemon.js';
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { containerConfig, sandboxConfig } from '../test/helpers/cri.js';
@@ -21,27 +19,13 @@ const median = (xs: number[]) => {
 };
 const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-async function bareBoot(runRoot: string, i: number): Promise<number> {
+const bareProfile = (() => {
   const profile = loadConfig(undefined).runtimes['']!;
-  const started = performance.now();
-  let agent: AgentClient | undefined;
-  const vm = await Vm.launch({
-    id: `bench-bare-${process.pid}-${i}`,
-    profile: vmProfileFor(profile, sizePodVm(profile)),
-    runDir: join(runRoot, String(i)),
-    readyTimeoutMs: 120_000,
-    waitReady: async (v, deadline) => {
-      agent = await AgentClient.connect(v.agentSocket, { deadlineMs: deadline - Date.now() });
-    },
-  });
-  const ms = performance.now() - started;
-  agent?.close();
-  await vm.destroy({ timeoutMs: 5000 });
-  return ms;
-}
+  return vmProfileFor(profile, sizePodVm(profile));
+})();
+const bareBoot = async (i: number) => (await bootToAgentReady(bareProfile, `${i}`)).ms;
 
 const env = await startPodTestEnv({ logLevel: 'info' });
-const runRoot = mkdtempSync('/tmp/pvb-');
 const bare: number[] = [];
 const runp: number[] = [];
 const create: number[] = [];
@@ -51,7 +35,7 @@ try {
   const rt = env.daemon.client.runtime;
   for (let i = 0; i < rounds; i++) {
     // Alternate which goes first, so that load from elsewhere on the machine hits both alike.
-    if (i % 2 === 0) bare.push(await bareBoot(runRoot, i));
+    if (i % 2 === 0) bare.push(await bareBoot(i));
     const cfg = sandboxConfig(`bench-${i}`, join(env.dir, 'logs', `bench-${i}`));
     let t = performance.now();
     const { pod_sandbox_id } = await unary(rt, 'RunPodSandbox', { config: cfg });
@@ -63,7 +47,7 @@ try {
     await unary(rt, 'StartContainer', { container_id });
     start.push(performance.now() - t);
     await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
-    if (i % 2 === 1) bare.push(await bareBoot(runRoot, i));
+    if (i % 2 === 1) bare.push(await bareBoot(i));
     console.log(`round ${i + 1}/${rounds}: bare boot ${fmt(bare[i]!)}, RunPodSandbox ${fmt(runp[i]!)}, CreateContainer ${fmt(create[i]!)}, StartContainer ${fmt(start[i]!)}`);
   }
   console.log(`\npod lifecycle (${rounds} rounds, medians; TCG unless /dev/kvm is usable)`);
@@ -73,5 +57,4 @@ try {
   console.log(`  StartContainer             ${fmt(median(start))}`);
 } finally {
   await env.dispose();
-  rmSync(runRoot, { recursive: true, force: true });
 }

@@ -11,6 +11,7 @@ export type ErrorCode = keyof typeof STATUS_NUMBERS;
  * carry on the wire. One table, so the two cannot drift apart.
  */
 export const STATUS_NUMBERS = {
+  CANCELLED: 1,
   INVALID_ARGUMENT: 3,
   DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
@@ -44,6 +45,7 @@ export const deadlineExceeded = (msg: string, cause?: unknown) => new PodvisorEr
 export const unavailable = (msg: string, cause?: unknown) => new PodvisorError('UNAVAILABLE', msg, { cause });
 export const permissionDenied = (msg: string, cause?: unknown) => new PodvisorError('PERMISSION_DENIED', msg, { cause });
 export const unauthenticated = (msg: string, cause?: unknown) => new PodvisorError('UNAUTHENTICATED', msg, { cause });
+export const cancelled = (msg: string, cause?: unknown) => new PodvisorError('CANCELLED', msg, { cause });
 export const internal = (msg: string, cause?: unknown) => new PodvisorError('INTERNAL', msg, { cause });
 
 export function isPodvisorError(e: unknown, code?: ErrorCode): e is PodvisorError {

@@ -7,7 +7,12 @@ import type { RuntimeServiceHandlers, ImageServiceHandlers } from './proto.js';
  * decoded request to the response, derived from the generated grpc-js types
  * so a handler cannot answer with the wrong message.
  */
-export type CriUnary<Req, Res> = (svc: CriServices, req: Req) => Promise<Res>;
+export type CriUnary<Req, Res> = (svc: CriServices, req: Req, call?: CallContext) => Promise<Res>;
+
+/** What a unary handler knows about its call: `signal` aborts (with the error to answer) when the caller's deadline passes or it cancels. */
+export interface CallContext {
+  signal: AbortSignal;
+}
 export type CriServerStream<Req, Res> = (svc: CriServices, req: Req, out: grpc.ServerWritableStream<Req, Res>) => Promise<void>;
 
 type HandlerOf<H> =

@@ -20,8 +20,8 @@ import type { RuntimeRpc } from './rpc.js';
 
 // ---- handlers ----
 
-export const runPodSandbox: RuntimeRpc<'RunPodSandbox'> = async (svc, req) => ({
-  pod_sandbox_id: await svc.pods.sandboxes.run(sandboxConfigFromCri(req.config), req.runtime_handler),
+export const runPodSandbox: RuntimeRpc<'RunPodSandbox'> = async (svc, req, call) => ({
+  pod_sandbox_id: await svc.pods.sandboxes.run(sandboxConfigFromCri(req.config), req.runtime_handler, { signal: call?.signal }),
 });
 
 export const stopPodSandbox: RuntimeRpc<'StopPodSandbox'> = async (svc, req) => {

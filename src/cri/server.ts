@@ -1,7 +1,7 @@
 import { chmodSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../log.js';
-import { invalidArgument, messageOf, unimplemented } from '../errors.js';
+import { cancelled, deadlineExceeded, invalidArgument, messageOf, unimplemented } from '../errors.js';
 import { toServiceError } from './grpc-status.js';
 import { criErrorsTotal } from '../metrics/metrics.js';
 import { RuntimeService, ImageService, CRI_MAX_MESSAGE_BYTES } from './proto.js';
@@ -43,7 +43,7 @@ function rejectMalformed(service: string, rpc: string, req: unknown): void {
   }
 }
 
-type AnyHandler = (svc: CriServices, req: unknown, out?: unknown) => Promise<unknown>;
+type AnyHandler = (svc: CriServices, req: unknown, extra?: unknown) => Promise<unknown>;
 
 function implementation(
   serviceName: string,
@@ -80,11 +80,13 @@ function implementation(
     } else {
       impl[rpc] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const started = performance.now();
+        const giveUp = callAbort(call, rpc);
         Promise.resolve()
           .then(() => {
             rejectMalformed(serviceName, rpc, call.request);
-            return handler(svc, call.request);
+            return handler(svc, call.request, { signal: giveUp.signal });
           })
+          .finally(() => giveUp.done())
           .then(
             (res) => {
               log.debug({ rpc, ms: elapsed(started) }, 'ok');
@@ -103,6 +105,27 @@ function implementation(
     }
   }
   return impl;
+}
+
+/**
+ * An AbortSignal for one unary call: aborted with DEADLINE_EXCEEDED when the caller's deadline
+ * passes, or CANCELLED when the caller goes away, so long work (a VM boot) stops and undoes itself.
+ */
+function callAbort(call: grpc.ServerUnaryCall<unknown, unknown>, rpc: string): { signal: AbortSignal; done(): void } {
+  const ac = new AbortController();
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  const expire = () => ac.abort(deadlineExceeded(`${rpc}: the caller's deadline passed`));
+  const timer = Number.isFinite(at) ? setTimeout(expire, Math.max(0, at - Date.now())) : undefined;
+  const onCancel = () => (Number.isFinite(at) && Date.now() >= at ? expire() : ac.abort(cancelled(`${rpc}: the caller cancelled the call`)));
+  call.once('cancelled', onCancel);
+  return {
+    signal: ac.signal,
+    done() {
+      clearTimeout(timer);
+      call.off('cancelled', onCancel);
+    },
+  };
 }
 
 function elapsed(started: number): number {

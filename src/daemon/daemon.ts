@@ -47,6 +47,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     recordsDir: dirs.recordsDir,
     settings: {
       vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: config.bootTimeoutSeconds * 1000,
+      maxParallelLaunches: config.vm.maxParallelLaunches,
       vmLaunch: {
         confinement: {
           users: new QemuUsers(config.vm.qemuUser),

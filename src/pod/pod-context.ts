@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { availableParallelism } from 'node:os';
 import { failedPrecondition } from '../errors.js';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
@@ -11,6 +12,7 @@ import { ContainerEventBus } from './events.js';
 import type { GuestAgent } from './guest-agent.js';
 import type { PodImages } from './images.js';
 import { KeyedLock } from './keyed-lock.js';
+import { LaunchSlots } from './launch-slots.js';
 import { OutputThrottle } from './output-throttle.js';
 import { PodIndex } from './pod-index.js';
 import type { PluggedImage } from './records.js';
@@ -39,6 +41,8 @@ export interface PodSettings {
   runtimes: Record<string, RuntimeProfileConfig>;
   /** How long a VM may take from QEMU start to agent ready. */
   bootTimeoutMs: number;
+  /** VM boots at once (QEMU start to agent ready); more RunPodSandbox calls wait their turn. Default: the host's cores. */
+  maxParallelLaunches?: number;
   /** How QEMU is confined and its console kept (src/vm); the daemon always sets it. */
   vmLaunch?: Pick<VmLaunchOptions, 'confinement' | 'allowNoSeccomp' | 'consoleMaxBytes'>;
   /** VM backends other than podvisor's own QEMU launcher (which is always there), by name. */
@@ -62,6 +66,8 @@ export class PodContext {
   readonly foreignEvents = new Map<string, number>();
   /** Emits `exited:<containerId>` when a container's record turns EXITED. */
   readonly exits = new EventEmitter();
+  /** Bounds how many sandbox VMs boot at once (src/pod/launch-slots.ts). */
+  readonly launchSlots: LaunchSlots;
 
   constructor(
     readonly store: StateStore,
@@ -72,6 +78,7 @@ export class PodContext {
     readonly network?: SandboxNetworks,
   ) {
     this.exits.setMaxListeners(0);
+    this.launchSlots = new LaunchSlots(settings.maxParallelLaunches ?? availableParallelism());
   }
 
   /** The VM backend by name ("qemu" when unset); one that is not set up is refused, saying so. */

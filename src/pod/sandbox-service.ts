@@ -16,6 +16,7 @@ import { rejectHostNamespaces } from './host-namespaces.js';
 import { newId } from './ids.js';
 import type { PodContext, SandboxRuntime } from './pod-context.js';
 import { sandboxNameKey } from './pod-index.js';
+import { abortError } from './launch-slots.js';
 import { guestNic, networkRequest } from './sandbox-network.js';
 import type { SandboxConfig, SandboxRecord } from './records.js';
 import { SIGKILL } from './signals.js';
@@ -54,7 +55,11 @@ export class SandboxService {
 
   // ---------------------------------------------------------------- run
 
-  async run(config: SandboxConfig, runtimeHandler: string): Promise<string> {
+  /**
+   * `signal` is the caller giving up (deadline, cancellation): a call still waiting for a
+   * launch slot leaves the queue, one that is booting stops and undoes what it made.
+   */
+  async run(config: SandboxConfig, runtimeHandler: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
     validateSandboxConfig(config);
     const profile = profileForHandler(runtimeHandler, this.ctx.settings.runtimes);
     const size = sizePodVm(profile, podResources(config), config.overhead);
@@ -62,7 +67,21 @@ export class SandboxService {
     const nameKey = sandboxNameKey(config.metadata);
     this.ctx.index.reserveName(nameKey, id, 'sandbox');
     const undo: Array<[string, () => Promise<unknown>]> = [];
+    const { signal } = opts;
+    const gaveUp = signal ? new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(abortError(signal));
+      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true });
+    }) : undefined;
+    gaveUp?.catch(() => undefined); // observed where the boot waits, and at each step below
+    const checkCaller = () => {
+      if (signal?.aborted) throw abortError(signal);
+    };
+    let releaseSlot: (() => void) | undefined;
     try {
+      // Waiting for a slot holds nothing yet, so a caller that gives up here leaves nothing behind.
+      const tQueue = performance.now();
+      releaseSlot = await this.ctx.launchSlots.acquire(signal);
+      const queuedMs = performance.now() - tQueue;
       // The directory first: if podvisord dies during the boot, recovery finds it without a record and cleans up.
       await this.ctx.store.prepareSandboxDir(id);
       undo.push(['remove sandbox directory', () => this.ctx.store.removeSandbox(id)]);
@@ -96,7 +115,7 @@ export class SandboxService {
           // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
           const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline);
           try {
-            agent = await Promise.race([connecting, attachFailed]);
+            agent = await Promise.race([connecting, attachFailed, ...(gaveUp ? [gaveUp] : [])]);
           } catch (e) {
             connecting.then((a) => a.close(), () => undefined);
             throw e;
@@ -108,6 +127,7 @@ export class SandboxService {
       });
       undo.push(['destroy VM', () => vm.destroy({ timeoutMs: VM_STOP_PHASE_MS })]);
       if (!agent) throw new Error('the VM became ready without an agent connection');
+      checkCaller();
       const t1 = performance.now();
       const phases = await recordBootPhases(agent, { launchStarted: t0, qmpReady, agentReady: t1 });
       const net = await attaching;
@@ -119,6 +139,7 @@ export class SandboxService {
         ...(share ? { sharedFsTag: share.launchOption.tag } : {}),
       });
       const t2 = performance.now();
+      checkCaller();
       const record: SandboxRecord = {
         id,
         config,
@@ -134,15 +155,19 @@ export class SandboxService {
       await this.ctx.store.saveSandbox(record);
       this.ctx.index.addSandbox(record);
       this.attach(record, vm, agent);
+      // Held until here: the guest's own set-up (NIC, hostname, mounts) is CPU under emulation too.
+      releaseSlot();
       log.info({
         sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
-        netnsMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), bootPhases: phases, cniWaitMs: Math.round(tCni - t1), setupMs: Math.round(t2 - tCni), recordMs: Math.round(performance.now() - t2),
+        queuedMs: Math.round(queuedMs), netnsMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), bootPhases: phases, cniWaitMs: Math.round(tCni - t1), setupMs: Math.round(t2 - tCni), recordMs: Math.round(performance.now() - t2),
       }, 'sandbox ready');
       return id;
     } catch (e) {
       for (const [what, step] of undo.reverse()) {
         await step().catch((err) => log.warn({ sandbox: id, step: what, err: messageOf(err) }, 'cleanup after failed RunPodSandbox'));
       }
+      // After the undo: a VM being torn down still holds its share of the host.
+      releaseSlot?.();
       this.ctx.index.releaseName(nameKey, id);
       throw e;
     }
