@@ -26,9 +26,13 @@ const probe = (netns: string | undefined, ...args: string[]) => {
   const out = netns ? execFileSync('nsenter', [`--net=${netns}`, ...cmd], { encoding: 'utf8' }) : execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
   return JSON.parse(out.trim().split('\n').at(-1)!) as { medianMs?: number; p90Ms?: number; mbPerS?: number };
 };
-/** busybox nc: the same echo and sink servers in the pod and in the plain namespace. */
+/**
+ * busybox nc: the same echo and sink servers in the pod and in the plain namespace. The sink speaks
+ * net-probe's length-prefixed upload: a line with the byte count, the bytes (read by dd in whole
+ * 64 KiB blocks), then "ok" back and the connection closes.
+ */
 const ECHO = `nc -ll -p ${ECHO_PORT} -e cat`;
-const SINK = `while true; do nc -l -p ${SINK_PORT} > /dev/null; done`;
+const SINK = `nc -ll -p ${SINK_PORT} -e sh -c 'read n; dd bs=65536 count=$((n / 65536)) iflag=fullblock of=/dev/null 2>/dev/null; echo ok'`;
 
 const world = createCniWorld('bench');
 world.writeConfig(world.conflist({ dualStack: false }));

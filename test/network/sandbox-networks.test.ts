@@ -65,7 +65,9 @@ describe('sandbox networks with real CNI plugins', () => {
     assert.equal(world.bridgePorts().length, 1);
     assert.equal(world.allocatedIps().length, 2);
     assert.ok(world.rulesMentioning(sid).length > 0, 'portmap rules carry the sandbox id');
-    assert.equal(await net.check(sid).catch((e: Error) => e.message).then((r) => typeof r), 'string');
+    // Debian 12's portmap 1.1.1 looks for the IPv4 hostPort rule in the IPv6 table on a dual-stack
+    // network, so CHECK of an intact attachment fails there (README says so); kept true here.
+    await assert.rejects(net.check(sid), /plugin "portmap".*could not check ipv6 dnat: rule .*--to-destination \d+\.\d+\.\d+\.\d+:80/);
 
     await net.detach(sid);
     await net.detach(sid); // idempotent
