@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { invalidArgument } from '../src/errors.js';
 import type { SetupSandboxRequest } from '../src/agent-protocol/types.js';
-import { run } from './run.js';
+import { renewIdentity } from './identity.js';
 import { mountSharedFs } from './storage.js';
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -36,14 +36,13 @@ export async function setupSandbox(req: SetupSandboxRequest): Promise<void> {
     }
   }
   if (req.clockUnixNanos && req.clockUnixNanos > 0) {
-    // busybox date sets whole seconds; the host's clock is good to a second here.
-    await run('date', ['-u', '-s', `@${Math.round(req.clockUnixNanos / 1e9)}`], { what: 'setting the guest clock' });
-  }
-  if (req.sharedFsTag) await mountSharedFs(req.sharedFsTag);
-  if (req.entropy && req.entropy.length > 0) {
+    // A template clone: the host's clock (to the microsecond) and a reseeded CRNG, in one helper run.
+    await renewIdentity(req.clockUnixNanos, req.entropy && req.entropy.length >= 16 ? req.entropy : new Uint8Array(0));
+  } else if (req.entropy && req.entropy.length > 0) {
     // Writing to urandom mixes the bytes into the pool (without crediting entropy).
     await writeFile('/dev/urandom', req.entropy);
   }
+  if (req.sharedFsTag) await mountSharedFs(req.sharedFsTag);
 }
 
 /** One whitespace-free token for a config file line. */

@@ -17,6 +17,11 @@ export const SCSI_BUS = `${SCSI_CONTROLLER_ID}.0`;
 export const SYSTEM_DISK_SERIAL = 'podvisor-system';
 /** SCSI target of the boot-time system disk; hot-plugged disks take the targets after it. */
 export const SYSTEM_DISK_SCSI_ID = 0;
+/**
+ * The MAC of a template VM's NIC (locally administered). Migration carries the device's MAC,
+ * so every clone's NIC starts with it; the guest then takes its pod's MAC (ConfigureNetwork).
+ */
+export const TEMPLATE_NIC_MAC = '02:70:76:00:00:01';
 
 export interface TapDevice {
   /** Name of an existing tap interface (in the VM's netns when one is given). */
@@ -40,6 +45,12 @@ export interface QemuArgsInput {
   /** Whether this QEMU build has seccomp (`-sandbox`). */
   sandbox: boolean;
   tap?: TapDevice;
+  /**
+   * The same NIC device as `tap` gives, with a backend that carries nothing (a hub port with
+   * no peer): a template VM's. Migration carries the device's state, not its backend, so
+   * the template's clones put their pod's tap behind the device instead.
+   */
+  placeholderNic?: boolean;
   sharedFs?: SharedFs;
   /** Start paused, waiting for `migrate-incoming` (VM template clones). */
   incomingDefer?: boolean;
@@ -123,11 +134,13 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     '-device', `${virtio('rng')},rng=rng0,id=rng`,
     '-device', 'pvpanic,id=pvpanic',
   );
-  if (input.tap) {
+  if (input.tap && input.placeholderNic) throw invalidArgument('a VM has either a tap NIC or a placeholder NIC, not both');
+  if (input.tap || input.placeholderNic) {
     const nic = [`${virtio('net')}`, 'netdev=net0', 'id=nic0'];
-    if (input.tap.mac) nic.push(`mac=${input.tap.mac}`);
+    const mac = input.placeholderNic ? TEMPLATE_NIC_MAC : input.tap?.mac;
+    if (mac) nic.push(`mac=${mac}`);
     args.push(
-      '-netdev', `tap,id=net0,ifname=${e(input.tap.name)},script=no,downscript=no`,
+      '-netdev', input.tap ? `tap,id=net0,ifname=${e(input.tap.name)},script=no,downscript=no` : 'hubport,id=net0,hubid=0',
       '-device', nic.join(','),
     );
   }

@@ -1,12 +1,11 @@
-import { createReadStream, createWriteStream, renameSync, rmSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { chmodSync, createWriteStream, openSync, renameSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deadlineExceeded, failedPrecondition, internal, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { withDeadline } from './deadline.js';
 import type { QmpClient } from './qmp-client.js';
-import type { Vm } from './vm.js';
 
 /**
  * Saving a VM's device state to a file and loading it into a fresh QEMU: the two halves of
@@ -14,83 +13,83 @@ import type { Vm } from './vm.js';
  * not copied — the clone maps the template's RAM file privately — so the state file holds
  * only device state (tens of KiB).
  *
- * QEMU 7.2 has no `file:` migration URI and `-sandbox spawn=deny` rules out `exec:`, so the
- * stream goes over a unix socket in the run directory and podvisord copies it to/from disk.
+ * A clone reads its state from a descriptor it inherits as fd 3 (`migrate-incoming fd:3`):
+ * QEMU 7.2 has no `file:` URI, `-sandbox spawn=deny` rules out `exec:`, and a confined QEMU
+ * (its own uid after `-runas`) cannot reach a socket or file in podvisord's 0700
+ * directories. A descriptor podvisord opens before the spawn needs none of that.
  */
 
 const log = logger('vm-state');
 
+/** The descriptor number QEMU finds its migration stream on. */
+export const MIGRATION_FD = 3;
+const URI = `fd:${MIGRATION_FD}`;
 const IGNORE_SHARED = [{ capability: 'x-ignore-shared', state: true }];
+
+/** Opens the saved state a clone's launch hands QEMU as fd 3. */
+export function openStateForRestore(stateFile: string): number {
+  try {
+    return openSync(stateFile, 'r');
+  } catch (e) {
+    throw failedPrecondition(`the saved VM state ${stateFile} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, e);
+  }
+}
 
 /**
  * Pauses the VM and writes its device state to `stateFile`. The VM's RAM must be a
- * `memory-backend-file` with `share: true` (the template's RAM image). The VM stays paused
- * (`postmigrate`); stop it afterwards.
+ * `memory-backend-file` with `share: true` (the template's RAM image), so it stays in that
+ * file. The VM stays paused (`postmigrate`); stop it afterwards. A VM can be saved once.
+ *
+ * QEMU 7.2's outgoing `fd:` takes only a descriptor passed over QMP (SCM_RIGHTS, which Node
+ * cannot send), so the save streams over a unix socket in the run directory that podvisord
+ * listens on: only a QEMU that runs as root can reach it, i.e. a template VM, which runs
+ * podvisor's own guest image with no tenant input (src/pod/vm-templates.ts).
  */
-export async function saveVmState(vm: Vm, stateFile: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+export async function saveVmState(qmp: QmpClient, opts: { id: string; socketPath: string; stateFile: string; timeoutMs?: number }): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  const socketPath = vm.paths.migrationSocket;
-  const tmp = `${stateFile}.partial`;
-  await vm.qmp.execute('stop');
-  await vm.qmp.execute('migrate-set-capabilities', { capabilities: IGNORE_SHARED });
-
-  rmSync(socketPath, { force: true });
+  const tmp = `${opts.stateFile}.partial`;
+  await qmp.execute('stop');
+  await qmp.execute('migrate-set-capabilities', { capabilities: IGNORE_SHARED });
+  rmSync(opts.socketPath, { force: true });
   let server: Server | undefined;
   try {
     const received = new Promise<void>((resolve, reject) => {
       server = createServer((conn: Socket) => {
+        server!.close(); // one connection only
         pipeline(conn, createWriteStream(tmp, { mode: 0o600 })).then(resolve, reject);
       });
       server.on('error', reject);
-      server.listen(socketPath);
+      server.listen(opts.socketPath);
     });
     received.catch(() => undefined); // awaited below; a failed migrate must not leave it unhandled
     await new Promise<void>((resolve) => server!.once('listening', resolve));
-    await vm.qmp.execute('migrate', { uri: `unix:${socketPath}` });
-    await waitMigration(vm.qmp, deadline, 'saving');
-    await relayed(received, deadline, 'writing the VM state');
-    renameSync(tmp, stateFile);
-    log.info({ sandbox: vm.id, stateFile }, 'VM state saved');
+    chmodSync(opts.socketPath, 0o600);
+    await qmp.execute('migrate', { uri: `unix:${opts.socketPath}` });
+    await waitMigration(qmp, deadline, 'saving');
+    await withDeadline(received.catch((e: unknown) => {
+      throw internal(`writing the VM state failed: ${messageOf(e)}`, e);
+    }), Math.max(1, deadline - Date.now()), 'writing the VM state did not finish in time');
+    renameSync(tmp, opts.stateFile);
+    log.info({ sandbox: opts.id, stateFile: opts.stateFile }, 'VM state saved');
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
   } finally {
     server?.close();
-    rmSync(socketPath, { force: true });
+    rmSync(opts.socketPath, { force: true });
   }
 }
 
 /**
- * Loads `stateFile` into a VM launched with `incomingDefer: true` and the template's RAM file
- * (`share: false`), then resumes it.
+ * Loads the state on fd 3 into a VM launched to restore it (`-incoming defer`, the template's
+ * RAM file mapped with `share: false`). The VM stays paused; the launch resumes it.
  */
-export async function restoreVmState(vm: Vm, stateFile: string, opts: { timeoutMs?: number } = {}): Promise<void> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  const status = await vm.status();
-  if (status !== 'inmigrate') {
-    throw failedPrecondition(`VM ${vm.id} is ${status}; restoring state needs a VM launched with incomingDefer`);
-  }
-  const socketPath = vm.paths.migrationSocket;
-  await vm.qmp.execute('migrate-set-capabilities', { capabilities: IGNORE_SHARED });
-  try {
-    await vm.qmp.execute('migrate-incoming', { uri: `unix:${socketPath}` });
-    // QEMU hangs up as soon as it has read the end-of-state marker, which can be before our
-    // side of the copy sees 'finish': the migration status, not the copy, says whether it worked.
-    let copyError: unknown;
-    const copy = pipeline(createReadStream(stateFile), connect(socketPath)).catch((e: unknown) => {
-      copyError = e;
-    });
-    try {
-      await waitMigration(vm.qmp, deadline, 'restoring');
-    } catch (e) {
-      throw copyError ? internal(`${messageOf(e)}; sending the state failed: ${messageOf(copyError)}`, e) : e;
-    }
-    await copy;
-    await vm.qmp.execute('cont');
-    log.info({ sandbox: vm.id, stateFile }, 'VM state restored');
-  } finally {
-    rmSync(socketPath, { force: true });
-  }
+export async function loadVmState(qmp: QmpClient, opts: { id: string; deadline: number }): Promise<void> {
+  const status = (await qmp.execute('query-status')).status;
+  if (status !== 'inmigrate') throw failedPrecondition(`VM ${opts.id} is ${status}; restoring state needs a VM launched to restore it`);
+  await qmp.execute('migrate-set-capabilities', { capabilities: IGNORE_SHARED });
+  await qmp.execute('migrate-incoming', { uri: URI });
+  await waitMigration(qmp, opts.deadline, 'restoring');
 }
 
 async function waitMigration(qmp: QmpClient, deadline: number, what: string): Promise<void> {
@@ -101,14 +100,6 @@ async function waitMigration(qmp: QmpClient, deadline: number, what: string): Pr
       throw internal(`${what} the VM state failed: ${info['error-desc'] ?? info.status}`);
     }
     if (Date.now() > deadline) throw deadlineExceeded(`${what} the VM state did not complete in time (status ${info.status ?? 'none'})`);
-    await sleep(20);
+    await sleep(5);
   }
-}
-
-/** A stream copy with the operation's deadline; stream errors become INTERNAL with context. */
-async function relayed(copy: Promise<void>, deadline: number, what: string): Promise<void> {
-  const wrapped = copy.catch((e: unknown) => {
-    throw internal(`${what} failed: ${messageOf(e)}`, e);
-  });
-  await withDeadline(wrapped, deadline - Date.now(), `${what} did not finish in time`);
 }

@@ -16,6 +16,7 @@ import { grantFileTo } from './file-grant.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
 import { capLogFile } from './log-cap.js';
 import { isProcessAlive, readProcStat } from './proc.js';
+import { loadVmState, MIGRATION_FD, openStateForRestore, saveVmState } from './vm-state.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
@@ -44,6 +45,15 @@ export interface VmLaunchOptions {
   sharedFs?: SharedFs;
   /** Start paused waiting for `migrate-incoming` (restoring a VM template). */
   incomingDefer?: boolean;
+  /**
+   * A template clone: start from this saved device state (src/vm/vm-state.ts) instead of
+   * booting; the profile's memory must map the template's RAM file with `share: false`.
+   * The state is loaded before the guest runs, so everything after (`cont`, waitReady) is
+   * the cold path's.
+   */
+  restoreFrom?: string;
+  /** A NIC with no traffic behind it (a template's; its clones put a tap behind the same device). */
+  placeholderNic?: boolean;
   /** How long QEMU may take to answer QMP. */
   startTimeoutMs?: number;
   /**
@@ -123,6 +133,8 @@ interface VmRecord {
   /** The VM's cgroup directories, removed when QEMU is gone. */
   cgroups?: string[];
   consoleMaxBytes?: number;
+  /** The saved state a template clone started from (absent: a cold boot). */
+  restoredFrom?: string;
 }
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -211,6 +223,11 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
     return this.exitInfo;
   }
 
+  /** The saved state this VM was cloned from; undefined for a cold boot. */
+  get restoredFrom(): string | undefined {
+    return this.record.restoredFrom;
+  }
+
   // ---------------------------------------------------------------- launch
 
   static async launch(opts: VmLaunchOptions): Promise<Vm> {
@@ -252,7 +269,8 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
     try {
       const qemuArgs = buildQemuArgs({
         id: opts.id, profile: opts.profile, paths, accel, tscKhz, sandbox, runAs,
-        tap: opts.tap, sharedFs: opts.sharedFs, incomingDefer: opts.incomingDefer,
+        tap: opts.tap, sharedFs: opts.sharedFs, incomingDefer: opts.incomingDefer || opts.restoreFrom !== undefined,
+        placeholderNic: opts.placeholderNic,
       });
       if (jail && jail.cgroupParent) {
         cgroups = createVmCgroup(jail.cgroupParent, opts.id, {
@@ -267,11 +285,17 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
       log.debug({ command, args }, 'QEMU command line');
 
       const out = openSync(paths.qemuLog, 'a', 0o600);
+      let state: number | undefined;
       try {
+        state = opts.restoreFrom !== undefined ? openStateForRestore(opts.restoreFrom) : undefined;
         // Own session (setsid) and unref: QEMU outlives podvisord and gets none of its signals.
-        child = spawn(command, args, { detached: true, stdio: ['ignore', out, out] });
+        const stdio: Array<'ignore' | number> = ['ignore', out, out];
+        if (state !== undefined) stdio[MIGRATION_FD] = state;
+        child = spawn(command, args, { detached: true, stdio });
       } finally {
         closeSync(out);
+        // QEMU holds its own copy of the state descriptor.
+        if (state !== undefined) closeSync(state);
       }
       child.unref();
       const exited = new AbortController();
@@ -286,6 +310,7 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
       const record: VmRecord = {
         id: opts.id, pid: child.pid ?? 0, startTime: '', qemuBinary, accel, launchedAt: new Date().toISOString(),
         state: 'launching', uid: runAs?.uid, gid: runAs?.gid, cgroups, consoleMaxBytes,
+        ...(opts.restoreFrom !== undefined ? { restoredFrom: opts.restoreFrom } : {}),
       };
       if (child.pid !== undefined) {
         // Before anything can fail or the daemon can die: a record, and the limits (QEMU is
@@ -306,6 +331,7 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
       writeJsonAtomicSync(paths.stateFile, record);
       vm = new Vm(record, paths, qmp, DiskSet.create(paths.disksFile, fileGrant(runAs)), { child, console: consoleLog, users: jail?.users });
       if (childExit) vm.childExit = childExit;
+
       vm.log.info({ status: status.status }, 'QEMU is up');
     } catch (e) {
       qmp?.close();
@@ -324,7 +350,15 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
       throw failedPrecondition(`VM ${opts.id} failed to start: ${why}`, e);
     }
     try {
-      // The guest runs from here; a template clone waits for its state instead (restoreVmState).
+      if (opts.restoreFrom !== undefined) {
+        const t = performance.now();
+        await withDeadline(
+          loadVmState(vm.qmpClient, { id: opts.id, deadline: Date.now() + (opts.readyTimeoutMs ?? 60_000) }),
+          opts.readyTimeoutMs ?? 60_000, `VM ${opts.id} did not load its saved state in time`,
+        );
+        vm.restoreMs = performance.now() - t;
+      }
+      // The guest runs from here (incomingDefer alone: the caller loads a state first).
       if (!opts.incomingDefer) await vm.qmpClient.execute('cont');
       if (opts.waitReady) await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
     } catch (e) {
@@ -359,6 +393,20 @@ export class Vm extends EventEmitter<VmEvents> implements PodVm {
       await this.stop({ timeoutMs: 5000 });
       throw e;
     }
+  }
+
+  /** How long loading a template's saved state took (ms); undefined for a cold boot. */
+  restoreMs?: number;
+
+  /**
+   * Saves this template VM's device state to `stateFile` and leaves it paused; stop it
+   * afterwards. Its RAM stays in its shared RAM file. Only an unconfined (root) QEMU can
+   * reach the socket the state goes through (src/vm/vm-state.ts).
+   */
+  async saveState(stateFile: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    this.assertRunning('save the VM state');
+    if (this.record.uid !== undefined) throw failedPrecondition(`VM ${this.id} runs confined (uid ${this.record.uid}); only a template VM, launched unconfined, can be saved`);
+    await saveVmState(this.qmpClient, { id: this.id, socketPath: this.paths.migrationSocket, stateFile, timeoutMs: opts.timeoutMs });
   }
 
   // ---------------------------------------------------------------- reattach

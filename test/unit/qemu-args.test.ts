@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { tscKhzFromCpuinfo, tscKhzFromKernelLog } from '../../src/vm/host.js';
 import { validateProfile, withProfileDefaults } from '../../src/vm/profile.js';
-import { AGENT_PORT_NAME, buildQemuArgs, type QemuArgsInput } from '../../src/vm/qemu-args.js';
+import { AGENT_PORT_NAME, buildQemuArgs, TEMPLATE_NIC_MAC, type QemuArgsInput } from '../../src/vm/qemu-args.js';
 import { escapeOptionValue } from '../../src/vm/qemu-option.js';
 import { runDirPaths } from '../../src/vm/run-dir.js';
 
@@ -82,6 +82,14 @@ describe('QEMU command line', () => {
     const args = buildQemuArgs(input({ tap: { name: 'tap0', mac: '02:00:00:00:00:01' } }));
     assert.deepEqual(values(args, '-netdev'), ['tap,id=net0,ifname=tap0,script=no,downscript=no']);
     assert.ok(values(args, '-device').includes('virtio-net-device,netdev=net0,id=nic0,mac=02:00:00:00:00:01'));
+  });
+
+  it('gives a template a placeholder NIC whose device equals the tap NIC of its clones', () => {
+    const template = buildQemuArgs(input({ placeholderNic: true }));
+    const clone = buildQemuArgs(input({ tap: { name: 'tap0', mac: TEMPLATE_NIC_MAC } }));
+    assert.deepEqual(values(template, '-netdev'), ['hubport,id=net0,hubid=0']);
+    assert.deepEqual(values(template, '-device'), values(clone, '-device'));
+    assert.throws(() => buildQemuArgs(input({ placeholderNic: true, tap: { name: 'tap0' } })), { code: 'INVALID_ARGUMENT' });
   });
 
   it('prepares template RAM in a file and deferred incoming migration', () => {

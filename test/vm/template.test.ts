@@ -4,7 +4,6 @@ import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync } from 'n
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { AgentClient } from '../../src/agent-client/index.js';
-import { saveVmState, restoreVmState } from '../../src/vm/vm-state.js';
 import { Vm } from '../../src/vm/vm.js';
 import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
 
@@ -44,7 +43,7 @@ describe('VM template primitives', () => {
 
   it('saves a booted VM and restores clones that answer through the agent', async () => {
     const template = await Vm.launch({
-      id: 'tpl', runDir: join(root.dir, 'tpl'),
+      id: 'tpl', runDir: join(root.dir, 'tpl'), placeholderNic: true,
       profile: guestProfile({ memory: { kind: 'file', memPath: ramFile, share: true } }),
     });
     vms.push(template);
@@ -53,7 +52,7 @@ describe('VM template primitives', () => {
     agent.close();
     // Save only once the guest agent has seen the host leave, so clones start with a free channel.
     await until(() => readFileSync(template.paths.consoleLog, 'utf8').includes('host disconnected'), 30_000, 'agent saw the host disconnect');
-    await saveVmState(template, stateFile);
+    await template.saveState(stateFile);
     assert.equal(await template.status(), 'postmigrate');
     await template.stop({ timeoutMs: 5000 });
     const stateSize = statSync(stateFile).size;
@@ -63,12 +62,12 @@ describe('VM template primitives', () => {
     for (const name of ['clone1', 'clone2']) {
       const t0 = performance.now();
       const clone = await Vm.launch({
-        id: name, runDir: join(root.dir, name), incomingDefer: true,
+        id: name, runDir: join(root.dir, name), restoreFrom: stateFile, placeholderNic: true,
         profile: guestProfile({ memory: { kind: 'file', memPath: ramFile, share: false } }),
       });
       vms.push(clone);
-      assert.equal(await clone.status(), 'inmigrate');
-      await restoreVmState(clone, stateFile);
+      assert.equal(await clone.status(), 'running');
+      assert.equal(clone.restoredFrom, stateFile);
       const restoredMs = performance.now() - t0;
       const cloneAgent = await AgentClient.connect(clone.agentSocket, { deadlineMs: 30_000 });
       const health = await cloneAgent.health();
@@ -83,10 +82,12 @@ describe('VM template primitives', () => {
     assert.equal(await sha256(ramFile), ramHash, 'clones map the template RAM privately: the file is unchanged');
   });
 
-  it('refuses to restore into a VM that was not launched for it', async () => {
-    const vm = await Vm.launch({ id: 'not-incoming', runDir: join(root.dir, 'plain'), profile: guestProfile() });
-    vms.push(vm);
-    await assert.rejects(restoreVmState(vm, stateFile), { code: 'FAILED_PRECONDITION', message: /incomingDefer/ });
-    await vm.stop({ timeoutMs: 5000 });
+  it('refuses a clone whose devices differ from the template (no NIC): QEMU ends, the launch fails and leaves nothing', async () => {
+    const runDir = join(root.dir, 'mismatch');
+    await assert.rejects(Vm.launch({
+      id: 'mismatch', runDir, restoreFrom: stateFile,
+      profile: guestProfile({ memory: { kind: 'file', memPath: ramFile, share: false } }),
+    }), { code: 'FAILED_PRECONDITION' });
+    assert.deepEqual(qemuProcessesUsing(runDir), []);
   });
 });
