@@ -16,8 +16,8 @@ export interface SandboxRow {
   memoryMiB: number | null;
   /** Seconds since the sandbox was created (while it is ready). */
   uptimeSeconds: number | null;
-  /** How the VM started: "cold" boot (VM templates are not built yet, so every sandbox is cold). */
-  boot: 'cold';
+  /** How the VM started: a "cold" boot, or a clone of a VM "template". */
+  boot: 'cold' | 'template';
   containers: number;
 }
 
@@ -39,7 +39,7 @@ function row(operator: OperatorAccess, s: SandboxRecord): SandboxRow {
     vcpus: s.vm?.vcpus ?? null,
     memoryMiB: s.vm?.memoryMiB ?? null,
     uptimeSeconds: s.state === 'ready' ? Math.max(0, Math.round(Date.now() / 1000 - Number(BigInt(s.createdAt) / 1_000_000_000n))) : null,
-    boot: 'cold',
+    boot: s.vm?.template ? 'template' : 'cold',
     containers: operator.containersOf(s.id).length,
   };
 }

@@ -27,6 +27,8 @@ export interface RuntimeProfileConfig {
   kernelArgs: string[];
   /** Which VM backend starts this handler's pods (src/vm/pod-vm.ts); "qemu" when unset. */
   backend?: VmBackendName;
+  /** Start this handler's sandboxes as clones of a saved VM template (src/pod/vm-templates.ts). */
+  template: boolean;
 }
 
 export interface PodvisorConfig {
@@ -247,6 +249,8 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     initrd: t.string('initrd', join(guestDir, 'initrd.img'), absolutePath),
     systemDisk: t.string('system_disk', join(guestDir, 'system.erofs'), absolutePath),
     kernelArgs: t.strings('kernel_args', []),
+    // Off by default: a clone has no virtio-fs, so its pods cannot mount volumes (docs/templates.md).
+    template: t.bool('template', false),
   };
   t.finish();
   return profile;

@@ -156,6 +156,9 @@ export function sandboxVerboseInfo(r: SandboxRecord, rt: SandboxRuntime | undefi
       memoryMiB: r.vm.memoryMiB,
       runDir: r.vm.runDir,
       consoleLog: rt?.vm.paths.consoleLog,
+      // How it started: a cold boot, or a clone of this VM template (src/pod/vm-templates.ts).
+      boot: r.vm.template ? 'template' : 'cold',
+      ...(r.vm.template ? { template: r.vm.template } : {}),
     } : undefined,
     network: r.network.mode === 'cni'
       ? { mode: 'cni', network: r.network.networkName, netns: r.network.netns, ips: r.network.ips }

@@ -86,6 +86,12 @@ export class AgentAdapter implements GuestAgent {
     return { hostname: '/etc/hostname', hosts: '/etc/hosts', ...(hasDns ? { resolvConf: '/etc/resolv.conf' } : {}) };
   }
 
+  async renewIdentity(): Promise<void> {
+    // Microseconds of the host's wall clock (Date.now() has only milliseconds).
+    const nowNanos = Math.round((performance.timeOrigin + performance.now()) * 1e6);
+    await this.client.setupSandbox({ clockUnixNanos: nowNanos, entropy: randomBytes(64) });
+  }
+
   async configureNetwork(nic: GuestNic): Promise<void> {
     await this.client.configureNetwork({
       interfaces: [{ mac: nic.mac, newMac: nic.newMac, name: GUEST_IFNAME, mtu: nic.mtu, addresses: nic.addresses }],

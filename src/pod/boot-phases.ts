@@ -35,3 +35,20 @@ export async function recordBootPhases(agent: GuestAgent, marks: BootMarks): Pro
   for (const [phase, seconds] of Object.entries(phases)) bootPhaseSeconds.observe({ phase }, seconds);
   return phases;
 }
+
+/**
+ * A template clone's start-up: launch (QEMU start to QMP, without the restore),
+ * template_restore (loading the saved state) and agent_ready (resumed guest to the
+ * agent's first answer). No guest clock is asked: the clone's is the template's until
+ * renewIdentity, and one call less is what a clone start is about.
+ */
+export function recordClonePhases(marks: BootMarks, restoreMs: number): Record<string, number> {
+  const restore = restoreMs / 1000;
+  const phases = {
+    launch: Math.max(0, (marks.qmpReady - marks.launchStarted) / 1000 - restore),
+    template_restore: restore,
+    agent_ready: (marks.agentReady - marks.qmpReady) / 1000,
+  };
+  for (const [phase, seconds] of Object.entries(phases)) bootPhaseSeconds.observe({ phase }, seconds);
+  return phases;
+}

@@ -10,6 +10,11 @@ import type { OciSpec } from './oci-spec.js';
 export interface GuestAgent {
   /** Hostname, /etc/resolv.conf from the pod's DNS config, /etc/hosts and sysctls for the whole VM. */
   setupSandbox(req: { hostname: string; dns?: DnsConfig; sysctls: Record<string, string>; podIps?: string[]; sharedFsTag?: string }): Promise<SandboxFiles>;
+  /**
+   * A template clone's first call: sets the guest's wall clock to the host's and reseeds its
+   * kernel RNG with host random bytes (the clone resumed with the template's clock and RNG state).
+   */
+  renewIdentity(): Promise<void>;
   /** Gives the guest NIC (found by MAC) the pod's addresses, MTU and routes from the CNI result. */
   configureNetwork(nic: GuestNic): Promise<void>;
   /** Mounts a hot-plugged read-only image disk (found by its serial) once; returns the guest mount point. */

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { failedPrecondition } from '../errors.js';
+import { dirname, join } from 'node:path';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { PodVm, VmBackend, VmBackendName } from '../vm/pod-vm.js';
 import { qemuBackend } from '../vm/qemu-backend.js';
 import type { VmLaunchOptions } from '../vm/vm.js';
 import type { SandboxShare } from '../volume/sandbox-share.js';
+import { VmTemplates } from './vm-templates.js';
 import type { CriLogWriter } from './cri-log-writer.js';
 import { ContainerEventBus } from './events.js';
 import type { GuestAgent } from './guest-agent.js';
@@ -38,6 +40,8 @@ export interface PodSettings {
   vmRunRoot: string;
   /** Where sandbox volume shares go (`<dir>/<sandboxId>/`); default: `volumes` next to vmRunRoot. */
   shareRoot?: string;
+  /** Where VM templates go (`<dir>/<key>/`, best on a tmpfs); default: `templates` next to vmRunRoot. */
+  templateRoot?: string;
   runtimes: Record<string, RuntimeProfileConfig>;
   /** How long a VM may take from QEMU start to agent ready. */
   bootTimeoutMs: number;
@@ -68,6 +72,8 @@ export class PodContext {
   readonly exits = new EventEmitter();
   /** Bounds how many sandbox VMs boot at once (src/pod/launch-slots.ts). */
   readonly launchSlots: LaunchSlots;
+  /** Saved VMs that sandboxes of handlers with `template = true` are cloned from. */
+  readonly templates: VmTemplates;
 
   constructor(
     readonly store: StateStore,
@@ -78,6 +84,12 @@ export class PodContext {
     readonly network?: SandboxNetworks,
   ) {
     this.exits.setMaxListeners(0);
+    this.templates = new VmTemplates({
+      root: settings.templateRoot ?? join(dirname(settings.vmRunRoot), 'templates'),
+      connectAgent,
+      bootTimeoutMs: settings.bootTimeoutMs,
+      launch: { allowNoSeccomp: settings.vmLaunch?.allowNoSeccomp, consoleMaxBytes: settings.vmLaunch?.consoleMaxBytes },
+    });
     this.launchSlots = new LaunchSlots(settings.maxParallelLaunches ?? availableParallelism());
   }
 

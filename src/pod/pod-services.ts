@@ -48,6 +48,7 @@ export async function createPodServices(opts: PodServicesOptions): Promise<PodSe
   const containers = new ContainerService(ctx);
   const sandboxes = new SandboxService(ctx, containers);
   await recover(ctx, sandboxes, containers);
+  await ctx.templates.removeLeftovers();
   log.info({ sandboxes: ctx.index.allSandboxes().length, containers: ctx.index.allContainers().length }, 'pod state loaded');
   return {
     sandboxes,
@@ -58,6 +59,7 @@ export async function createPodServices(opts: PodServicesOptions): Promise<PodSe
     streams: new StreamService(ctx),
     operator: new OperatorAccess(ctx),
     async detach() {
+      await ctx.templates.close(); // a template build does not outlive its daemon
       for (const w of ctx.logWriters.values()) await w.flush().catch(() => undefined);
       for (const rt of ctx.runtimes.values()) {
         rt.stopping = true; // the VM keeps running; its exit from now on is the next daemon's business

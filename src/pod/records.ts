@@ -106,6 +106,8 @@ export interface VmInfo {
   memoryMiB: number;
   /** Which VM backend started it (src/vm/pod-vm.ts); absent in records from before backends: "qemu". */
   backend?: VmBackendName;
+  /** The VM template this sandbox's VM was cloned from (src/pod/vm-templates.ts); absent: a cold boot. */
+  template?: string;
 }
 
 /** One image disk hot-plugged into a sandbox VM, shared by all its containers that use the image. */

@@ -3,10 +3,11 @@ import { dirname, join } from 'node:path';
 import { invalidArgument, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import type { PodVm } from '../vm/pod-vm.js';
+import { TEMPLATE_NIC_MAC } from '../vm/qemu-args.js';
 import type { VmExitInfo } from '../vm/vm.js';
 import { SandboxShare } from '../volume/sandbox-share.js';
 import { logBytesTotal } from '../metrics/metrics.js';
-import { recordBootPhases } from './boot-phases.js';
+import { recordBootPhases, recordClonePhases } from './boot-phases.js';
 import { GuestLogFile } from './guest-log-file.js';
 import { nowNanos } from './clock.js';
 import type { ContainerService } from './container-service.js';
@@ -21,6 +22,7 @@ import { guestNic, networkRequest } from './sandbox-network.js';
 import type { SandboxConfig, SandboxRecord } from './records.js';
 import { SIGKILL } from './signals.js';
 import { podResources, profileForHandler, sizePodVm, vmProfileFor } from './vm-sizing.js';
+import type { VmTemplate } from './vm-templates.js';
 
 const log = logger('pod-sandboxes');
 
@@ -94,46 +96,76 @@ export class SandboxService {
       const attaching = prepared ? this.ctx.network!.attach(prepared, networkRequest(id, config)) : Promise.resolve(undefined);
       const attachFailed = new Promise<never>((_, reject) => void attaching.catch(reject));
       attachFailed.catch(() => undefined); // observed in waitReady or below
+      let attachError: unknown;
+      attaching.catch((e) => { attachError = e; });
+      const vmProfile = vmProfileFor(profile, size);
+      // Waits for the template's build on first use; undefined (logged) means a cold boot. Templates
+      // are podvisor's own QEMU launcher's (a libvirt-started VM cannot be restored from one).
+      const clonable = profile.template && (profile.backend ?? 'qemu') === 'qemu';
+      let template = clonable ? await this.ctx.templates.forSandbox({ handler: runtimeHandler, profile: vmProfile, nic: !!prepared }) : undefined;
       const t0 = performance.now();
-      // The share first: QEMU connects to its helper at start-up (virtio-fs cannot be hot-plugged on microvm).
-      const share = SandboxShare.available() ? await SandboxShare.create(this.shareDir(id)) : undefined;
-      if (share) undo.push(['remove volume share', () => share.destroy()]);
+      let share: SandboxShare | undefined;
+      undo.push(['remove volume share', async () => share?.destroy()]);
       let agent: GuestAgent | undefined;
       let qmpReady = 0;
       undo.push(['close agent connection', async () => agent?.close()]);
       const backend = this.ctx.vmBackend(profile.backend);
-      const vm = await backend.launch({
-        id,
-        profile: vmProfileFor(profile, size),
-        runDir,
-        ...(prepared ? { netns: prepared.netns, tap: prepared.tap } : {}),
-        ...this.ctx.settings.vmLaunch,
-        ...(share ? { sharedFs: share.launchOption } : {}),
-        readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
-        waitReady: async (_vm, deadline) => {
-          qmpReady = performance.now();
-          // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
-          const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline);
+      const launch = async (clone?: VmTemplate): Promise<PodVm> => {
+        // The share first: QEMU connects to its helper at start-up (virtio-fs cannot be hot-plugged on microvm).
+        // A clone has none: virtio-fs needs shared guest RAM, a clone's is a private mapping.
+        if (!clone && SandboxShare.available()) share = await SandboxShare.create(this.shareDir(id));
+        return backend.launch({
+          id,
+          profile: clone?.cloneProfile ?? vmProfile,
+          runDir,
+          // A clone's NIC keeps the template's MAC until the guest takes the pod's (configureNetwork).
+          ...(prepared ? { netns: prepared.netns, tap: clone ? { ...prepared.tap, mac: TEMPLATE_NIC_MAC } : prepared.tap } : {}),
+          ...this.ctx.settings.vmLaunch,
+          ...(clone ? { restoreFrom: clone.stateFile } : {}),
+          ...(share ? { sharedFs: share.launchOption } : {}),
+          readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
+          waitReady: async (_vm, deadline) => {
+            qmpReady = performance.now();
+            // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
+            const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline);
+            try {
+              agent = await Promise.race([connecting, attachFailed, ...(gaveUp ? [gaveUp] : [])]);
+            } catch (e) {
+              connecting.then((a) => a.close(), () => undefined);
+              throw e;
+            }
+          },
+        });
+      };
+      const vm = await (async () => {
+        if (template) {
           try {
-            agent = await Promise.race([connecting, attachFailed, ...(gaveUp ? [gaveUp] : [])]);
+            return await launch(template);
           } catch (e) {
-            connecting.then((a) => a.close(), () => undefined);
-            throw e;
+            if (attachError !== undefined) throw e; // the network failed, not the template
+            agent?.close();
+            agent = undefined;
+            this.ctx.templates.discard(template, messageOf(e));
+            template = undefined;
           }
-        },
-      }).catch(async (e) => {
+        }
+        return launch();
+      })().catch(async (e) => {
         await attaching.catch(() => undefined); // the network undo must not race a running ADD
         throw e;
       });
       undo.push(['destroy VM', () => vm.destroy({ timeoutMs: VM_STOP_PHASE_MS })]);
       if (!agent) throw new Error('the VM became ready without an agent connection');
       checkCaller();
+      // A clone's first call: its own clock and RNG before anything in the guest draws on them.
+      if (template) await agent.renewIdentity();
       const t1 = performance.now();
-      const phases = await recordBootPhases(agent, { launchStarted: t0, qmpReady, agentReady: t1 });
+      const marks = { launchStarted: t0, qmpReady, agentReady: t1 };
+      const phases = template ? recordClonePhases(marks, vm.restoreMs ?? 0) : await recordBootPhases(agent, marks);
       const net = await attaching;
       const tCni = performance.now();
       const hostname = config.hostname || config.metadata.name.slice(0, 63);
-      if (net) await agent.configureNetwork(guestNic(net));
+      if (net) await agent.configureNetwork({ ...guestNic(net), ...(template ? { mac: TEMPLATE_NIC_MAC } : {}) });
       const podIps = net?.attachment.addresses.map((a) => a.ip) ?? [];
       const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls, podIps,
         ...(share ? { sharedFsTag: share.launchOption.tag } : {}),
@@ -146,7 +178,10 @@ export class SandboxService {
         runtimeHandler,
         state: 'ready',
         createdAt: nowNanos(),
-        vm: { runDir, pid: vm.pid, accelerator: vm.accel, profile: runtimeHandler, vcpus: size.vcpus, memoryMiB: size.memoryMiB, backend: backend.name },
+        vm: {
+          runDir, pid: vm.pid, accelerator: vm.accel, profile: runtimeHandler, vcpus: size.vcpus, memoryMiB: size.memoryMiB, backend: backend.name,
+          ...(template ? { template: template.key } : {}),
+        },
         network: net ? { mode: 'cni', ips: podIps, netns: net.netns, networkName: net.networkName } : { mode: 'loopback', ips: [] },
         images: [],
         guestFiles,
@@ -159,6 +194,7 @@ export class SandboxService {
       releaseSlot();
       log.info({
         sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
+        boot: template ? 'template' : 'cold', ...(vm.restoreMs !== undefined ? { restoreMs: Math.round(vm.restoreMs) } : {}),
         queuedMs: Math.round(queuedMs), netnsMs: Math.round(t0 - tNet), bootMs: Math.round(t1 - t0), bootPhases: phases, cniWaitMs: Math.round(tCni - t1), setupMs: Math.round(t2 - tCni), recordMs: Math.round(performance.now() - t2),
       }, 'sandbox ready');
       return id;

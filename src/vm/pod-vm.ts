@@ -20,6 +20,8 @@ export interface PodVm {
   /** The run directory's files (console log, sockets). */
   readonly paths: RunDirPaths;
   readonly exited: VmExitInfo | undefined;
+  /** How long loading a VM template's saved state took (ms); undefined for a cold boot. */
+  readonly restoreMs?: number;
   /** A QMP connection to this VM's QEMU, for inspection (admin views). */
   readonly qmp: QmpClient;
   once(event: 'exit', listener: (info: VmExitInfo) => void): this;
