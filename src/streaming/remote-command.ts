@@ -2,6 +2,8 @@ import type { EventEmitter } from 'node:events';
 import { messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import type { ProcessIo, ProcessSink } from './backend.js';
+import { IdleTimer } from './idle-timer.js';
+import { OutputFlow } from './output-flow.js';
 import { SerialWriter } from './serial-writer.js';
 import { errorStatus, exitCodeMessage, exitCodeStatus, successStatus } from './status.js';
 
@@ -46,8 +48,6 @@ export interface SessionLimits {
   idleTimeoutMs: number;
 }
 
-/** Past this many queued bytes towards the client, output is held back in the guest. */
-const OUTPUT_HIGH_WATER = 1 << 20;
 /** Past this many, the client is too slow to keep (attach cannot hold the container's output back). */
 const OUTPUT_HARD_LIMIT = 16 << 20;
 /** A resize stream that sends this much without a complete size is broken. */
@@ -68,35 +68,23 @@ export async function runRemoteCommand(
 ): Promise<void> {
   let io: ProcessIo | undefined;
   let closedReason: string | undefined;
-  let idleTimer: NodeJS.Timeout | undefined;
-  let outputPaused = false;
 
   const finished = new Promise<string>((resolve) => transport.onClose((reason) => { closedReason = reason; resolve(reason); }));
-  const touch = () => {
-    clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => {
-      log.info({ session: what.label, idleMs: limits.idleTimeoutMs }, 'streaming session idle: closing');
-      transport.close();
-    }, limits.idleTimeoutMs);
-    idleTimer.unref();
-  };
-  touch();
+  const idle = new IdleTimer(limits.idleTimeoutMs, () => {
+    log.info({ session: what.label, idleMs: limits.idleTimeoutMs }, 'streaming session idle: closing');
+    transport.close();
+  });
+  const touch = () => idle.touch();
 
-  const flowControl = () => {
-    if (!io) return;
-    const queued = transport.queuedBytes();
-    if (queued > OUTPUT_HARD_LIMIT) {
+  const flow = new OutputFlow(() => transport.queuedBytes(), async (paused) => io?.pauseOutput(paused), {
+    label: what.label,
+    hardLimit: OUTPUT_HARD_LIMIT,
+    onTooSlow: (queued) => {
       log.warn({ session: what.label, queued }, 'client reads too slowly: closing the session');
       transport.close();
-      return;
-    }
-    const want = queued > OUTPUT_HIGH_WATER;
-    if (want !== outputPaused) {
-      outputPaused = want;
-      void io.pauseOutput(want).catch((e) => log.debug({ err: messageOf(e) }, 'pause output'));
-    }
-  };
-  transport.onDrain(() => flowControl());
+    },
+  });
+  transport.onDrain(() => flow.check());
 
   const sink: ProcessSink = {
     output(stream, data) {
@@ -104,7 +92,7 @@ export async function runRemoteCommand(
       const out = stream === 'stderr' ? (transport.stderr ?? transport.stdout) : transport.stdout;
       if (!out || closedReason !== undefined) return;
       out.write(data);
-      flowControl();
+      flow.check();
     },
   };
 
@@ -148,7 +136,7 @@ export async function runRemoteCommand(
   } catch (e) {
     writeStatus(transport, 'error', messageOf(e), what.cmd);
     transport.close();
-    clearTimeout(idleTimer);
+    idle.stop();
     return;
   }
   const running = io;
@@ -166,7 +154,8 @@ export async function runRemoteCommand(
     io.exited.then((code) => ({ code }), (e) => ({ failure: messageOf(e) })),
     finished.then((reason) => ({ reason })),
   ]);
-  clearTimeout(idleTimer);
+  idle.stop();
+  flow.stop();
   if ('failure' in outcome) {
     writeStatus(transport, 'error', outcome.failure, what.cmd);
     transport.close();

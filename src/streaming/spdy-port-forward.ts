@@ -1,6 +1,7 @@
 import { logger } from '../log.js';
 import type { PortConnection } from './backend.js';
 import { HeldInput } from './held-input.js';
+import { IdleTimer } from './idle-timer.js';
 import { forwardConnection } from './port-forward.js';
 import { RstStatus } from './spdy/frames.js';
 import type { SpdySession, SpdyStream } from './spdy/session.js';
@@ -29,12 +30,8 @@ export function serveSpdyPortForward(
   opts: { label: string; allowedPorts: number[]; pairTimeoutMs: number; idleTimeoutMs: number },
 ): Promise<void> {
   const pairs = new Map<string, Pair>();
-  let idleTimer: NodeJS.Timeout | undefined;
-  const touch = () => {
-    clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => session.close('idle'), opts.idleTimeoutMs).unref();
-  };
-  touch();
+  const idle = new IdleTimer(opts.idleTimeoutMs, () => session.close('idle'));
+  const touch = () => idle.touch();
 
   session.on('stream', (stream) => {
     touch();
@@ -90,7 +87,7 @@ export function serveSpdyPortForward(
   });
 
   return new Promise((resolve) => session.whenClosed(() => {
-    clearTimeout(idleTimer);
+    idle.stop();
     for (const p of pairs.values()) clearTimeout(p.timer);
     resolve();
   }));

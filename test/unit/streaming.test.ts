@@ -7,6 +7,7 @@ import { FrameReader, encodeControl, encodeData, type Frame } from '../../src/st
 import { HeaderBlockReader, HeaderBlockWriter, encodeHeaderPairs } from '../../src/streaming/spdy/header-block.js';
 import { SpdySession } from '../../src/streaming/spdy/session.js';
 import { TokenStore } from '../../src/streaming/tokens.js';
+import { OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER, OutputFlow } from '../../src/streaming/output-flow.js';
 import { exitCodeStatus } from '../../src/streaming/status.js';
 
 describe('SPDY/3 pieces', () => {
@@ -27,6 +28,21 @@ describe('SPDY/3 pieces', () => {
     const small = new FrameReader(() => assert.fail('no frame'), (m) => { error = m; }, 16);
     small.push(encodeData(1, 0, Buffer.alloc(17)).subarray(0, 8));
     assert.match(error, /over the 16-byte limit/);
+  });
+
+  test('frame payloads: a large one inside one read is a view of it, a small one is copied, one across reads is joined', () => {
+    const frames: Frame[] = [];
+    const reader = new FrameReader((f) => frames.push(f), (m) => assert.fail(m));
+    const big = Buffer.alloc(60_000, 7);
+    const read = Buffer.concat([encodeData(1, 0, big), encodeData(3, 0, Buffer.from('tiny')), encodeData(5, 1, Buffer.alloc(0))]);
+    reader.push(read.subarray(0, read.length - 3));
+    reader.push(read.subarray(read.length - 3));
+    const [first, second, third] = frames as Array<Extract<Frame, { kind: 'data' }>>;
+    assert.ok(first.data.equals(big));
+    assert.equal(first.data.buffer, read.buffer, 'the large payload is not copied');
+    assert.equal(second.data.toString(), 'tiny');
+    assert.notEqual(second.data.buffer, read.buffer, 'a small payload does not pin the whole read');
+    assert.deepEqual([third.streamId, third.flags, third.data.length], [5, 1, 0]);
   });
 
   test('header blocks: zlib with the dictionary in (as Go clients send), stored blocks out, one context per direction', async () => {
@@ -75,6 +91,34 @@ describe('SPDY/3 pieces', () => {
     client.destroy('done');
     await new Promise<void>((r) => serverSession.whenClosed(() => r()));
     server.close();
+  });
+});
+
+describe('output flow control', () => {
+  test('pauses past the high-water mark, resumes below the low-water mark (watching the queue while paused), drops past the hard limit', async () => {
+    let queued = 0;
+    const calls: boolean[] = [];
+    let tooSlow = 0;
+    const flow = new OutputFlow(() => queued, async (p) => { calls.push(p); }, { label: 't', hardLimit: 16 << 20, onTooSlow: (q) => { tooSlow = q; } });
+    queued = OUTPUT_HIGH_WATER;
+    flow.check();
+    assert.deepEqual(calls, [], 'at the mark: not yet');
+    queued = OUTPUT_HIGH_WATER + 1;
+    flow.check();
+    flow.check();
+    assert.deepEqual(calls, [true], 'one pause, not one per check');
+    queued = OUTPUT_LOW_WATER; // read down, but the transport says nothing until it is empty
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(calls, [true], 'still above the low-water mark');
+    queued = OUTPUT_LOW_WATER - 1;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(calls, [true, false], 'resumed by the watch before the queue emptied');
+    queued = 17 << 20;
+    flow.check();
+    assert.equal(tooSlow, 17 << 20);
+    queued = 0;
+    flow.check();
+    assert.deepEqual(calls, [true, false], 'nothing after the session was dropped');
   });
 });
 

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { logger } from '../../log.js';
 import {
-  ControlType, Flag, FrameReader, MAX_DATA_CHUNK, RstStatus, SPDY_VERSION, encodeData, goAway, ping, rstStream, synReply, synStream, type Frame,
+  ControlType, Flag, FrameReader, MAX_DATA_CHUNK, RstStatus, SPDY_VERSION, dataHeader, encodeData, goAway, ping, rstStream, synReply, synStream, type Frame,
 } from './frames.js';
 import { HeaderBlockReader, HeaderBlockWriter, type Headers } from './header-block.js';
 
@@ -80,11 +80,10 @@ export class SpdyStream extends EventEmitter<{ data: [Buffer]; end: []; reset: [
     return this.headers.get(name.toLowerCase())?.[0];
   }
 
+  /** Takes `data` as it is (not copied): the caller must not change it afterwards. */
   write(data: Uint8Array): boolean {
     if (this.localEnded || this.wasReset) return false;
-    for (let at = 0; at < data.length; at += MAX_DATA_CHUNK) {
-      this.session.send(encodeData(this.id, 0, data.subarray(at, at + MAX_DATA_CHUNK)));
-    }
+    this.session.sendData(this.id, data);
     return this.session.writable;
   }
 
@@ -242,6 +241,18 @@ export class SpdySession extends EventEmitter<{ stream: [SpdyStream]; close: [re
   send(frame: Buffer): void {
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     this.socket.write(frame);
+  }
+
+  /** @internal Data frames of at most MAX_DATA_CHUNK: each header and its payload go out in one gathered write, uncopied. */
+  sendData(streamId: number, data: Uint8Array): void {
+    if (this.closed || this.socket.destroyed || this.socket.writableEnded || data.length === 0) return;
+    this.socket.cork();
+    for (let at = 0; at < data.length; at += MAX_DATA_CHUNK) {
+      const piece = data.subarray(at, at + MAX_DATA_CHUNK);
+      this.socket.write(dataHeader(streamId, 0, piece.length));
+      this.socket.write(piece);
+    }
+    this.socket.uncork();
   }
 
   /** @internal */
