@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { AgentClient } from '../src/agent-client/index.js';
-import { bootGuest, busyboxRootfsDisk, busyboxSpec, collectProcess, type BootedGuest } from '../test/helpers/guest.js';
+import { bootGuest, busyboxRootfsDisk, busyboxSpec, type BootedGuest } from '../test/helpers/guest.js';
 
 export interface ChannelFigures {
   rttMs: { median: number; p90: number; min: number };
@@ -51,12 +51,16 @@ async function outputThroughput(guest: BootedGuest, rootImage: string, mib: numb
     last = process.hrtime.bigint();
     bytes += o.data.length;
   };
+  // Only counted, never kept or decoded: the client's own work must not hold the channel back.
+  let exited!: () => void;
+  const exit = new Promise<void>((resolve) => { exited = resolve; });
+  const onExit = (e: { containerId: string; execId: string }) => { if (e.containerId === 'bench-out' && !e.execId) exited(); };
   agent.on('output', onOutput);
-  const io = collectProcess(agent, 'bench-out');
+  agent.on('exit', onExit);
   await agent.startContainer('bench-out');
-  await io.exit;
+  await exit;
   agent.off('output', onOutput);
-  io.dispose();
+  agent.off('exit', onExit);
   await agent.deleteContainer({ containerId: 'bench-out' });
   await agent.unmount({ path: root, removeDir: true });
   if (bytes !== mib << 20) throw new Error(`expected ${mib} MiB of output, got ${bytes} bytes`);
@@ -89,21 +93,48 @@ async function stdinThroughput(guest: BootedGuest, rootImage: string, mib: numbe
   return (total * chunk.length) / 1e6 / seconds;
 }
 
-/** Measures the channel on a booted guest; hot-plugs a busybox disk for the stream tests. */
-export async function measureChannel(guest: BootedGuest, opts: { calls: number; mib: number }): Promise<ChannelFigures> {
+/** A busybox disk hot-plugged and mounted in the guest, for the stream measurements. */
+export interface ChannelBench {
+  /** MB/s of container stdout (dd, 64 KiB writes) reaching the host as agent events, first to last byte. */
+  output(mib: number): Promise<number>;
+  stdin(mib: number): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+export async function prepareChannelBench(guest: BootedGuest): Promise<ChannelBench> {
   const disk = busyboxRootfsDisk();
+  const image = '/run/podvisor/images/bench-busybox';
   try {
     const plugged = await guest.vm.hotplugDisk({ id: 'bench-busybox', path: disk.path, readOnly: true });
-    const image = '/run/podvisor/images/bench-busybox';
     await guest.agent.mountDisk({ serial: plugged.serial, mountPoint: image });
+  } catch (e) {
+    disk.remove();
+    throw e;
+  }
+  return {
+    output: (mib) => outputThroughput(guest, image, mib),
+    stdin: (mib) => stdinThroughput(guest, image, mib),
+    async dispose() {
+      try {
+        await guest.agent.unmount({ path: image, removeDir: true });
+        await guest.vm.unplugDisk('bench-busybox');
+      } finally {
+        disk.remove();
+      }
+    },
+  };
+}
+
+/** Measures the channel on a booted guest; hot-plugs a busybox disk for the stream tests. */
+export async function measureChannel(guest: BootedGuest, opts: { calls: number; mib: number }): Promise<ChannelFigures> {
+  const bench = await prepareChannelBench(guest);
+  try {
     const rtt = await roundTrips(guest.agent, opts.calls);
-    const outputMBps = await outputThroughput(guest, image, opts.mib);
-    const stdinMBps = await stdinThroughput(guest, image, Math.max(1, opts.mib / 4));
-    await guest.agent.unmount({ path: image, removeDir: true });
-    await guest.vm.unplugDisk('bench-busybox');
+    const outputMBps = await bench.output(opts.mib);
+    const stdinMBps = await bench.stdin(Math.max(1, opts.mib / 4));
     return { rttMs: { median: median(rtt), p90: percentile(rtt, 90), min: Math.min(...rtt) }, outputMBps, stdinMBps };
   } finally {
-    disk.remove();
+    await bench.dispose();
   }
 }
 

@@ -115,6 +115,14 @@ export function collect(stream: SpdyStream): Promise<Buffer> {
   });
 }
 
+/** Settles when a stream ends or is reset. */
+function ended(stream: SpdyStream): Promise<void> {
+  return new Promise((resolve) => {
+    stream.once('end', () => resolve());
+    stream.once('reset', () => resolve());
+  });
+}
+
 export interface CommandResult {
   stdout: Buffer;
   stderr: Buffer;
@@ -142,6 +150,8 @@ export interface SpdyCommandOptions {
   resizes?: Array<{ Width: number; Height: number }>;
   /** Called with the stdout stream as soon as it is open (interactive tests). */
   onStdout?: (data: Buffer) => void;
+  /** false: stdout goes only to onStdout and is not kept (benchmarks of large outputs). */
+  keepStdout?: boolean;
 }
 
 /** Runs a remote command over SPDY as client-go does: error stream first, then stdin/stdout/stderr/resize. */
@@ -155,7 +165,7 @@ export async function spdyCommand(url: string, opts: SpdyCommandOptions = {}): P
     const stdout = await client.open({ streamtype: 'stdout' });
     stdout.end();
     if (opts.onStdout) stdout.on('data', opts.onStdout);
-    const out = collect(stdout);
+    const out = opts.keepStdout === false ? ended(stdout).then(() => Buffer.alloc(0)) : collect(stdout);
     let err: Promise<Buffer> = Promise.resolve(Buffer.alloc(0));
     if (opts.stderr !== false && !opts.tty) {
       const stderr = await client.open({ streamtype: 'stderr' });
