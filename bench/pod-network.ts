@@ -7,12 +7,14 @@
 //
 //   node --import tsx bench/pod-network.ts [rounds=3]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { unary } from '../test/helpers/daemon.js';
 import { containerConfig, sandboxConfig, waitFor } from '../test/helpers/cri.js';
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { createCniWorld, networksFor } from '../test/network/cni-fixture.js';
+import { qemuProcessesUsing } from '../test/helpers/vm.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 const RTT_COUNT = 200;
@@ -66,9 +68,11 @@ try {
   const cfg = sandboxConfig('bench-net', join(env.dir, 'logs', 'bench-net'));
   const { pod_sandbox_id } = await unary(rt, 'RunPodSandbox', { config: cfg });
   const podIp = (await unary(rt, 'PodSandboxStatus', { pod_sandbox_id })).status!.network!.ip;
+  const podContainers: string[] = [];
   for (const [name, cmd] of [['echo', ECHO], ['sink', SINK]] as const) {
     const { container_id } = await unary(rt, 'CreateContainer', { pod_sandbox_id, sandbox_config: cfg, config: containerConfig(name, env.busybox, ['sh', '-c', cmd]) });
     await unary(rt, 'StartContainer', { container_id });
+    podContainers.push(container_id);
   }
   // The baseline: two plain namespaces with the same CNI attachment, minus the tap and its redirects.
   const ids = [`benchsrv${process.pid}`, `benchcli${process.pid}`];
@@ -89,10 +93,40 @@ try {
     r.nsTp.push(probe(cli!.netns, 'send', srvIp, String(SINK_PORT), String(SEND_BYTES)).mbPerS!);
     console.log(`round ${i + 1}/${rounds}: rtt pod ${r.podRtt[i]!.toFixed(3)} ms vs netns ${r.nsRtt[i]!.toFixed(3)} ms; throughput pod ${r.podTp[i]!.toFixed(1)} MB/s vs netns ${r.nsTp[i]!.toFixed(1)} MB/s`);
   }
+  // Where the pod path's time goes: one more upload, with the guest kernel's CPU accounting (its
+  // /proc/stat, read through the pod) and QEMU's host CPU time around it, and the virtio-net
+  // features the guest negotiated (offloads pass through the tap's vnet_hdr when they are on).
+  const podExec = async (cmd: string) => Buffer.from((await unary(rt, 'ExecSync', { container_id: podContainers[0]!, cmd: ['sh', '-c', cmd], timeout: 60 })).stdout).toString('utf8');
+  const guestCpu = async () => (await podExec('head -1 /proc/stat')).trim().split(/\s+/).slice(1).map(Number);
+  const qemuPid = qemuProcessesUsing(pod_sandbox_id)[0];
+  const qemuTicks = () => {
+    if (!qemuPid) return NaN;
+    const f = readFileSync(`/proc/${qemuPid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime, in USER_HZ (100/s)
+  };
+  const g0 = await guestCpu();
+  const q0 = qemuTicks();
+  const t0 = performance.now();
+  const breakdownMbPerS = probe(undefined, 'send', podIp, String(SINK_PORT), String(SEND_BYTES)).mbPerS!;
+  const wallS = (performance.now() - t0) / 1000;
+  const q1 = qemuTicks();
+  const g1 = await guestCpu();
+  // /proc/stat's cpu line: user nice system idle iowait irq softirq steal …
+  const d = g1.map((v, i) => v - g0[i]!);
+  const total = d.slice(0, 8).reduce((a, b) => a + b, 0);
+  const pct = (x: number) => `${((100 * x) / total).toFixed(0)} %`;
+  const features = (await podExec('cat /sys/class/net/eth0/device/features 2>/dev/null || true')).trim();
+  const bit = (n: number) => (features ? (features[n] === '1' ? 'on' : 'off') : '?');
+  const mtu = (await podExec('cat /sys/class/net/eth0/mtu 2>/dev/null || true')).trim() || '?';
+
   const [pr, nr, pt, nt] = [median(r.podRtt), median(r.nsRtt), median(r.podTp), median(r.nsTp)];
   console.log(`\npod network (${rounds} rounds, medians; TCG unless /dev/kvm is usable)`);
   console.log(`  TCP round trip   host->pod ${pr.toFixed(3)} ms   netns->netns ${nr.toFixed(3)} ms   (ratio ${(pr / nr).toFixed(1)})`);
   console.log(`  TCP throughput   host->pod ${pt.toFixed(1)} MB/s   netns->netns ${nt.toFixed(1)} MB/s   (ratio ${(pt / nt).toFixed(3)})`);
+  console.log(`  where an upload's time goes (one more ${SEND_BYTES >> 20} MiB upload, ${breakdownMbPerS.toFixed(1)} MB/s, host load ${loadavg()[0]!.toFixed(1)}):`);
+  console.log(`    guest vCPU busy ${pct(total - d[3]! - d[4]!)} (softirq ${pct(d[6]!)}, system ${pct(d[2]!)}, user ${pct(d[0]! + d[1]!)}, irq ${pct(d[5]!)})`);
+  console.log(`    QEMU used ${((q1 - q0) / 100 / wallS).toFixed(2)} host cores over the upload's ${wallS.toFixed(1)} s`);
+  console.log(`    guest eth0 MTU ${mtu}; virtio-net offloads negotiated: csum ${bit(0)}, guest_csum ${bit(1)}, guest_tso4 ${bit(7)}, host_tso4 ${bit(11)}, mrg_rxbuf ${bit(15)}`);
   console.log(`  RunPodSandbox    with network ${(median(withNet) / 1000).toFixed(2)} s   loopback only ${(median(without) / 1000).toFixed(2)} s   (networking adds ${((median(withNet) - median(without)) / 1000).toFixed(2)} s)`);
 } finally {
   for (const s of servers) if (s.pid) try { process.kill(-s.pid, 'SIGKILL'); } catch { /* gone */ }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, get, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -69,7 +69,9 @@ describe('pod networking through the CRI', () => {
     assert.deepEqual(world.allocatedIps(), [], `${what}: no IPAM allocation`);
     assert.deepEqual(world.bridgePorts(), [], `${what}: no veth on the bridge`);
     for (const id of sandboxIds) assert.deepEqual(world.rulesMentioning(id), [], `${what}: no iptables rule of ${id.slice(0, 12)}`);
-    assert.deepEqual(listDir(join(env.daemon.state, 'netns')), [], `${what}: no netns file (and so no tap)`);
+    assert.deepEqual(listDir(join(env.daemon.state, 'netns')), [], `${what}: no netns file`);
+    // The tap lives only in the pod's namespace: with no bind mount and no QEMU holding it, it is gone too.
+    assert.deepEqual(mountsUnder(join(env.daemon.state, 'netns')), [], `${what}: no netns bind mount (and so no tap)`);
     assert.deepEqual(listDir(join(env.daemon.root, 'cni')), [], `${what}: no CNI attachment record`);
   };
 
@@ -199,6 +201,11 @@ describe('pod networking through the CRI', () => {
     await waitFor('no QEMU of the half-made pod', async () => (qemuProcessesUsing(join(env.daemon.state, 'vms')).length === 0 ? true : undefined), 60_000);
   });
 });
+
+/** Mount points below `dir` (the namespaces' bind mounts; `dir` itself may be a private bind of itself), from mountinfo. */
+function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(`${dir}/`));
+}
 
 function listDir(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
