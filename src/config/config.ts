@@ -59,6 +59,21 @@ export interface PodvisorConfig {
   /** "ADDR:PORT" for Prometheus /metrics; '' = off. */
   metrics: { listen: string };
   vm: VmHostConfig;
+  passthrough: PassthroughConfig;
+}
+
+/**
+ * `[passthrough]`: pods a VM cannot serve (host namespaces) or that the operator trusts (named
+ * handlers) go to a co-installed CRI runtime such as containerd (src/cri/passthrough/). Off
+ * unless `endpoint` is set.
+ */
+export interface PassthroughConfig {
+  /** `unix:///run/containerd/containerd.sock`; '' = off. */
+  endpoint: string;
+  /** Pods asking for the host's network, PID or IPC namespace go there. */
+  hostNamespaces: boolean;
+  /** Runtime handlers (RuntimeClass handler names) whose pods go there by name. */
+  handlers: string[];
 }
 
 /** `[vm]`: how QEMU runs on this host (issue 9: accelerator probe, confinement, console cap). */
@@ -195,6 +210,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   const metrics = { listen: metricsTable.string('listen', '', listenAddressProblem) };
   metricsTable.finish();
   const vm = readVmHost(top.table('vm'));
+  const passthrough = readPassthrough(top.table('passthrough'), runtimes);
   top.finish();
 
   return {
@@ -214,7 +230,25 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     debug,
     vm,
     metrics,
+    passthrough,
   };
+}
+
+function readPassthrough(t: TableReader, runtimes: Record<string, RuntimeProfileConfig>): PassthroughConfig {
+  const endpoint = t.string('endpoint', '', (v) =>
+    v === '' || /^unix:\/\/\/./.test(v) ? undefined : `must be a unix socket URL such as "unix:///run/containerd/containerd.sock", got "${v}"`);
+  const hostNamespaces = t.bool('host_namespaces', false);
+  const handlers = t.strings('handlers', []);
+  for (const h of handlers) {
+    // "" and "kata" are VM handlers by default; naming one here is the operator's explicit choice to send
+    // its pods to the other runtime. A handler with its own [runtimes] table in the file is ambiguous.
+    if (h !== '' && h !== 'kata' && Object.hasOwn(runtimes, h)) t.fail('handlers', `names "${h}", which also has a [runtimes."${h}"] VM table: a handler runs either in a VM or in the pass-through runtime`);
+  }
+  if (endpoint === '' && (hostNamespaces || handlers.length > 0)) {
+    t.fail(hostNamespaces ? 'host_namespaces' : 'handlers', 'routes pods to the pass-through runtime, but passthrough.endpoint is not set');
+  }
+  t.finish();
+  return { endpoint, hostNamespaces, handlers };
 }
 
 function readVmHost(t: TableReader): VmHostConfig {

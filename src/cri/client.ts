@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
 import { CRI_MAX_MESSAGE_BYTES, criGrpc, type ImageServiceClient, type RuntimeServiceClient } from './proto.js';
 
-/** CRI clients for the CLI, hack/demo-pod.ts and the tests; the server never uses this file. */
+/** CRI clients for the CLI, hack/demo-pod.ts, the tests, and the pass-through runtime's client (passthrough/remote-runtime.ts). */
 
 export interface CriClient {
   runtime: RuntimeServiceClient;
@@ -45,10 +45,13 @@ type ResponseOf<F> = F extends (req: never, cb: infer C) => unknown
     : never
   : never;
 
-/** Calls one unary method of a grpc-js client as a promise: `await unary(client.runtime, 'Version', {})`. */
-export function unary<C, K extends keyof C>(client: C, method: K, req: RequestOf<C[K]>): Promise<ResponseOf<C[K]>> {
+/**
+ * Calls one unary method of a grpc-js client as a promise: `await unary(client.runtime, 'Version', {})`.
+ * `options` (e.g. a deadline) are grpc-js call options.
+ */
+export function unary<C, K extends keyof C>(client: C, method: K, req: RequestOf<C[K]>, options: grpc.CallOptions = {}): Promise<ResponseOf<C[K]>> {
   return new Promise((resolve, reject) => {
-    const fn = client[method] as unknown as (req: unknown, cb: (err: ServiceError | null, res?: unknown) => void) => unknown;
-    fn.call(client, req, (err, res) => (err ? reject(err) : resolve(res as ResponseOf<C[K]>)));
+    const fn = client[method] as unknown as (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: ServiceError | null, res?: unknown) => void) => unknown;
+    fn.call(client, req, new grpc.Metadata(), options, (err, res) => (err ? reject(err) : resolve(res as ResponseOf<C[K]>)));
   });
 }

@@ -2,6 +2,9 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PodvisorConfig } from '../config/config.js';
 import { startCriServer } from '../cri/server.js';
+import { imageHandlers, runtimeHandlers } from '../cri/handlers.js';
+import { openPassthrough } from '../cri/passthrough/passthrough.js';
+import { routedTables } from '../cri/passthrough/routed-handlers.js';
 import type { CriServices } from '../cri/services.js';
 import { RuntimeInfo } from '../runtime/runtime-info.js';
 import { ImageService } from '../image/image-service.js';
@@ -78,7 +81,12 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     streaming,
     shutdown: shutdown.signal,
   };
-  const server = await startCriServer(services, config.listen);
+  // [passthrough]: host-namespace and trusted pods go to a co-installed CRI runtime (src/cri/passthrough/).
+  const passthrough = config.passthrough.endpoint
+    ? await openPassthrough(config.passthrough, config.state, runtime.handlers)
+    : undefined;
+  const tables = { runtime: runtimeHandlers, image: imageHandlers };
+  const server = await startCriServer(services, config.listen, passthrough ? routedTables(tables, passthrough) : tables);
   let tools: Awaited<ReturnType<typeof startOperatorTools>>;
   try {
     tools = await startOperatorTools(config, pods);
@@ -86,6 +94,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     await server.close();
     await streaming.close();
     await pods.detach();
+    passthrough?.close();
     throw e;
   }
   return {
@@ -96,6 +105,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
       await server.close();
       await streaming.close();
       await pods.detach();
+      passthrough?.close();
       rmSync(config.listen, { force: true });
     },
   };
