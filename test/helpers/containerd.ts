@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, rmSync, writeFileSync, type Dirent } from 'node:fs';
+import { basename, join } from 'node:path';
 import { criClient, unary, type CriClient } from '../../src/cri/client.js';
 
 /**
@@ -17,6 +17,11 @@ export interface TestContainerd {
   socket: string;
   /** `unix:///…/containerd.sock`, for podvisor's `[passthrough] endpoint` */
   endpoint: string;
+  /**
+   * A cgroupfs parent for pods' `linux.cgroup_parent` (kubelet always sends one; containerd's pod
+   * stats need it). Removed with everything else.
+   */
+  cgroupParent: string;
   /** A CRI client straight to containerd, to check what podvisor did there. */
   client: CriClient;
   proc: ChildProcess;
@@ -102,7 +107,8 @@ state = "${dir}/state"
     }
   };
   const netnsBefore = new Set(safeList(NETNS_DIR));
-  const cleanupSync = () => cleanUp(dir, proc, netnsBefore, opts.cni?.bridge);
+  const cgroupParent = `/${basename(dir)}`;
+  const cleanupSync = () => cleanUp(dir, proc, netnsBefore, opts.cni?.bridge, cgroupParent);
   const onSignal = (sig: NodeJS.Signals) => {
     cleanupSync();
     process.kill(process.pid, sig);
@@ -128,6 +134,7 @@ state = "${dir}/state"
     dir,
     socket,
     endpoint: `unix://${socket}`,
+    cgroupParent,
     client,
     get proc() {
       return proc;
@@ -176,7 +183,7 @@ function existsDir(d: string): boolean {
  * runc's own root for this instance), shims serving its socket, containerd
  * itself, mounts under its folder, network namespaces it made, the folder.
  */
-function cleanUp(dir: string, proc: ChildProcess | undefined, netnsBefore: Set<string>, bridge: string | undefined): void {
+function cleanUp(dir: string, proc: ChildProcess | undefined, netnsBefore: Set<string>, bridge: string | undefined, cgroupParent: string): void {
   const runcRoot = join(dir, 'runc');
   for (const ns of safeList(runcRoot)) {
     for (const id of safeList(join(runcRoot, ns))) {
@@ -236,7 +243,25 @@ function cleanUp(dir: string, proc: ChildProcess | undefined, netnsBefore: Set<s
       /* never made (no pod used the network) */
     }
   }
+  // The pods' cgroups under each v1 hierarchy (runc removed the containers' own; their parents stay).
+  for (const hierarchy of safeList('/sys/fs/cgroup')) removeCgroupTree(join('/sys/fs/cgroup', hierarchy, cgroupParent));
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** Empty cgroup directories are removed with rmdir, deepest first (their files cannot be unlinked). */
+function removeCgroupTree(path: string): void {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(path, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const e of entries) if (e.isDirectory()) removeCgroupTree(join(path, e.name));
+  try {
+    rmdirSync(path);
+  } catch {
+    /* still in use: a process the clean-up could not kill */
+  }
 }
 
 function safeList(d: string): string[] {

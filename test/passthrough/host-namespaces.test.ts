@@ -67,7 +67,9 @@ describe('pass-through of host-namespace pods to containerd', () => {
 
   /** Runs a sandbox and one long-running container in it through podvisord; returns both ids. */
   async function runPod(name: string, extra: Record<string, unknown>, handler = '', command = ['sleep', '3600']) {
-    const cfg = sandboxConfig(name, join(logDir, name), extra);
+    // cgroup_parent as kubelet sends it with the cgroupfs driver; containerd's pod stats read this cgroup
+    const linux = { ...((extra.linux as object | undefined) ?? {}), cgroup_parent: `${containerd.cgroupParent}/pod${name}` };
+    const cfg = sandboxConfig(name, join(logDir, name), { ...extra, linux });
     const sandboxId = (await unary(rt(), 'RunPodSandbox', { config: cfg, runtime_handler: handler })).pod_sandbox_id;
     const containerId = (await unary(rt(), 'CreateContainer', {
       pod_sandbox_id: sandboxId, config: containerConfig('main', busybox, command), sandbox_config: cfg,
