@@ -2,6 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, rmSync, writeFileSync, type Dirent } from 'node:fs';
 import { basename, join } from 'node:path';
 import { criClient, unary, type CriClient } from '../../src/cri/client.js';
+import { cleanupOnSignal } from './signal-cleanup.js';
 
 /**
  * A real containerd (Debian's package, runc underneath) for the pass-through
@@ -109,17 +110,12 @@ state = "${dir}/state"
   const netnsBefore = new Set(safeList(NETNS_DIR));
   const cgroupParent = `/${basename(dir)}`;
   const cleanupSync = () => cleanUp(dir, proc, netnsBefore, opts.cni?.bridge, cgroupParent);
-  const onSignal = (sig: NodeJS.Signals) => {
-    cleanupSync();
-    process.kill(process.pid, sig);
-  };
+  // On SIGINT/SIGTERM through the fixtures' one signal handler; on a plain exit (a crashed test file) here.
+  const offSignal = cleanupOnSignal(cleanupSync);
   process.on('exit', cleanupSync);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const forget = () => {
+    offSignal();
     process.off('exit', cleanupSync);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
   };
   try {
     await launch();
