@@ -51,6 +51,8 @@ export interface TemplateRequest {
 /** A usable template: what a clone launch needs. */
 export interface VmTemplate {
   key: string;
+  /** When this build of it was made: a clone of an earlier build that fails does not remove a later one. */
+  createdAt: string;
   stateFile: string;
   /** The sandbox profile with RAM mapped privately from the template's RAM file. */
   cloneProfile: VmProfile;
@@ -126,6 +128,10 @@ export class VmTemplates {
 
   /** A clone of this template failed to start: the template is removed (rebuilt on next use) and the caller boots cold. */
   discard(template: VmTemplate, why: string): void {
+    // Another clone of it failed first and a fresh build of the same key is under way: keep that.
+    if (this.building.has(template.key)) return;
+    const current = readJsonFile<TemplateRecord>(join(this.dir(template.key), 'template.json'));
+    if (current && current.createdAt !== template.createdAt) return;
     log.warn({ key: template.key, err: why }, 'VM template unusable (a clone of it failed to start); removed, this sandbox boots cold');
     rmSync(this.dir(template.key), { recursive: true, force: true });
   }
@@ -172,7 +178,7 @@ export class VmTemplates {
       rmSync(dir, { recursive: true, force: true });
       return undefined;
     }
-    return { key, stateFile, cloneProfile: { ...profile, memory: { kind: 'file', memPath: ramFile, share: false } } };
+    return { key, createdAt: record.createdAt, stateFile, cloneProfile: { ...profile, memory: { kind: 'file', memPath: ramFile, share: false } } };
   }
 
   private async build(key: string, inputs: TemplateInputs, req: TemplateRequest): Promise<VmTemplate> {

@@ -168,7 +168,8 @@ describe('sandboxes cloned from a VM template', () => {
     const { id } = pods['clone-b']!;
     const { pid, runDir } = (await info(id)).vm;
     await unary(rt(), 'StopPodSandbox', { pod_sandbox_id: id });
-    assert.ok(!existsSync(`/proc/${pid}`), 'QEMU is gone after StopPodSandbox');
+    // (A zombie may stay: a QEMU started by the daemon killed above has init as its parent.)
+    assert.deepEqual(qemuProcessesUsing(runDir), [], `QEMU (pid ${pid}) is gone after StopPodSandbox`);
     await removePod('clone-b');
     assert.ok(!existsSync(runDir), 'no run directory');
     assert.ok(!existsSync(join(env.daemon.root, 'pods', id)), 'no records');
