@@ -59,6 +59,8 @@ export interface PodvisorConfig {
   /** "ADDR:PORT" for Prometheus /metrics; '' = off. */
   metrics: { listen: string };
   vm: VmHostConfig;
+  /** The libvirt VM backend's connection (handlers with backend = "libvirt"). */
+  libvirt: { uri: string };
   passthrough: PassthroughConfig;
 }
 
@@ -211,6 +213,10 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   metricsTable.finish();
   const vm = readVmHost(top.table('vm'));
   const passthrough = readPassthrough(top.table('passthrough'), runtimes);
+  // `[libvirt]`: where the libvirt VM backend connects (issue 19); used only by handlers with backend = "libvirt".
+  const libvirtTable = top.table('libvirt');
+  const libvirt = { uri: libvirtTable.string('uri', 'qemu:///system', (v) => (/^[a-z][a-z0-9+]*:\/\//.test(v) ? undefined : 'must be a libvirt URI such as "qemu:///system"')) };
+  libvirtTable.finish();
   top.finish();
 
   return {
@@ -231,6 +237,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     vm,
     metrics,
     passthrough,
+    libvirt,
   };
 }
 
@@ -285,6 +292,7 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     kernelArgs: t.strings('kernel_args', []),
     // Off by default: a clone has no virtio-fs, so its pods cannot mount volumes (docs/templates.md).
     template: t.bool('template', false),
+    backend: t.oneOf('backend', 'qemu', ['qemu', 'libvirt'] as const),
   };
   t.finish();
   return profile;

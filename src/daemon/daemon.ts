@@ -15,6 +15,8 @@ import { createPodServices, podDirs } from '../pod/pod-services.js';
 import { logger } from '../log.js';
 import { QemuUsers } from '../vm/confinement.js';
 import { sweepIdleVmCgroups } from '../vm/cgroup.js';
+import { createLibvirtBackend } from '../vm/libvirt/backend.js';
+import type { VmBackend } from '../vm/pod-vm.js';
 import { startAccelProbe } from '../vm/host.js';
 import { StreamingServer } from '../streaming/server.js';
 import { startOperatorTools } from './operator-tools.js';
@@ -46,6 +48,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     podCidr: () => runtime?.currentPodCidr ?? '',
   });
   runtime = new RuntimeInfo(config, network);
+  const vmBackends = await libvirtBackendIfAsked(config);
   const pods = await createPodServices({
     recordsDir: dirs.recordsDir,
     settings: {
@@ -61,6 +64,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
         allowNoSeccomp: config.vm.allowNoSeccomp,
         consoleMaxBytes: config.vm.consoleMaxBytes,
       },
+      ...(vmBackends ? { vmBackends } : {}),
     },
     images: podImages(images),
     connectAgent,
@@ -109,4 +113,17 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
       rmSync(config.listen, { force: true });
     },
   };
+}
+
+/**
+ * The libvirt VM backend when a runtime handler asks for it (issue 19), connected once now so
+ * that a missing binding or an unreachable libvirtd stops podvisord with the reason.
+ */
+async function libvirtBackendIfAsked(config: PodvisorConfig): Promise<{ libvirt: VmBackend } | undefined> {
+  const handlers = Object.entries(config.runtimes).filter(([, p]) => p.backend === 'libvirt').map(([h]) => h);
+  if (handlers.length === 0) return undefined;
+  const backend = createLibvirtBackend(config.libvirt.uri);
+  await backend.check();
+  logger('daemon').info({ uri: config.libvirt.uri, handlers }, 'libvirt VM backend connected');
+  return { libvirt: backend };
 }

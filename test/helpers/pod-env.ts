@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ImageService } from '../../src/image/image-service.js';
 import { killLeftoverVms, startDaemon, unary, type DaemonOptions, type RunningDaemon } from './daemon.js';
 import { cleanupOnSignal } from './signal-cleanup.js';
+import { libvirtUnavailable, startPrivateLibvirtd, type PrivateLibvirtd } from './libvirtd.js';
 import { pushTestImages, startRegistry, type TestRegistry } from './registry.js';
 
 /**
@@ -24,6 +25,24 @@ export interface PodTestEnv {
   /** Starts podvisord again on the same folders. */
   startDaemon(): Promise<void>;
   dispose(): Promise<void>;
+  /** The test's own libvirtd, when the pods run on the libvirt VM backend (`vmBackend: 'libvirt'`). */
+  libvirtd?: PrivateLibvirtd;
+}
+
+/**
+ * Which VM backend the pod tests run on: `PODVISOR_TEST_VM_BACKEND=libvirt` runs the same
+ * pod tests (lifecycle, recovery, …) with both default handlers on the libvirt backend,
+ * against a libvirtd the env starts for itself.
+ */
+export function testVmBackend(): 'qemu' | 'libvirt' {
+  const b = process.env.PODVISOR_TEST_VM_BACKEND ?? 'qemu';
+  if (b !== 'qemu' && b !== 'libvirt') throw new Error(`PODVISOR_TEST_VM_BACKEND must be "qemu" or "libvirt", got "${b}"`);
+  return b;
+}
+
+/** The config that puts both default handlers on the libvirt backend behind `uri`. */
+export function libvirtBackendConfig(uri: string): string {
+  return `[runtimes.""]\nbackend = "libvirt"\n[runtimes.kata]\nbackend = "libvirt"\n[libvirt]\nuri = "${uri}"\n`;
 }
 
 export function daemonConfig(registryHost: string): string {
@@ -31,16 +50,25 @@ export function daemonConfig(registryHost: string): string {
 }
 
 /** `extraConfig`: TOML appended to the registry settings (e.g. a `[cni]` table). */
-export async function startPodTestEnv(opts: DaemonOptions = {}, extraConfig = ''): Promise<PodTestEnv> {
-  const registry = await startRegistry();
+export async function startPodTestEnv(opts: DaemonOptions & { vmBackend?: 'qemu' | 'libvirt' } = {}, extraConfig = ''): Promise<PodTestEnv> {
+  const backend = opts.vmBackend ?? testVmBackend();
+  const unavailable = backend === 'libvirt' ? libvirtUnavailable() : undefined;
+  if (unavailable) throw new Error(`the pod tests were asked to run on the libvirt backend, but ${unavailable}`);
+  const libvirtd = backend === 'libvirt' ? await startPrivateLibvirtd() : undefined;
+  const registry = await startRegistry().catch(async (e) => {
+    await libvirtd?.stop();
+    throw e;
+  });
   let dir: string | undefined;
   try {
     await pushTestImages(registry);
     dir = mkdtempSync(join(tmpdir(), 'pvp-'));
-    const daemonOpts: DaemonOptions = { config: daemonConfig(registry.host) + extraConfig, logLevel: 'info', ...opts, dir };
+    const config = daemonConfig(registry.host) + extraConfig + (libvirtd ? libvirtBackendConfig(libvirtd.uri) : '');
+    const daemonOpts: DaemonOptions = { config, logLevel: 'info', ...opts, dir };
     const env: PodTestEnv = {
       registry,
       dir,
+      ...(libvirtd ? { libvirtd } : {}),
       daemon: await startDaemon(daemonOpts),
       busybox: `${registry.host}/podvisor-test/busybox:latest`,
       async pull(ref) {
@@ -71,6 +99,7 @@ export async function startPodTestEnv(opts: DaemonOptions = {}, extraConfig = ''
         }
         await env.daemon.dispose();
         killLeftoverVms(join(dir!, 'state', 'vms'));
+        await libvirtd?.stop();
         await registry.stop();
         rmSync(dir!, { recursive: true, force: true });
       },
@@ -89,6 +118,7 @@ export async function startPodTestEnv(opts: DaemonOptions = {}, extraConfig = ''
     return env;
   } catch (e) {
     await registry.stop();
+    await libvirtd?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
     throw e;
   }

@@ -1,0 +1,122 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cleanupOnSignal } from './signal-cleanup.js';
+
+/**
+ * A libvirtd of the test's own: a private mount namespace puts fresh directories over
+ * libvirt's fixed state paths (/etc/libvirt, /run/libvirt, /var/lib/libvirt, …), and its
+ * socket is in a directory of its own, so no system libvirt is used or disturbed and no
+ * systemd is needed. QEMU runs as root there (`user = "root"`, no relabelling): the test
+ * run directories are root's. Domain type qemu under TCG.
+ */
+export interface PrivateLibvirtd {
+  dir: string;
+  uri: string;
+  /** Stops libvirtd (SIGTERM) and starts it again on the same directories; running domains stay. */
+  restart(): Promise<void>;
+  virsh(...args: string[]): string;
+  /** Destroys every domain it still has, stops libvirtd and removes its directories. */
+  stop(): Promise<void>;
+}
+
+/** Why libvirt tests cannot run here, or undefined when they can. */
+export function libvirtUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'the libvirt tests start their own libvirtd, which needs root';
+  for (const bin of ['/usr/sbin/libvirtd', '/usr/bin/virsh', '/usr/bin/unshare']) {
+    try {
+      accessSync(bin, constants.X_OK);
+    } catch {
+      return `${bin} is missing: install libvirt with PODVISOR_WITH_LIBVIRT=1 hack/install-deps`;
+    }
+  }
+  try {
+    createRequire(import.meta.url).resolve('@unraid/libvirt');
+  } catch {
+    return 'the optional package @unraid/libvirt is not installed (PODVISOR_WITH_LIBVIRT=1 hack/install-deps builds it)';
+  }
+  return undefined;
+}
+
+const STATE_DIRS = { etc: '/etc/libvirt', run: '/run/libvirt', lib: '/var/lib/libvirt', log: '/var/log/libvirt', cache: '/var/cache/libvirt' } as const;
+
+export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
+  // Short: the socket path must stay under 108 bytes.
+  mkdirSync('/run/pvlv', { recursive: true, mode: 0o700 });
+  const dir = mkdtempSync('/run/pvlv/d');
+  for (const sub of [...Object.keys(STATE_DIRS), 'sock']) mkdirSync(join(dir, sub), { mode: 0o700 });
+  for (const target of Object.values(STATE_DIRS)) mkdirSync(target, { recursive: true });
+  writeFileSync(join(dir, 'etc', 'libvirtd.conf'), [
+    `unix_sock_dir = "${dir}/sock"`, 'unix_sock_rw_perms = "0700"', 'unix_sock_ro_perms = "0700"',
+    'auth_unix_rw = "none"', 'auth_unix_ro = "none"', `log_outputs = "3:file:${dir}/libvirtd.log"`, '',
+  ].join('\n'));
+  writeFileSync(join(dir, 'etc', 'qemu.conf'), [
+    'user = "root"', 'group = "root"', 'dynamic_ownership = 0', 'security_driver = "none"',
+    // No virtlogd here; no per-domain /dev namespace (the test's paths are plain host paths).
+    'stdio_handler = "file"', 'namespaces = []', '',
+  ].join('\n'));
+  const uri = `qemu+unix:///system?socket=${dir}/sock/libvirt-sock`;
+  let proc: ChildProcess | undefined;
+
+  const virsh = (...args: string[]) => execFileSync('virsh', ['-c', uri, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const start = async () => {
+    const mounts = Object.entries(STATE_DIRS).map(([sub, target]) => `mount --bind ${dir}/${sub} ${target}`).join(' && ');
+    proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${mounts} && exec libvirtd --config ${dir}/etc/libvirtd.conf`], {
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`libvirtd exited with ${proc.exitCode}; see ${dir}/log/libvirtd.log`);
+      try {
+        virsh('version');
+        return;
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`libvirtd did not answer within 120 s: ${(e as Error).message}`);
+        await sleep(500);
+      }
+    }
+  };
+  const stopDaemon = async () => {
+    const p = proc;
+    if (!p || p.exitCode !== null) return;
+    const gone = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await Promise.race([gone, sleep(15_000)]);
+    if (p.exitCode === null) p.kill('SIGKILL');
+  };
+  const stop = async () => {
+    try {
+      for (const name of virsh('list', '--name').split('\n').map((l) => l.trim()).filter(Boolean)) {
+        try {
+          virsh('destroy', name);
+        } catch {
+          /* ended meanwhile */
+        }
+      }
+    } catch {
+      /* libvirtd not answering: nothing more to ask it */
+    }
+    await stopDaemon();
+    forget();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const forget = cleanupOnSignal(stop);
+  try {
+    await start();
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    dir,
+    uri,
+    virsh,
+    stop,
+    async restart() {
+      await stopDaemon();
+      await start();
+    },
+  };
+}
