@@ -1,6 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupOnSignal } from './signal-cleanup.js';
@@ -23,7 +22,7 @@ export interface PrivateLibvirtd {
 }
 
 /** Why libvirt tests cannot run here, or undefined when they can. */
-export function libvirtUnavailable(): string | undefined {
+export async function libvirtUnavailable(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return 'the libvirt tests start their own libvirtd, which needs root';
   for (const bin of ['/usr/sbin/libvirtd', '/usr/bin/virsh', '/usr/bin/unshare']) {
     try {
@@ -33,9 +32,10 @@ export function libvirtUnavailable(): string | undefined {
     }
   }
   try {
-    createRequire(import.meta.url).resolve('@unraid/libvirt');
-  } catch {
-    return 'the optional package @unraid/libvirt is not installed (PODVISOR_WITH_LIBVIRT=1 hack/install-deps builds it)';
+    const specifier: string = '@unraid/libvirt'; // optional: not resolved by tsc
+    await import(specifier);
+  } catch (e) {
+    return `the optional package @unraid/libvirt is not installed or not built (${(e as Error).message}; PODVISOR_WITH_LIBVIRT=1 hack/install-deps builds it)`;
   }
   return undefined;
 }

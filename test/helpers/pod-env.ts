@@ -52,7 +52,7 @@ export function daemonConfig(registryHost: string): string {
 /** `extraConfig`: TOML appended to the registry settings (e.g. a `[cni]` table). */
 export async function startPodTestEnv(opts: DaemonOptions & { vmBackend?: 'qemu' | 'libvirt' } = {}, extraConfig = ''): Promise<PodTestEnv> {
   const backend = opts.vmBackend ?? testVmBackend();
-  const unavailable = backend === 'libvirt' ? libvirtUnavailable() : undefined;
+  const unavailable = backend === 'libvirt' ? await libvirtUnavailable() : undefined;
   if (unavailable) throw new Error(`the pod tests were asked to run on the libvirt backend, but ${unavailable}`);
   const libvirtd = backend === 'libvirt' ? await startPrivateLibvirtd() : undefined;
   const registry = await startRegistry().catch(async (e) => {

@@ -27,8 +27,6 @@ export interface DomainXmlInput {
   accel: 'kvm' | 'tcg';
   tscKhz: number;
   sharedFs?: SharedFs;
-  /** libvirt's memory hard limit (guest RAM + QEMU's overhead), from the VM confinement. */
-  hardLimitMiB?: number;
 }
 
 /** libvirt domain names: what podvisor's VM ids allow, behind a prefix that says who made it. */
@@ -91,7 +89,6 @@ export function buildDomainXml(input: DomainXmlInput): string {
     `<memory unit='MiB'>${profile.memoryMiB}</memory>`,
     // virtio-fs needs guest RAM that the virtiofsd process can map.
     input.sharedFs ? "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>" : '',
-    input.hardLimitMiB ? `<memtune><hard_limit unit='MiB'>${input.hardLimitMiB}</hard_limit></memtune>` : '',
     `<vcpu>${profile.vcpus}</vcpu>`,
     `<os><type arch='x86_64' machine='${microvm ? 'microvm' : 'q35'}'>hvm</type>`,
     `<kernel>${x(profile.kernel)}</kernel>`,

@@ -113,11 +113,10 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
     const name = domainName(opts.id);
     const consoleMaxBytes = opts.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES;
     const log = logger('vm-libvirt', { sandbox: opts.id, domain: name });
-    const jail = opts.confinement;
-    const xml = buildDomainXml({
-      name, profile: opts.profile, paths, accel, tscKhz: opts.profile.tscKhz ?? hostTscKhz(), sharedFs: opts.sharedFs,
-      ...(jail ? { hardLimitMiB: opts.profile.memoryMiB + jail.overheadMiB } : {}),
-    });
+    // Confinement is libvirt's here (qemu.conf's user, its cgroups, its security driver); podvisor's
+    // per-VM uid and cgroup limits (opts.confinement) are the QEMU backend's. No <memtune> hard
+    // limit either: libvirt then raises QEMU's RLIMIT_MEMLOCK to it, which needs CAP_SYS_RESOURCE.
+    const xml = buildDomainXml({ name, profile: opts.profile, paths, accel, tscKhz: opts.profile.tscKhz ?? hostTscKhz(), sharedFs: opts.sharedFs });
     const createdDir = prepareRunDir(paths);
     const recordFile = join(paths.dir, RECORD_FILE);
     const record: LibvirtVmRecord = {
