@@ -17,6 +17,8 @@ export interface PrivateLibvirtd {
   /** Stops libvirtd (SIGTERM) and starts it again on the same directories; running domains stay. */
   restart(): Promise<void>;
   virsh(...args: string[]): string;
+  /** libvirtd's pid (the daemon's own memory is a per-node cost of this backend). */
+  pid(): number | undefined;
   /** Destroys every domain it still has, stops libvirtd and removes its directories. */
   stop(): Promise<void>;
 }
@@ -60,7 +62,7 @@ export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
   const uri = `qemu+unix:///system?socket=${dir}/sock/libvirt-sock`;
   let proc: ChildProcess | undefined;
 
-  const virsh = (...args: string[]) => execFileSync('virsh', ['-c', uri, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const virsh = (...args: string[]) => execFileSync('virsh', ['-c', uri, ...args], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
   const start = async () => {
     const mounts = Object.entries(STATE_DIRS).map(([sub, target]) => `mount --bind ${dir}/${sub} ${target}`).join(' && ');
     proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${mounts} && exec libvirtd --config ${dir}/etc/libvirtd.conf`], {
@@ -114,6 +116,7 @@ export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
     uri,
     virsh,
     stop,
+    pid: () => proc?.pid,
     async restart() {
       await stopDaemon();
       await start();

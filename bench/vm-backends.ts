@@ -1,0 +1,68 @@
+// The two VM backends side by side in one run (issue 19): RunPodSandbox through the real CRI
+// socket and the idle QEMU's PSS, for podvisor's own QEMU launcher (handler "") and for the
+// libvirt backend (handler "libvirt", against a libvirtd this bench starts on private
+// sockets). Rounds alternate which backend goes first, one VM at a time, so load from
+// elsewhere on the machine hits both alike. libvirtd's own PSS is printed once: a per-node
+// cost of the libvirt backend, not a per-pod one.
+//
+//   node --import tsx bench/vm-backends.ts [rounds=2] [idle-seconds=20]
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { vmProcessUsage } from '../src/vm/process-usage.js';
+import { unary } from '../test/helpers/daemon.js';
+import { libvirtUnavailable, startPrivateLibvirtd } from '../test/helpers/libvirtd.js';
+import { startPodTestEnv } from '../test/helpers/pod-env.js';
+import { sandboxConfig } from '../test/helpers/cri.js';
+
+const rounds = Number(process.argv[2] ?? 2);
+const idleSeconds = Number(process.argv[3] ?? 20);
+const MiB = 1024 * 1024;
+
+const unavailable = await libvirtUnavailable();
+if (unavailable) {
+  console.log(`vm-backends: cannot compare: ${unavailable}`);
+  process.exit(1);
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+const libvirtd = await startPrivateLibvirtd();
+const env = await startPodTestEnv({ vmBackend: 'qemu', logLevel: 'info', startTimeoutMs: 300_000 },
+  `[daemon]\nboot_timeout_seconds = 900\n[runtimes.libvirt]\nbackend = "libvirt"\n[libvirt]\nuri = "${libvirtd.uri}"\n`);
+const backends = { qemu: '', libvirt: 'libvirt' } as const;
+type Name = keyof typeof backends;
+const runp: Record<Name, number[]> = { qemu: [], libvirt: [] };
+const pss: Record<Name, number[]> = { qemu: [], libvirt: [] };
+try {
+  const rt = env.daemon.client.runtime;
+  for (let i = 0; i < rounds; i++) {
+    const order: Name[] = i % 2 === 0 ? ['qemu', 'libvirt'] : ['libvirt', 'qemu'];
+    for (const name of order) {
+      const cfg = sandboxConfig(`bench-${name}-${i}`, join(env.dir, 'logs', `bench-${name}-${i}`));
+      const t = performance.now();
+      const { pod_sandbox_id } = await unary(rt, 'RunPodSandbox', { config: cfg, runtime_handler: backends[name] });
+      runp[name].push(performance.now() - t);
+      const info = JSON.parse((await unary(rt, 'PodSandboxStatus', { pod_sandbox_id, verbose: true })).info.info!);
+      await sleep(idleSeconds * 1000);
+      const usage = vmProcessUsage(info.vm.pid);
+      if (!usage) throw new Error(`the ${name} pod's QEMU (pid ${info.vm.pid}) is gone`);
+      pss[name].push(usage.pssBytes);
+      await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
+      console.log(`round ${i + 1}/${rounds} ${name.padEnd(7)}: RunPodSandbox ${(runp[name].at(-1)! / 1000).toFixed(2)} s, idle PSS ${(usage.pssBytes / MiB).toFixed(1)} MiB`);
+    }
+  }
+  const daemonUsage = libvirtd.pid() ? vmProcessUsage(libvirtd.pid()!) : undefined;
+  console.log(`\nVM backends (${rounds} rounds, medians; idle = ${idleSeconds} s after RunPodSandbox; TCG unless /dev/kvm is usable)`);
+  console.log('  backend   RunPodSandbox   idle QEMU PSS');
+  for (const name of ['qemu', 'libvirt'] as const) {
+    console.log(`  ${name.padEnd(8)}  ${(median(runp[name]) / 1000).toFixed(2).padStart(9)} s   ${(median(pss[name]) / MiB).toFixed(1).padStart(9)} MiB`);
+  }
+  console.log(`  libvirt / qemu: RunPodSandbox ${(median(runp.libvirt) / median(runp.qemu)).toFixed(2)}x, idle PSS ${(median(pss.libvirt) / median(pss.qemu)).toFixed(2)}x`);
+  if (daemonUsage) console.log(`  libvirtd itself (once per node): PSS ${(daemonUsage.pssBytes / MiB).toFixed(1)} MiB`);
+} finally {
+  await env.dispose();
+  await libvirtd.stop();
+}
