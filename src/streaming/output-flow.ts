@@ -11,8 +11,13 @@ export const OUTPUT_HIGH_WATER = 2 << 20;
  * read while the resume travels and the first new bytes come back.
  */
 export const OUTPUT_LOW_WATER = 512 << 10;
-/** How often a held-back session looks whether its client has read down to the low-water mark. */
+/**
+ * How often a held-back session looks whether its client has read down to the
+ * low-water mark: often while the client is reading, backing off to the
+ * slowest while it reads nothing (a stalled client costs next to no wake-ups).
+ */
 const RESUME_CHECK_MS = 5;
+const RESUME_CHECK_MAX_MS = 200;
 
 /**
  * Output backpressure from one client to one guest source (an exec's pipes,
@@ -27,6 +32,8 @@ export class OutputFlow {
   private paused = false;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private watchMs = RESUME_CHECK_MS;
+  private lastQueued = 0;
 
   constructor(
     private readonly queuedBytes: () => number,
@@ -49,18 +56,30 @@ export class OutputFlow {
   /** The session is over: no more pause or resume requests. */
   stop(): void {
     this.stopped = true;
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  private watch(): void {
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const queued = this.queuedBytes();
+      this.watchMs = queued < this.lastQueued ? RESUME_CHECK_MS : Math.min(this.watchMs * 2, RESUME_CHECK_MAX_MS);
+      this.lastQueued = queued;
+      this.check();
+      if (this.paused && !this.stopped && !this.timer) this.watch();
+    }, this.watchMs);
+    this.timer.unref();
   }
 
   private set(paused: boolean): void {
     this.paused = paused;
+    clearTimeout(this.timer);
+    this.timer = undefined;
     if (paused) {
-      this.timer ??= setInterval(() => this.check(), RESUME_CHECK_MS);
-      this.timer.unref();
-    } else {
-      clearInterval(this.timer);
-      this.timer = undefined;
+      this.watchMs = RESUME_CHECK_MS;
+      this.lastQueued = this.queuedBytes();
+      this.watch();
     }
     void this.pause(paused).catch((e) => log.debug({ session: this.opts.label, paused, err: messageOf(e) }, 'output flow control'));
   }
