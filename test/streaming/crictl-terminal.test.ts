@@ -43,6 +43,14 @@ describe('crictl from a terminal: exec -it, attach -it, port-forward', { skip },
     tmux('send-keys', '-t', `pv:${window}`, '-l', text);
     tmux('send-keys', '-t', `pv:${window}`, 'Enter');
   };
+  /** Types a command and sees its answer, then resizes the window and sees the shell's terminal take the new size. */
+  const shellAnswersAndFollowsResize = async (window: string, size: { cols: number; rows: number }) => {
+    type(window, `echo ${window}-typed-$((6*7))`);
+    await waitScreen(window, new RegExp(`${window}-typed-42`));
+    tmux('resize-window', '-t', `pv:${window}`, '-x', String(size.cols), '-y', String(size.rows));
+    type(window, 'stty size');
+    await waitScreen(window, new RegExp(`^${size.rows} ${size.cols}$`, 'm'));
+  };
   const create = async (name: string, command: string[], extra: Record<string, unknown> = {}) => {
     const cfg = sandboxConfig('crictl-term', join(env.dir, 'logs'));
     const id = (await unary(rt(), 'CreateContainer', { pod_sandbox_id: sandboxId, config: containerConfig(name, env.busybox, command, extra), sandbox_config: cfg })).container_id;
@@ -71,11 +79,7 @@ describe('crictl from a terminal: exec -it, attach -it, port-forward', { skip },
   test('crictl exec -it: prompt, typing, resize followed by the shell, exit code reported', async () => {
     tmux('new-window', '-t', 'pv', '-n', 'exec', crictl(`exec -it ${shell} sh`));
     await waitScreen('exec', /\/ # /);
-    type('exec', 'echo typed-$((6*7))');
-    await waitScreen('exec', /typed-42/);
-    tmux('resize-window', '-t', 'pv:exec', '-x', '100', '-y', '30');
-    type('exec', 'stty size');
-    await waitScreen('exec', /^30 100$/m);
+    await shellAnswersAndFollowsResize('exec', { cols: 100, rows: 30 });
     type('exec', 'exit 3');
     const shown = await waitFor('crictl to end', async () => /crictl-exit=(\d+)/.exec(screen('exec'))?.[1]);
     // crictl turns the remote exit code into its own failure exit, naming the code.
@@ -95,11 +99,7 @@ describe('crictl from a terminal: exec -it, attach -it, port-forward', { skip },
       await new Promise((r) => setTimeout(r, 1000));
       return /\/ # /.test(screen('attach')) ? true : undefined;
     }, 120_000);
-    type('attach', 'echo attached-$((6*7))');
-    await waitScreen('attach', /attached-42/);
-    tmux('resize-window', '-t', 'pv:attach', '-x', '90', '-y', '25');
-    type('attach', 'stty size');
-    await waitScreen('attach', /^25 90$/m);
+    await shellAnswersAndFollowsResize('attach', { cols: 90, rows: 25 });
     type('attach', 'exit 4');
     await waitScreen('attach', /crictl-exit=\d+/);
     const status = await waitContainerState(env.daemon.client, id, 'CONTAINER_EXITED', 60_000);

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import WebSocket from 'ws';
 import { unary } from '../helpers/daemon.js';
 import { collect, httpUpgrade, spdyCommand, spdyConnect, spdyForward, wsCommand, wsForward } from '../helpers/stream-clients.js';
 import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
@@ -134,11 +135,18 @@ describe('streaming: exec, attach, port-forward', () => {
     const error = await client.open({ streamtype: 'error' });
     const stdin = await client.open({ streamtype: 'stdin' });
     const stdout = await client.open({ streamtype: 'stdout' });
-    await client.open({ streamtype: 'resize' });
+    const resize = await client.open({ streamtype: 'resize' });
     let seen = '';
     stdout.on('data', (d) => { seen += d.toString(); });
     stdin.write(Buffer.from('echo attached-$((6*7))\n'));
     await waitFor('the echo through the tty', async () => (seen.includes('attached-42') ? true : undefined), 30_000);
+    // A resize on the attach reaches the container's own terminal.
+    resize.write(Buffer.from(JSON.stringify({ Width: 77, Height: 22 })));
+    await waitFor('the new size on the container terminal', async () => {
+      stdin.write(Buffer.from('stty size\n'));
+      await new Promise((r) => setTimeout(r, 1000));
+      return /22 77/.test(seen) ? true : undefined;
+    }, 60_000);
     stdin.write(Buffer.from('exit 6\n'));
     const status = (await collect(error)).toString();
     assert.equal(JSON.parse(status).details.causes[0].message, '6');
@@ -205,7 +213,7 @@ describe('streaming: exec, attach, port-forward', () => {
     }
   });
 
-  test('a slow reader of a huge output blocks nobody else; a client that vanishes leaves nothing behind', async () => {
+  test('a slow reader of a huge output blocks nobody else; clients that vanish (SPDY exec, WebSocket exec, port-forward) leave nothing behind', async () => {
     const daemonFds = () => readdirSync(`/proc/${env.daemon.proc.pid}/fd`).length;
     const fdsBefore = daemonFds();
     // A reader that stops reading: the exec's output is held back in the guest, not buffered without bound.
@@ -228,10 +236,17 @@ describe('streaming: exec, attach, port-forward', () => {
     data.on('data', (d) => { echoed += d.toString(); });
     data.write(Buffer.from('ping\n'));
     await waitFor('the echo', async () => (echoed === 'ping\n' ? true : undefined), 30_000);
-    // Both clients vanish without a goodbye.
+    // A WebSocket exec client mid-stream as well.
+    const ws = new WebSocket((await execUrl(['sh', '-c', 'yes websocket-test-line'])).replace(/^http/, 'ws'), ['v5.channel.k8s.io']);
+    let wsGot = 0;
+    ws.on('message', (m: Buffer) => { wsGot += m.length; });
+    ws.on('error', () => undefined);
+    await waitFor('websocket output', async () => (wsGot > 0 ? true : undefined), 30_000);
+    // All three clients vanish without a goodbye.
     slow.close();
     pf.close();
-    await waitFor('the exec killed in the guest', async () => (execSync(['ps', '-o', 'args']).then((ps) => (ps.includes('yes streaming-test-line') ? undefined : true))), 30_000);
+    ws.terminate();
+    await waitFor('both execs killed in the guest', async () => (execSync(['ps', '-o', 'args']).then((ps) => (ps.includes('yes streaming-test-line') || ps.includes('yes websocket-test-line') ? undefined : true))), 30_000);
     // No forwarded connection stays open in the guest: only the listener has port 9000 (0x2328).
     await waitFor('no established connection to port 9000', async () => {
       const tcp = await execSync(['cat', '/proc/net/tcp']);
