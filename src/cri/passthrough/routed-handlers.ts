@@ -132,25 +132,34 @@ export function routedTables(
   // ---- containers: the image must be in the runtime that runs them ----
 
   /**
-   * kubelet asks ImageStatus (which podvisor answers from its own store first)
-   * before it pulls, and then names the image by id in CreateContainer. A
-   * pass-through container's image may therefore be in podvisor's store only:
-   * it is pulled into the other runtime here, by the names podvisor knows it by.
+   * kubelet asks ImageStatus without naming a runtime (unless its
+   * RuntimeClassInImageCriApi gate is on), and ImageStatus answers from
+   * either store; it then pulls only if neither has the image, and creates
+   * the container naming the image, often by id. So a container's image may
+   * be in the other runtime's store only. Before CreateContainer it is pulled
+   * into the runtime that will run the container, by the name the request
+   * uses or else a tag or digest the other store knows it by (no credentials reach CreateContainer: an
+   * image that needs them must be pulled through kubelet for that pod).
    */
-  const ensureImageThere = async (svc: CriServices, req: AnyReq): Promise<void> => {
-    const config = req.config as { image?: AnyReq } | null;
-    const spec = config?.image;
+  const ensureImageIn = async (where: 'vm' | 'passthrough', svc: CriServices, req: AnyReq): Promise<void> => {
+    const spec = (req.config as { image?: AnyReq } | null)?.image;
     const ref = String(spec?.image ?? '');
-    if (ref === '') return; // the other runtime answers the missing image itself
-    const there = await remoteImage('ImageStatus', { image: spec });
-    if (there.image) return;
-    const known = (await mine(LI, 'ImageStatus')(svc, { image: { image: ref } }).catch((): AnyReq => ({}))).image as Image | null | undefined;
-    const names = [...(known?.repo_digests ?? []), ...(known?.repo_tags ?? []), ref].filter((n) => !/^(sha256:)?[0-9a-f]{64}$/.test(n));
+    if (ref === '') return; // CreateContainer itself names the missing field
+    const statusIn = async (w: 'vm' | 'passthrough') =>
+      ((w === 'vm' ? await mine(LI, 'ImageStatus')(svc, { image: spec }) : await remoteImage('ImageStatus', { image: spec })).image ?? null) as Image | null;
+    if (await statusIn(where)) return;
+    // Where else it is: a failure to ask leaves the create to answer for the missing image.
+    const known = await statusIn(where === 'vm' ? 'passthrough' : 'vm').catch(() => null);
+    // The name CreateContainer uses first (a pull by digest alone would not make a tag resolve), then the other store's names.
+    const names = [ref, ...(known?.repo_tags ?? []), ...(known?.repo_digests ?? [])].filter((n) => !/^(sha256:)?[0-9a-f]{64}$/.test(n));
     if (names.length === 0) {
+      if (where === 'vm') return; // podvisor's own NOT_FOUND says to pull it
       throw failedPrecondition(`image ${ref} is not in the pass-through runtime and podvisor knows no name to pull it by; pull it by name first`);
     }
-    log.info({ image: ref, pull: names[0] }, 'pulling a pass-through container\'s image into the pass-through runtime');
-    await remoteImage('PullImage', { image: { ...spec, image: names[0] }, sandbox_config: req.sandbox_config ?? null }, PULL_TIMEOUT_MS);
+    log.info({ image: ref, pull: names[0], into: where }, 'pulling a container\'s image into the runtime that runs it');
+    const pull = { image: { ...spec, image: names[0] }, sandbox_config: req.sandbox_config ?? null };
+    if (where === 'vm') await mine(LI, 'PullImage')(svc, pull);
+    else await remoteImage('PullImage', pull, PULL_TIMEOUT_MS);
   };
 
   const runtime: Table = {
@@ -199,8 +208,11 @@ export function routedTables(
 
     CreateContainer: async (svc: CriServices, req: AnyReq) => {
       const sandboxId = pt.routes.sandbox(String(req.pod_sandbox_id ?? ''));
-      if (sandboxId === undefined) return mine(L, 'CreateContainer')(svc, req);
-      await ensureImageThere(svc, req);
+      if (sandboxId === undefined) {
+        await ensureImageIn('vm', svc, req);
+        return mine(L, 'CreateContainer')(svc, req);
+      }
+      await ensureImageIn('passthrough', svc, req);
       const res = await remote('CreateContainer', { ...req, pod_sandbox_id: sandboxId });
       pt.routes.addContainer(String(res.container_id), sandboxId);
       return res;
