@@ -7,6 +7,7 @@ import { FrameReader, encodeControl, encodeData, type Frame } from '../../src/st
 import { HeaderBlockReader, HeaderBlockWriter, encodeHeaderPairs } from '../../src/streaming/spdy/header-block.js';
 import { SpdySession } from '../../src/streaming/spdy/session.js';
 import { TokenStore } from '../../src/streaming/tokens.js';
+import { IdleTimer } from '../../src/streaming/idle-timer.js';
 import { OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER, OutputFlow } from '../../src/streaming/output-flow.js';
 import { exitCodeStatus } from '../../src/streaming/status.js';
 
@@ -120,6 +121,26 @@ describe('output flow control', () => {
     queued = 0;
     flow.check();
     assert.deepEqual(calls, [true, false], 'nothing after the session was dropped');
+  });
+});
+
+describe('idle timer', () => {
+  test('fires once nothing happened for its time; a touch pushes it back; stop cancels it', async () => {
+    let fired = 0;
+    const started = Date.now();
+    const timer = new IdleTimer(2000, () => { fired++; });
+    await new Promise((r) => setTimeout(r, 200));
+    timer.touch();
+    const touchedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(fired, 0, 'touched a second ago: not idle yet');
+    for (let waited = 0; fired === 0 && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(fired, 1);
+    assert.ok(Date.now() - touchedAt >= 1990, `fired ${Date.now() - touchedAt} ms after the touch (${Date.now() - started} ms after the start)`);
+    const stopped = new IdleTimer(20, () => { fired++; });
+    stopped.stop();
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(fired, 1, 'a stopped timer never fires');
   });
 });
 
