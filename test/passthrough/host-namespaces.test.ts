@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { startDaemon, unary, type RunningDaemon } from '../helpers/daemon.js';
 import { pushTestImages, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.js';
-import { containerConfig, readCriLog, rejectsWith, sandboxConfig, waitContainerState, waitFor } from '../helpers/cri.js';
+import { readCriLog, rejectsWith, sandboxConfig, waitFor } from '../helpers/cri.js';
+import { hostNamespaces, removeAllPods, runPod as runPodIn } from './pods.js';
 import { spdyCommand } from '../helpers/stream-clients.js';
+import type { ContainerEventResponse__Output } from '../../src/cri/generated/runtime/v1/ContainerEventResponse.js';
 
 /**
  * Pass-through to a co-installed containerd (issue 18), end to end: a real
@@ -29,11 +31,7 @@ describe('pass-through of host-namespace pods to containerd', () => {
   let logDir: string;
   const rt = () => daemon.client.runtime;
   const ctd = () => containerd.client.runtime;
-  // kubelet sends no hostname for a hostNetwork pod (the host's UTS namespace is shared with the host's network).
-  const hostNs = (network: string, pid = 'CONTAINER') => ({
-    ...(network === 'NODE' ? { hostname: '' } : {}),
-    linux: { security_context: { namespace_options: { network, pid, ipc: 'POD' } } },
-  });
+  const hostNs = hostNamespaces;
 
   before(async () => {
     registry = await startRegistry();
@@ -53,31 +51,15 @@ describe('pass-through of host-namespace pods to containerd', () => {
   });
 
   after(async () => {
-    try {
-      const { items } = await unary(rt(), 'ListPodSandbox', {});
-      for (const s of items) await unary(rt(), 'RemovePodSandbox', { pod_sandbox_id: s.id });
-    } catch {
-      /* the daemon may be gone; containerd.stop() removes what is left */
-    }
+    await removeAllPods(daemon?.client);
     await daemon?.dispose();
     await containerd?.stop();
     await registry?.stop();
     if (logDir) rmSync(logDir, { recursive: true, force: true });
   });
 
-  /** Runs a sandbox and one long-running container in it through podvisord; returns both ids. */
-  async function runPod(name: string, extra: Record<string, unknown>, handler = '', command = ['sleep', '3600']) {
-    // cgroup_parent as kubelet sends it with the cgroupfs driver; containerd's pod stats read this cgroup
-    const linux = { ...((extra.linux as object | undefined) ?? {}), cgroup_parent: `${containerd.cgroupParent}/pod${name}` };
-    const cfg = sandboxConfig(name, join(logDir, name), { ...extra, linux });
-    const sandboxId = (await unary(rt(), 'RunPodSandbox', { config: cfg, runtime_handler: handler })).pod_sandbox_id;
-    const containerId = (await unary(rt(), 'CreateContainer', {
-      pod_sandbox_id: sandboxId, config: containerConfig('main', busybox, command), sandbox_config: cfg,
-    })).container_id;
-    await unary(rt(), 'StartContainer', { container_id: containerId });
-    await waitContainerState(daemon.client, containerId, 'CONTAINER_RUNNING');
-    return { sandboxId, containerId, cfg };
-  }
+  const runPod = (name: string, extra: Record<string, unknown>, handler = '', command?: string[]) =>
+    runPodIn(daemon.client, name, extra, { logRoot: logDir, cgroupParent: containerd.cgroupParent, image: busybox, handler, ...(command ? { command } : {}) });
 
   async function execSync(containerId: string, cmd: string[]) {
     const res = await unary(rt(), 'ExecSync', { container_id: containerId, cmd, timeout: 30 });
@@ -175,6 +157,30 @@ describe('pass-through of host-namespace pods to containerd', () => {
     const list2 = (await unary(daemon.client.image, 'ListImages', {})).images;
     const busyboxId = (await unary(daemon.client.image, 'ImageStatus', { image: { image: busybox } })).image!.id;
     assert.equal(list2.filter((i) => i.id === busyboxId).length, 1, 'busybox is in both stores and listed once');
+  });
+
+  test('images: ImageSpec.runtime_handler of a pass-through handler sends the pull to containerd', async () => {
+    const ref = `${registry.host}/podvisor-test/busybox:user`;
+    const id = (await unary(daemon.client.image, 'PullImage', { image: { image: ref, runtime_handler: 'runc' } })).image_ref;
+    assert.equal((await unary(containerd.client.image, 'ImageStatus', { image: { image: ref } })).image?.id, id);
+    assert.equal((await unary(daemon.client.image, 'ImageStatus', { image: { image: ref, runtime_handler: 'runc' } })).image?.id, id);
+  });
+
+  test('GetContainerEvents carries pass-through containers\' events (containerd 1.6 has no stream: podvisord polls it)', async () => {
+    const events: ContainerEventResponse__Output[] = [];
+    const stream = rt().GetContainerEvents({});
+    stream.on('data', (e: ContainerEventResponse__Output) => events.push(e));
+    stream.on('error', () => undefined); // cancelled below
+    try {
+      const { sandboxId, containerId } = await runPod('events', hostNs('NODE'));
+      await unary(rt(), 'StopContainer', { container_id: containerId, timeout: 2 });
+      const stopped = await waitFor('the stopped event', async () =>
+        events.find((e) => e.container_id === containerId && e.container_event_type === 'CONTAINER_STOPPED_EVENT'), 60_000);
+      assert.equal(stopped.pod_sandbox_status?.id, sandboxId, 'the event carries its pod\'s status');
+      assert.equal(stopped.containers_statuses.find((c) => c.id === containerId)?.state, 'CONTAINER_EXITED');
+    } finally {
+      stream.cancel();
+    }
   });
 
   test('Status reports both runtimes', async () => {

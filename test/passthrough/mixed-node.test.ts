@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { killLeftoverVms, startDaemon, unary, type DaemonOptions, type RunningDaemon } from '../helpers/daemon.js';
 import { pushTestImages, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.js';
-import { containerConfig, sandboxConfig, waitContainerState } from '../helpers/cri.js';
+import { hostNamespaces, removeAllPods, runPod as runPodIn } from './pods.js';
 
 /**
  * A mixed node (issue 18): a VM pod (a real QEMU microvm) and a pass-through
@@ -27,17 +27,12 @@ describe('a mixed node survives kill -9 of podvisord', () => {
   const host = { sandboxId: '', containerId: '' };
   const rt = () => daemon.client.runtime;
 
-  async function runPod(name: string, extra: Record<string, unknown>) {
-    const linux = { ...((extra.linux as object | undefined) ?? {}), cgroup_parent: `${containerd.cgroupParent}/pod${name}` };
-    const cfg = sandboxConfig(name, join(dir, 'logs', name), { ...extra, linux });
-    const sandboxId = (await unary(rt(), 'RunPodSandbox', { config: cfg }, { deadline: Date.now() + 20 * 60_000 })).pod_sandbox_id;
-    const containerId = (await unary(rt(), 'CreateContainer', {
-      pod_sandbox_id: sandboxId, config: containerConfig('main', busybox, ['sleep', '3600']), sandbox_config: cfg,
-    })).container_id;
-    await unary(rt(), 'StartContainer', { container_id: containerId });
-    await waitContainerState(daemon.client, containerId, 'CONTAINER_RUNNING', 5 * 60_000);
+  const runPod = async (name: string, extra: Record<string, unknown>) => {
+    const { sandboxId, containerId } = await runPodIn(daemon.client, name, extra, {
+      logRoot: join(dir, 'logs'), cgroupParent: containerd.cgroupParent, image: busybox, timeoutMs: 20 * 60_000,
+    });
     return { sandboxId, containerId };
-  }
+  };
 
   async function echo(containerId: string, text: string): Promise<string> {
     const res = await unary(rt(), 'ExecSync', { container_id: containerId, cmd: ['echo', text], timeout: 120 });
@@ -61,16 +56,11 @@ describe('a mixed node survives kill -9 of podvisord', () => {
     daemon = await startDaemon(daemonOpts);
     await unary(daemon.client.image, 'PullImage', { image: { image: busybox } });
     Object.assign(vm, await runPod('vm', {}));
-    Object.assign(host, await runPod('host', { hostname: '', linux: { security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } } }));
+    Object.assign(host, await runPod('host', hostNamespaces('NODE')));
   });
 
   after(async () => {
-    try {
-      const { items } = await unary(rt(), 'ListPodSandbox', {});
-      for (const s of items) await unary(rt(), 'RemovePodSandbox', { pod_sandbox_id: s.id });
-    } catch {
-      /* the daemon may be gone: the VM pidfiles and containerd's clean-up catch what is left */
-    }
+    await removeAllPods(daemon?.client);
     await daemon?.dispose();
     if (dir) killLeftoverVms(join(dir, 'state', 'vms'));
     await containerd?.stop();
