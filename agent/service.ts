@@ -14,6 +14,7 @@ import { PortForwarder } from './port-forward.js';
 import { run } from './run.js';
 import { setupSandbox } from './sandbox.js';
 import { mountDisk, mountOverlay, readFileInTree, resolvePathInTree, unmount } from './storage.js';
+import { readVolume, removeVolume, watchVolumes, writeVolume } from './volume-copies.js';
 
 const log = logger('agent');
 
@@ -79,6 +80,10 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     WritePort: async (req) => { await ports.write(req); return {}; },
     ClosePort: async (req) => { ports.close(req); return {}; },
     PausePort: async (req) => { ports.pause(req); return {}; },
+    WriteVolume: async (req) => { await writeVolume(req); return {}; },
+    ReadVolume: (req) => readVolume(req),
+    RemoveVolume: async (req) => { await removeVolume(req); return {}; },
+    WatchVolumes: async (req) => ({ changed: await watchVolumes(req) }),
     Shutdown: async () => {
       log.info('shutdown requested');
       shells.killAll();

@@ -11,7 +11,7 @@ import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
-  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, ResolvePathRequest, ResolvePathResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
+  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, ReadVolumeRequest, ReadVolumeResponse, WriteVolumeRequest, ResolvePathRequest, ResolvePathResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
 } from '../agent-protocol/types.js';
 
 const log = logger('agent-client');
@@ -38,6 +38,8 @@ export interface AgentConnectOptions {
  */
 const MAX_REPLY_BYTES: Partial<Record<AgentMethod, number>> = {
   ReadFile: 1 << 20,
+  // A copied volume's manifest or a batch of its files (the host asks for at most VOLUME_READ_BATCH_BYTES of data).
+  ReadVolume: 4 << 20,
   ListContainers: 256 << 10,
 };
 const DEFAULT_MAX_REPLY_BYTES = 64 << 10;
@@ -145,6 +147,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   writePort(connectionId: string, data: Uint8Array): Promise<void> { return this.call('WritePort', { connectionId, data }).then(() => undefined); }
   closePort(connectionId: string, writeOnly: boolean): Promise<void> { return this.call('ClosePort', { connectionId, writeOnly }).then(() => undefined); }
   pausePort(connectionId: string, paused: boolean): Promise<void> { return this.call('PausePort', { connectionId, paused }).then(() => undefined); }
+  writeVolume(req: WriteVolumeRequest): Promise<void> { return this.call('WriteVolume', req).then(() => undefined); }
+  readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse> { return this.call('ReadVolume', req); }
+  removeVolume(volumeId: string): Promise<void> { return this.call('RemoveVolume', { volumeId }).then(() => undefined); }
+  /** Long poll: the call's own deadline is the wait plus a margin for a slow guest. */
+  async watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]> { return (await this.call('WatchVolumes', { volumeIds, waitMs }, waitMs + 30_000)).changed; }
 
   /**
    * Opens a TCP connection to `port` on the guest's loopback through the

@@ -24,3 +24,6 @@ export const GUEST_SHARED_DIR = '/run/podvisor/shared';
 
 /** The container id that names the guest itself: debug shells run there, outside every container. */
 export const GUEST_SHELL_CONTAINER_ID = '';
+
+/** Copied volumes (share mode "copy"): `<this>/<volume id>`, a directory or a single file. */
+export const GUEST_VOLUMES_DIR = '/run/podvisor/volumes';

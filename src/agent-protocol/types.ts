@@ -108,6 +108,15 @@ export interface WritePortRequest { connectionId: string; data: Uint8Array }
 export interface ClosePortRequest { connectionId: string; writeOnly?: boolean }
 export interface PausePortRequest { connectionId: string; paused: boolean }
 
+// Copied volumes (share mode "copy").
+export interface VolumeEntry { path: string; kind: 'dir' | 'file' | 'symlink'; mode: number; data?: Uint8Array; stamp?: string }
+export interface WriteVolumeRequest { volumeId: string; put: VolumeEntry[]; remove: string[] }
+export interface ReadVolumeRequest { volumeId: string; paths: string[] }
+export interface ReadVolumeResponse { exists: boolean; entries: VolumeEntry[] }
+export interface RemoveVolumeRequest { volumeId: string }
+export interface WatchVolumesRequest { volumeIds: string[]; waitMs: number }
+export interface WatchVolumesResponse { changed: string[] }
+
 /** Every RPC: request and response types, keyed by method name. */
 export interface AgentApi {
   Health: [Empty, HealthResponse];
@@ -138,6 +147,10 @@ export interface AgentApi {
   ClosePort: [ClosePortRequest, Empty];
   PausePort: [PausePortRequest, Empty];
   Shutdown: [Empty, Empty];
+  WriteVolume: [WriteVolumeRequest, Empty];
+  ReadVolume: [ReadVolumeRequest, ReadVolumeResponse];
+  RemoveVolume: [RemoveVolumeRequest, Empty];
+  WatchVolumes: [WatchVolumesRequest, WatchVolumesResponse];
 }
 
 export type AgentMethod = keyof AgentApi;

@@ -10,6 +10,7 @@ import { DEFAULT_MAX_UNPACKED_BYTES } from '../image/unpack.js';
 import { TableReader, isTable } from './table-reader.js';
 import { defaultAdminSocket, listenAddressProblem } from './listen-address.js';
 import type { VmBackendName } from '../vm/pod-vm.js';
+import { SHARE_MODES, type ShareMode } from '../volume/share-mode.js';
 
 /** A VM shape that a runtime handler maps to. */
 export interface RuntimeProfileConfig {
@@ -62,6 +63,8 @@ export interface PodvisorConfig {
   /** The libvirt VM backend's connection (handlers with backend = "libvirt"). */
   libvirt: { uri: string };
   passthrough: PassthroughConfig;
+  /** `[volumes]`: how CRI mounts reach the guest (src/volume/sandbox-share.ts). */
+  volumes: { shareMode: ShareMode };
 }
 
 /**
@@ -217,6 +220,10 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
   const libvirtTable = top.table('libvirt');
   const libvirt = { uri: libvirtTable.string('uri', 'qemu:///system', (v) => (/^[a-z][a-z0-9+]*:\/\//.test(v) ? undefined : 'must be a libvirt URI such as "qemu:///system"')) };
   libvirtTable.finish();
+  const volumesTable = top.table('volumes');
+  // "copy" forces the template-clone mode on every sandbox (tests it on cold VMs); clones use it whatever this says.
+  const volumes = { shareMode: volumesTable.oneOf('share_mode', 'virtiofs', SHARE_MODES) };
+  volumesTable.finish();
   top.finish();
 
   return {
@@ -238,6 +245,7 @@ function readConfig(top: TableReader, file: string | undefined, overrides: Confi
     metrics,
     passthrough,
     libvirt,
+    volumes,
   };
 }
 

@@ -54,6 +54,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     settings: {
       vmRunRoot: dirs.vmRunRoot, runtimes: config.runtimes, bootTimeoutMs: config.bootTimeoutSeconds * 1000,
       maxParallelLaunches: config.vm.maxParallelLaunches,
+      shareMode: config.volumes.shareMode,
       vmLaunch: {
         confinement: {
           users: new QemuUsers(config.vm.qemuUser),

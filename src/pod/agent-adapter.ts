@@ -9,7 +9,7 @@ import type {
   CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic, GuestPortConnection, GuestStats,
   Pressure, ProcessListener, GuestHealth,
 } from './guest-agent.js';
-import type { ContainerStatsResponse, Pressure as WirePressure } from '../agent-protocol/types.js';
+import type { ContainerStatsResponse, Pressure as WirePressure, ReadVolumeRequest, ReadVolumeResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
 import type { SandboxFiles } from './records.js';
 import type { DnsConfig, LinuxResources } from './records.js';
 
@@ -314,6 +314,22 @@ export class AgentAdapter implements GuestAgent {
 
   close(): void {
     this.client.close();
+  }
+
+  writeVolume(req: WriteVolumeRequest): Promise<void> {
+    return this.client.writeVolume(req);
+  }
+
+  readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse> {
+    return this.client.readVolume(req);
+  }
+
+  removeVolume(volumeId: string): Promise<void> {
+    return this.client.removeVolume(volumeId);
+  }
+
+  watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]> {
+    return this.client.watchVolumes(volumeIds, waitMs);
   }
 
   async health(): Promise<GuestHealth> {

@@ -3,7 +3,7 @@ import {
   deadlineExceeded, failedPrecondition, invalidArgument, messageOf, notFound, unimplemented,
 } from '../errors.js';
 import { SandboxShare } from '../volume/sandbox-share.js';
-import { missingSubPath, ociVolumeMount, sharedGuestPath, type OciMount } from './volume-mounts.js';
+import { missingSubPath, ociVolumeMount, type OciMount } from './volume-mounts.js';
 import { logger } from '../log.js';
 import { nowNanos, type Nanos } from './clock.js';
 import { CriLogWriter } from './cri-log-writer.js';
@@ -25,6 +25,8 @@ const log = logger('pod-containers');
 
 /** How long to wait for a container to die after SIGKILL before giving up on it. */
 const KILL_WAIT_MS = 15_000;
+/** How long an exit waits for the container's volumes to be written back (copy share mode). */
+const VOLUME_FLUSH_MS = 10_000;
 
 /** Why a container stopped, in the words kubelet expects in ContainerStatus.reason. */
 export function exitReason(exitCode: number, oomKilled: boolean): string {
@@ -161,13 +163,13 @@ export class ContainerService {
         throw unimplemented(`mount ${m.hostPath} -> ${m.containerPath}: sandbox ${sandbox.id} has no volume share ` +
           `(${SandboxShare.available() ? 'it was made without one' : 'virtiofsd is not installed on this node'})`);
       }
-      const relative = await rt.share.addVolume(containerId, index, {
+      const guestSource = await rt.share.addVolume(containerId, index, {
         hostPath: m.hostPath,
         readonly: m.readonly,
         recursiveReadOnly: !!m.recursiveReadOnly,
         propagation: m.propagation === 'HOST_TO_CONTAINER' ? 'host-to-container' : 'private',
       });
-      out.push(ociVolumeMount({ mount: m, guestSource: sharedGuestPath(relative) }));
+      out.push(ociVolumeMount({ mount: m, guestSource }));
     }
     return out;
   }
@@ -274,7 +276,24 @@ export class ContainerService {
     }
     const c = this.ctx.index.containerById(exit.containerId);
     if (!c || c.state === 'exited') return;
+    await this.flushVolumes(c);
     await this.markExited(c, { exitCode: exit.exitCode, reason: exitReason(exit.exitCode, exit.oomKilled), finishedAt: finishedTime(c, exit, live) });
+  }
+
+  /**
+   * Before EXITED is reported, the host has what the container wrote to its
+   * volumes (copy mode writes back asynchronously; kubelet reads the
+   * termination log as soon as it sees EXITED). Bounded: a stuck guest delays
+   * the exit by VOLUME_FLUSH_MS at most.
+   */
+  private async flushVolumes(c: ContainerRecord): Promise<void> {
+    const share = this.ctx.runtimes.get(c.sandboxId)?.share;
+    if (!share || !c.config.mounts.some((m) => !m.image)) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, VOLUME_FLUSH_MS); });
+    await Promise.race([share.flush(c.id), deadline])
+      .catch((e) => log.warn({ container: c.id, err: messageOf(e) }, 'volumes not written back before the exit'))
+      .finally(() => clearTimeout(timer));
   }
 
   /** Moves a container to EXITED (from an agent exit, a VM death, or recovery), persists it and tells everyone. */

@@ -1,3 +1,4 @@
+import type { ReadVolumeRequest, ReadVolumeResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
 import type { DnsConfig, LinuxResources, SandboxFiles } from './records.js';
 import type { OciSpec } from './oci-spec.js';
 
@@ -68,6 +69,14 @@ export interface GuestAgent {
   startGuestShell(req: { execId: string; ttySize?: { rows: number; cols: number }; term?: string }): Promise<void>;
   /** Agent and guest kernel log lines, as the agent forwards them. */
   onGuestLog(listener: (line: { source: 'agent' | 'kernel'; level: string; message: string; timeMs: number }) => void): void;
+  // Copied volumes (share mode "copy", src/volume/copy-share.ts).
+  /** Makes or replaces entries of a volume copy in the guest, then removes paths. */
+  writeVolume(req: WriteVolumeRequest): Promise<void>;
+  /** A volume copy's manifest (no paths) or the contents of the named files. */
+  readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse>;
+  removeVolume(volumeId: string): Promise<void>;
+  /** Waits at most `waitMs` for a change in the guest to any of these volume copies; answers the ones that changed. */
+  watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]>;
   /** Asks the guest to power off; QEMU then exits. */
   shutdown(): Promise<void>;
   close(): void;

@@ -7,7 +7,7 @@ import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { PodVm, VmBackend, VmBackendName } from '../vm/pod-vm.js';
 import { qemuBackend } from '../vm/qemu-backend.js';
 import type { VmLaunchOptions } from '../vm/vm.js';
-import type { SandboxShare } from '../volume/sandbox-share.js';
+import type { SandboxShare, ShareMode } from '../volume/sandbox-share.js';
 import { VmTemplates } from './vm-templates.js';
 import type { CriLogWriter } from './cri-log-writer.js';
 import { ContainerEventBus } from './events.js';
@@ -42,6 +42,8 @@ export interface PodSettings {
   shareRoot?: string;
   /** Where VM templates go (`<dir>/<key>/`, best on a tmpfs); default: `templates` next to vmRunRoot. */
   templateRoot?: string;
+  /** How every new sandbox's volumes reach its guest (default virtiofs); VM-template clones choose copy themselves. */
+  shareMode?: ShareMode;
   runtimes: Record<string, RuntimeProfileConfig>;
   /** How long a VM may take from QEMU start to agent ready. */
   bootTimeoutMs: number;

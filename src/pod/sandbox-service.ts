@@ -111,9 +111,15 @@ export class SandboxService {
       undo.push(['close agent connection', async () => agent?.close()]);
       const backend = this.ctx.vmBackend(profile.backend);
       const launch = async (clone?: VmTemplate): Promise<PodVm> => {
-        // The share first: QEMU connects to its helper at start-up (virtio-fs cannot be hot-plugged on microvm).
-        // A clone has none: virtio-fs needs shared guest RAM, a clone's is a private mapping.
-        if (!clone && SandboxShare.available()) share = await SandboxShare.create(this.shareDir(id));
+        // The share first: QEMU connects to a virtio-fs helper at start-up (not hot-pluggable on microvm).
+        // A clone's RAM is a private mapping of its template's, which virtiofsd cannot map: a clone takes
+        // share mode copy, which needs no device (its device set stays the template's).
+        const shareMode = clone ? 'copy' : this.ctx.settings.shareMode ?? 'virtiofs';
+        if (share && share.mode !== shareMode) {
+          await share.destroy(); // a clone that failed; the cold boot after it uses the configured mode
+          share = undefined;
+        }
+        if (!share && SandboxShare.available(shareMode)) share = await SandboxShare.create(this.shareDir(id), shareMode);
         return backend.launch({
           id,
           profile: clone?.cloneProfile ?? vmProfile,
@@ -122,7 +128,7 @@ export class SandboxService {
           ...(prepared ? { netns: prepared.netns, tap: clone ? { ...prepared.tap, mac: TEMPLATE_NIC_MAC } : prepared.tap } : {}),
           ...this.ctx.settings.vmLaunch,
           ...(clone ? { restoreFrom: clone.stateFile } : {}),
-          ...(share ? { sharedFs: share.launchOption } : {}),
+          ...(share?.launchOption ? { sharedFs: share.launchOption } : {}),
           readyTimeoutMs: this.ctx.settings.bootTimeoutMs,
           waitReady: async (_vm, deadline) => {
             qmpReady = performance.now();
@@ -170,7 +176,7 @@ export class SandboxService {
       const tNic = performance.now();
       const podIps = net?.attachment.addresses.map((a) => a.ip) ?? [];
       const guestFiles = await agent.setupSandbox({ hostname, dns: config.dnsConfig, sysctls: config.sysctls, podIps,
-        ...(share ? { sharedFsTag: share.launchOption.tag } : {}),
+        ...(share?.guestTag ? { sharedFsTag: share.guestTag } : {}),
       });
       const t2 = performance.now();
       checkCaller();
@@ -225,6 +231,7 @@ export class SandboxService {
   attach(record: SandboxRecord, vm: PodVm, agent: GuestAgent): SandboxRuntime {
     const rt: SandboxRuntime = { vm, agent, stopping: false, imagePlugs: new Map(), ...(record.share ? { share: SandboxShare.open(record.share) } : {}) };
     this.ctx.runtimes.set(record.id, rt);
+    rt.share?.attachAgent(agent);
     this.ctx.outputThrottle(record.id).bind({ pause: () => agent.pauseOutput(), resume: () => agent.resumeOutput() });
     // A guest speaks only for its own sandbox (H1): an event naming any other container is dropped and counted.
     const own = (containerId: string, kind: string): boolean => {
@@ -331,7 +338,7 @@ export class SandboxService {
     }
     if (record.share) {
       // No container can run any more: let go of every host path now, not at removal (kubelet may tear its volumes down).
-      await SandboxShare.open(record.share).destroy();
+      await (rt?.share ?? SandboxShare.open(record.share)).destroy();
       record.share = undefined;
       await this.ctx.store.saveSandbox(record);
     }

@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
 import { invalidArgument, notFound, unimplemented } from '../errors.js';
-import { GUEST_SHARED_DIR } from '../agent-protocol/guest-paths.js';
 import type { ContainerConfig, Mount } from './records.js';
 
 /**
@@ -64,11 +63,6 @@ export function validateMounts(config: ContainerConfig): void {
     throw unimplemented(`${who}: host device ${d.hostPath} cannot be passed into the pod VM: a device node names a host driver the ` +
       "guest kernel cannot reach, and podvisor has no safe passthrough model (no VFIO); remove the device");
   }
-}
-
-/** The guest path of a share volume given its path relative to the share. */
-export function sharedGuestPath(relative: string): string {
-  return `${GUEST_SHARED_DIR}/${relative}`;
 }
 
 /** The OCI bind mount for one prepared volume: ro/rw, propagation and (for recursive_read_only) crun's `rro`. */

@@ -2,7 +2,10 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { GUEST_SHARED_DIR } from '../agent-protocol/guest-paths.js';
 import { logger } from '../log.js';
+import { CopyShare, type VolumeCopyAgent } from './copy-share.js';
+import type { ShareMode } from './share-mode.js';
 import { ShareDir, type ShareVolume } from './share-dir.js';
 import { isVirtiofsdAlive, startVirtiofsd, stopVirtiofsd, virtiofsdAvailable, type VirtiofsdHandle } from './virtiofsd.js';
 
@@ -11,34 +14,45 @@ const log = logger('volume-share');
 /** The virtio-fs tag every sandbox's guest mounts (fixed: the guest never chooses it). */
 export const SHARE_TAG = 'podvisor-share';
 
+export { SHARE_MODES, type ShareMode } from './share-mode.js';
+
 /**
  * What a sandbox record keeps about its share, so a restarted podvisord can
- * find, use and remove it.
+ * find, use and remove it. Records from before share modes have no `mode`
+ * field set to anything but 'virtiofs'.
  */
-export interface SandboxShareState {
-  mode: 'virtiofs';
-  dir: string;
-  helper: VirtiofsdHandle;
-}
+export type SandboxShareState =
+  | { mode: 'virtiofs'; dir: string; helper: VirtiofsdHandle }
+  | { mode: 'copy'; dir: string };
 
 /**
- * How CRI mounts reach one sandbox's guest. Today one mode, `virtiofs`: a
- * per-sandbox shared directory served by a confined virtiofsd. The interface
- * is the one a copy-in mode (for VM-template clones, whose private RAM mapping
- * virtiofsd cannot share) would implement too: a volume goes in as
- * (container, index, host source) and comes back as a guest path; removal is
- * per container and per sandbox.
+ * One sandbox's volume share, whatever its mode. The launcher picks the mode
+ * (`create(dir, mode)`); everything after that reads the same:
+ *
+ *   const share = await SandboxShare.create(dir, 'copy');
+ *   Vm.launch({ ..., ...(share.launchOption ? { sharedFs: share.launchOption } : {}) });
+ *   agent.setupSandbox({ ..., sharedFsTag: share.guestTag });   // undefined in copy mode
+ *   share.attachAgent(agent);                                    // copy mode starts syncing
+ *   const guestSource = await share.addVolume(containerId, index, volume);
+ *
+ * A volume goes in as (container, index, host source) and comes back as the
+ * guest path to bind; removal is per container and per sandbox.
  */
 export class SandboxShare {
-  private constructor(private readonly share: ShareDir, readonly state: SandboxShareState) {}
+  private constructor(
+    readonly state: SandboxShareState,
+    private readonly dirShare?: ShareDir,
+    private readonly copies?: CopyShare,
+  ) {}
 
-  /** Whether this host can give sandboxes a share at all. */
-  static available(): boolean {
-    return virtiofsdAvailable();
+  /** Whether this host can give sandboxes a share in `mode`. */
+  static available(mode: ShareMode = 'virtiofs'): boolean {
+    return mode === 'copy' || virtiofsdAvailable();
   }
 
-  /** Makes the directory and starts its helper; undoes both on failure. */
-  static async create(dir: string): Promise<SandboxShare> {
+  /** Makes the share (for virtiofs: the directory and its helper); undoes what it made on failure. */
+  static async create(dir: string, mode: ShareMode = 'virtiofs'): Promise<SandboxShare> {
+    if (mode === 'copy') return new SandboxShare({ mode, dir }, undefined, await CopyShare.create(dir));
     const share = await ShareDir.create(dir);
     try {
       const helper = await startVirtiofsd({ socket: socketPath(dir), source: share.paths.shared, logFile: join(dir, 'virtiofsd.log') });
@@ -48,7 +62,7 @@ export class SandboxShare {
         await stopVirtiofsd(helper);
         throw e;
       });
-      return new SandboxShare(share, state);
+      return new SandboxShare(state, share);
     } catch (e) {
       await share.destroy().catch(() => undefined);
       throw e;
@@ -57,39 +71,71 @@ export class SandboxShare {
 
   /** The share of a sandbox an earlier podvisord made. */
   static open(state: SandboxShareState): SandboxShare {
-    return new SandboxShare(ShareDir.open(state.dir), state);
+    if (state.mode === 'copy') return new SandboxShare(state, undefined, CopyShare.open(state.dir));
+    return new SandboxShare({ ...state, mode: 'virtiofs' }, ShareDir.open(state.dir));
   }
 
   /** Removes a share found without a sandbox record (a crash during RunPodSandbox); a missing one is fine. */
   static async removeLeftover(dir: string): Promise<void> {
     if (!existsSync(dir)) return;
-    const state = await readFile(join(dir, HELPER_FILE), 'utf8').then((t) => JSON.parse(t) as SandboxShareState).catch(() => undefined);
+    const state = await readFile(join(dir, HELPER_FILE), 'utf8').then((t) => JSON.parse(t) as { helper?: VirtiofsdHandle }).catch(() => undefined);
     if (state?.helper) await stopVirtiofsd(state.helper);
     await ShareDir.open(dir).destroy();
   }
 
-  /** The QEMU launch option that connects the VM to the helper. */
-  get launchOption(): { socket: string; tag: string } {
-    return { socket: socketPath(this.state.dir), tag: SHARE_TAG };
+  get mode(): ShareMode {
+    return this.state.mode;
   }
 
+  /** The QEMU launch option that connects the VM to the helper; undefined when the mode needs no device. */
+  get launchOption(): { socket: string; tag: string } | undefined {
+    return this.state.mode === 'virtiofs' ? { socket: socketPath(this.state.dir), tag: SHARE_TAG } : undefined;
+  }
+
+  /** The tag the agent mounts at boot (SetupSandbox shared_fs_tag); undefined when there is nothing to mount. */
+  get guestTag(): string | undefined {
+    return this.state.mode === 'virtiofs' ? SHARE_TAG : undefined;
+  }
+
+  /** Whether the share's host helper runs (a mode without one always answers true). */
   get helperAlive(): boolean {
-    return isVirtiofsdAlive(this.state.helper);
+    return this.state.mode === 'virtiofs' ? isVirtiofsdAlive(this.state.helper) : true;
   }
 
-  /** Adds one volume; returns its path relative to the guest's share mount. */
-  addVolume(containerId: string, index: number, vol: ShareVolume): Promise<string> {
-    return this.share.addVolume(containerId, index, vol);
+  /** Copy mode syncs through the sandbox's agent from now on; virtiofs needs nothing. */
+  attachAgent(agent: VolumeCopyAgent): void {
+    this.copies?.attachAgent(agent);
+  }
+
+  /** The agent is gone: stop syncing (copy mode). */
+  detachAgent(): void {
+    this.copies?.detachAgent();
+  }
+
+  /** Adds one volume; returns the guest path the container's bind mount takes as its source. */
+  async addVolume(containerId: string, index: number, vol: ShareVolume): Promise<string> {
+    if (this.copies) return this.copies.addVolume(containerId, vol);
+    return `${GUEST_SHARED_DIR}/${await this.dirShare!.addVolume(containerId, index, vol)}`;
   }
 
   removeContainer(containerId: string): Promise<void> {
-    return this.share.removeContainer(containerId);
+    return this.copies ? this.copies.removeContainer(containerId) : this.dirShare!.removeContainer(containerId);
   }
 
-  /** Stops the helper and removes every mount and file; idempotent. */
+  /**
+   * The host sees every write the guest made to the container's writable
+   * volumes once this resolves (a container exited; kubelet reads its
+   * termination log next). Immediate for virtiofs.
+   */
+  async flush(containerId: string): Promise<void> {
+    await this.copies?.flush(containerId);
+  }
+
+  /** Stops the helper (or the syncing) and removes every mount and file; idempotent. */
   async destroy(): Promise<void> {
-    await stopVirtiofsd(this.state.helper);
-    await this.share.destroy();
+    if (this.state.mode === 'virtiofs') await stopVirtiofsd(this.state.helper);
+    if (this.copies) await this.copies.destroy();
+    else await this.dirShare!.destroy();
     log.debug({ dir: this.state.dir }, 'share removed');
   }
 }

@@ -1,9 +1,9 @@
 import { closeSync, constants, openSync } from 'node:fs';
-import { lstat, mkdir, readFile, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, realpath, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { failedPrecondition, invalidArgument } from '../errors.js';
 import { logger } from '../log.js';
-import { mount, mountsUnder, umount } from './host-mounts.js';
+import { mountBatch, mountHolding, mountsUnder, mountTable, umount, type MountEntry } from './host-mounts.js';
 
 const log = logger('volume-share');
 
@@ -54,16 +54,6 @@ function checkContainerId(id: string): string {
   return id;
 }
 
-/** The per-mount options of one mount point, from mountinfo (field 6). */
-async function mountOptions(point: string): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const line of text.split('\n').reverse()) {
-    const f = line.split(' ');
-    if (f[4] === point) return (f[5] ?? '').split(',');
-  }
-  throw failedPrecondition(`${point} is not a mount point`);
-}
-
 export class ShareDir {
   readonly paths: ShareDirPaths;
 
@@ -84,13 +74,15 @@ export class ShareDir {
       await mkdir(dirname(root), { recursive: true, mode: 0o700 });
       await mkdir(root, { mode: 0o700 });
       for (const d of [p.staging, p.mounts, p.shared, p.sockDir]) await mkdir(d, { mode: 0o700 });
-      await mount(['--bind', root, root], 'making the share root a mount');
-      await mount(['--make-private', root], 'making the share root private');
-      await mount(['--bind', p.mounts, p.mounts], 'making the share mounts dir a mount');
-      await mount(['--make-shared', p.mounts], 'making the share mounts dir shared');
-      await mount(['--bind', p.mounts, p.shared], 'binding the shared view');
-      await mount(['-o', 'remount,bind,ro,nosuid,nodev', p.shared], 'making the shared view read-only');
-      await mount(['--make-slave', p.shared], 'making the shared view a slave');
+      await mountBatch([
+        ['mount', '--bind', root, root],
+        ['mount', '--make-private', root],
+        ['mount', '--bind', p.mounts, p.mounts],
+        ['mount', '--make-shared', p.mounts],
+        ['mount', '--bind', p.mounts, p.shared],
+        ['mount', '-o', 'remount,bind,ro,nosuid,nodev', p.shared],
+        ['mount', '--make-slave', p.shared],
+      ], 'making the share tree');
     } catch (e) {
       await share.destroy().catch((err) => log.warn({ root, err: String(err) }, 'cleanup of a half-made share failed'));
       throw e;
@@ -99,45 +91,59 @@ export class ShareDir {
   }
 
   /**
-   * Binds `vol.hostPath` into the share as `<containerId>/<index>` and returns
-   * that path relative to the shared root. A missing host path becomes a
-   * directory, as containerd does.
+   * Binds each `vol.hostPath` into the share as `<containerId>/<index>` and
+   * returns those paths relative to the shared root. A missing host path
+   * becomes a directory, as containerd does. All binds of a call run in one
+   * shell (see mountBatch); their flags are computed up front from the host's
+   * mount table, since a bind copies the flags of the mounts it copies.
+   * On failure nothing of the call is left.
    */
-  async addVolume(containerId: string, index: number, vol: ShareVolume): Promise<string> {
+  async addVolumes(containerId: string, vols: Array<{ index: number; vol: ShareVolume }>): Promise<string[]> {
     checkContainerId(containerId);
-    if (!Number.isInteger(index) || index < 0) throw invalidArgument(`volume index ${index} is not valid`);
     const p = this.paths;
-    let st = await stat(vol.hostPath).catch(() => undefined);
-    if (!st) {
-      await mkdir(vol.hostPath, { recursive: true, mode: 0o755 });
-      st = await stat(vol.hostPath);
-    }
-    const isDir = st.isDirectory();
-    const staged = join(p.staging, `${containerId}-${index}`);
     const containerDir = join(p.mounts, containerId);
-    const target = join(containerDir, String(index));
-    await makePoint(staged, isDir);
-    try {
-      await mount([isDir ? '--rbind' : '--bind', vol.hostPath, staged], `binding ${vol.hostPath}`);
-      await mount([vol.propagation === 'host-to-container' ? '--make-rslave' : '--make-rprivate', staged], `setting propagation of ${vol.hostPath}`);
-      // Deepest last, so that the top mount's flags are what remains visible at the top.
-      const points = mountsUnder(staged).reverse();
-      for (const point of points) {
-        const readOnly = vol.readonly && (point === staged || vol.recursiveReadOnly);
-        await mount(['-o', remountOptions(await mountOptions(point), readOnly), point], `setting flags on ${vol.hostPath}`);
+    const planned: Array<{ staged: string; target: string; isDir: boolean; source: string; vol: ShareVolume }> = [];
+    for (const { index, vol } of vols) {
+      if (!Number.isInteger(index) || index < 0) throw invalidArgument(`volume index ${index} is not valid`);
+      let st = await stat(vol.hostPath).catch(() => undefined);
+      if (!st) {
+        await mkdir(vol.hostPath, { recursive: true, mode: 0o755 });
+        st = await stat(vol.hostPath);
       }
+      planned.push({ staged: join(p.staging, `${containerId}-${index}`), target: join(containerDir, String(index)), isDir: st.isDirectory(), source: await realpath(vol.hostPath), vol });
+    }
+    const table = mountTable();
+    const commands: Array<['mount', ...string[]]> = [];
+    try {
       await mkdir(containerDir, { recursive: true, mode: 0o700 });
-      await makePoint(target, isDir);
-      await mount(['--move', staged, target], `publishing ${vol.hostPath} to the share`);
+      for (const v of planned) {
+        await makePoint(v.staged, v.isDir);
+        await makePoint(v.target, v.isDir);
+        const [top, ...below] = copiedMounts(v.source, v.isDir, table);
+        // One mount(8) makes the bind, sets its propagation and (since util-linux 2.27) remounts it with the flags.
+        const topOptions = remountOptions(top!.options, v.vol.readonly).replace(/^remount,bind,/, '');
+        commands.push(['mount', v.isDir ? '--rbind' : '--bind', v.vol.propagation === 'host-to-container' ? '--make-rslave' : '--make-rprivate', '-o', topOptions, v.vol.hostPath, v.staged]);
+        for (const { point, options } of below) {
+          commands.push(['mount', '-o', remountOptions(options, v.vol.readonly && v.vol.recursiveReadOnly), v.staged + point]);
+        }
+        commands.push(['mount', '--move', v.staged, v.target]);
+      }
+      await mountBatch(commands, `binding the volumes of container ${containerId}`);
     } catch (e) {
-      await this.unmountTree(staged).catch(() => undefined);
-      await removePoint(staged);
-      await this.unmountTree(target).catch(() => undefined);
-      await removePoint(target);
+      for (const v of planned) {
+        for (const path of [v.staged, v.target]) {
+          await this.unmountTree(path).catch(() => undefined);
+          await removePoint(path);
+        }
+      }
       throw e;
     }
-    await removePoint(staged);
-    return `${containerId}/${index}`;
+    for (const v of planned) await removePoint(v.staged);
+    return vols.map(({ index }) => `${containerId}/${index}`);
+  }
+
+  async addVolume(containerId: string, index: number, vol: ShareVolume): Promise<string> {
+    return (await this.addVolumes(containerId, [{ index, vol }]))[0]!;
   }
 
   /** Unmounts and removes every volume of one container; a container with none is fine. */
@@ -159,14 +165,14 @@ export class ShareDir {
    * bind mount would delete the user's data.
    */
   private async unmountTree(dir: string, includeSelf = true): Promise<void> {
-    for (const point of mountsUnder(dir)) {
-      if (!includeSelf && point === dir) continue;
-      try {
-        await umount([point], `unmounting ${point}`);
-      } catch {
-        // Busy (a host process holds a file there): detach it so it is gone from this tree.
-        await umount(['-l', point], `detaching ${point}`).catch(() => undefined);
-      }
+    const points = mountsUnder(dir).filter((point) => includeSelf || point !== dir);
+    // One umount for the whole tree, deepest first; if any is busy (a host process holds a file there), detach them one by one.
+    if (points.length > 0) {
+      await mountBatch([['umount', ...points]], `unmounting ${dir}`).catch(async () => {
+        for (const point of mountsUnder(dir).filter((pt) => includeSelf || pt !== dir)) {
+          await umount([point], `unmounting ${point}`).catch(() => umount(['-l', point], `detaching ${point}`)).catch(() => undefined);
+        }
+      });
     }
     const left = mountsUnder(dir).filter((m) => includeSelf || m !== dir);
     if (left.length > 0) throw failedPrecondition(`cannot unmount ${left.join(', ')}; leaving ${dir} in place`);
@@ -188,6 +194,25 @@ async function removePoint(path: string): Promise<void> {
   if (mountsUnder(path).length > 0) return;
   if (st.isDirectory()) await rmdir(path).catch(() => undefined);
   else await unlink(path).catch(() => undefined);
+}
+
+/**
+ * The mounts a bind of `source` copies, as paths relative to the bind (''
+ * is its top) with their current flags: the mount holding `source`, and for a
+ * recursive bind of a directory every mount below it.
+ */
+function copiedMounts(source: string, recursive: boolean, table: MountEntry[]): Array<{ point: string; options: string[] }> {
+  const top = mountHolding(source, table);
+  const out = [{ point: '', options: top?.options ?? [] }];
+  if (!recursive) return out;
+  const seen = new Set<string>();
+  // Shallowest first; on a point with stacked mounts the last entry is the one on top, and the one a bind copies.
+  for (const point of mountsUnder(source, table).reverse()) {
+    if (point === source || seen.has(point)) continue;
+    seen.add(point);
+    out.push({ point: point.slice(source.length), options: mountHolding(point, table.filter((m) => m.point === point))!.options });
+  }
+  return out;
 }
 
 /**

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { isPodvisorError } from '../../src/errors.js';
 import { buildOciSpec } from '../../src/pod/oci-spec.js';
 import type { Mount } from '../../src/pod/records.js';
-import { ociVolumeMount, sharedGuestPath, validateMounts } from '../../src/pod/volume-mounts.js';
+import { ociVolumeMount, validateMounts } from '../../src/pod/volume-mounts.js';
 import { remountOptions } from '../../src/volume/share-dir.js';
 import { virtiofsdArgs } from '../../src/volume/virtiofsd.js';
 import { containerConfig, sandboxConfig } from '../helpers/pod-records.js';
@@ -29,7 +29,7 @@ test('mounts podvisor cannot honour are refused before anything is made, saying 
 });
 
 test('OCI bind mounts carry ro/rw, propagation and rro; image volumes are always read-only', () => {
-  assert.deepEqual(ociVolumeMount({ mount: m({}), guestSource: sharedGuestPath('c/0') }),
+  assert.deepEqual(ociVolumeMount({ mount: m({}), guestSource: '/run/podvisor/shared/c/0' }),
     { destination: '/data', type: 'bind', source: '/run/podvisor/shared/c/0', options: ['rbind', 'rw', 'rprivate', 'nosuid', 'nodev'] });
   assert.deepEqual(ociVolumeMount({ mount: m({ readonly: true, recursiveReadOnly: true, propagation: 'HOST_TO_CONTAINER', containerPath: '/x/' }), guestSource: '/s' }).options,
     ['rbind', 'ro', 'rslave', 'nosuid', 'nodev', 'rro']);

@@ -1,0 +1,387 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GUEST_VOLUMES_DIR } from '../agent-protocol/guest-paths.js';
+import type { ReadVolumeRequest, ReadVolumeResponse, VolumeEntry, WriteVolumeRequest } from '../agent-protocol/types.js';
+import { messageOf } from '../errors.js';
+import { logger } from '../log.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import { hostManifest, readHostFile, removeBack, writeBack, type Manifest } from './host-tree.js';
+import type { ShareVolume } from './share-dir.js';
+
+const log = logger('volume-copy');
+
+/**
+ * Share mode "copy" (Kata's shared_fs=none, with write-back): no device and no
+ * host helper; the agent keeps a copy of each volume in guest RAM and podvisord
+ * keeps it in step over the agent channel. Made for VM-template clones, whose
+ * guest RAM is a private mapping that no virtio-fs helper can serve, and usable
+ * on any sandbox ([volumes] share_mode = "copy").
+ *
+ * Direction of each volume:
+ * - read-only everywhere it is mounted (configMap, secret, projected token,
+ *   etc-hosts, read-only hostPath): host -> guest. The host tree is walked on
+ *   inotify events at its top and every SYNC_INTERVAL_MS, and what changed is
+ *   pushed, directories and files before links, removals last, so kubelet's
+ *   `..data` swap lands whole.
+ * - writable in some container (emptyDir, termination log, read-write hostPath):
+ *   copied in once, then guest -> host. The guest copy is read back when the
+ *   agent reports a change (inotify in the guest, WatchVolumes) and when a
+ *   container using it exits (so kubelet finds the termination log).
+ *   A change made on the host side after the copy is not seen in the guest.
+ * Bounds (src/volume/host-tree.ts COPY_LIMITS): entries, bytes per file and per
+ * volume; a volume over them is refused at CreateContainer.
+ * Volumes are keyed by host path, so containers of a pod that mount the same
+ * emptyDir share one guest copy.
+ */
+
+/** How often host sources of read-only volumes are walked (besides inotify on their top directory). */
+export const SYNC_INTERVAL_MS = 250;
+/** How long one WatchVolumes long poll waits in the guest. */
+const WATCH_MS = 10_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Data per WriteVolume / ReadVolume call (the agent message limit is 4 MiB). */
+const BATCH_BYTES = 2 << 20;
+
+/** What the copy mode needs from the guest agent. */
+export interface VolumeCopyAgent {
+  writeVolume(req: WriteVolumeRequest): Promise<void>;
+  readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse>;
+  removeVolume(volumeId: string): Promise<void>;
+  /** Waits at most `waitMs` for a change in the guest to any of `volumeIds`; answers the ones that changed. */
+  watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]>;
+}
+
+interface CopiedVolume {
+  id: string;
+  hostPath: string;
+  /** Some container mounts it read-write: the guest copy is written back. */
+  writable: boolean;
+  containers: string[];
+}
+
+/** What this daemon last synced of a volume (not persisted: after a restart everything is compared again). */
+interface SyncState {
+  /** The host manifest the guest copy matches (read-only volumes). */
+  pushed?: Manifest;
+  /** path -> guest stamp already written back (writable volumes). */
+  pulled?: Map<string, string>;
+  /** The last error logged, so a failing volume logs once, not every tick. */
+  lastError?: string;
+}
+
+const STATE_FILE = 'copies.json';
+
+export function copyVolumeId(hostPath: string): string {
+  return createHash('sha256').update(hostPath).digest('hex').slice(0, 16);
+}
+
+export class CopyShare {
+  private agent?: VolumeCopyAgent;
+  private timer?: NodeJS.Timeout;
+  private kicked = false;
+  private readonly hostWatchers = new Map<string, FSWatcher>();
+  private readonly sync = new Map<string, SyncState>();
+  /** Every sync step runs in this chain: a tick, an add and a removal never interleave. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  private constructor(readonly dir: string, private readonly volumes: Map<string, CopiedVolume>) {}
+
+  static async create(dir: string): Promise<CopyShare> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const share = new CopyShare(dir, new Map());
+    await share.save();
+    return share;
+  }
+
+  /** The share of a sandbox an earlier podvisord made. */
+  static open(dir: string): CopyShare {
+    let list: CopiedVolume[] = [];
+    try {
+      list = (JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as { volumes: CopiedVolume[] }).volumes;
+    } catch (e) {
+      log.warn({ dir, err: messageOf(e) }, 'copy share has no readable state; its volumes are not synced');
+    }
+    return new CopyShare(dir, new Map(list.map((v) => [v.id, v])));
+  }
+
+  /** Starts keeping the guest in step through this agent (after boot, or after a daemon restart). */
+  attachAgent(agent: VolumeCopyAgent): void {
+    this.detachAgent();
+    this.agent = agent;
+    this.timer = setInterval(() => this.kick(), SYNC_INTERVAL_MS);
+    this.timer.unref();
+    void this.watchGuest(agent);
+  }
+
+  /** The agent is gone (VM stopped or died): nothing more to sync. */
+  detachAgent(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.agent = undefined;
+    for (const w of this.hostWatchers.values()) w.close();
+    this.hostWatchers.clear();
+  }
+
+  /** Pushes the read-only volumes' host changes soon (a tick, or an inotify event on a source). */
+  private kick(): void {
+    if (this.kicked || !this.agent) return;
+    this.kicked = true;
+    void this.serial(async () => {
+      this.kicked = false;
+      await this.syncAll();
+    });
+  }
+
+  /**
+   * Guest -> host: the agent answers a long poll when a writable copy changes
+   * (inotify in the guest), so a write reaches the host in one round trip
+   * instead of waiting for a poll, and an idle pod costs one call per WATCH_MS.
+   */
+  private async watchGuest(agent: VolumeCopyAgent): Promise<void> {
+    while (this.agent === agent) {
+      const ids = [...this.volumes.values()].filter((v) => v.writable).map((v) => v.id);
+      let changed: string[] = [];
+      try {
+        changed = ids.length > 0 ? await agent.watchVolumes(ids, WATCH_MS) : [];
+        if (ids.length === 0) await sleep(SYNC_INTERVAL_MS);
+      } catch (e) {
+        if (this.agent !== agent) return;
+        log.debug({ dir: this.dir, err: messageOf(e) }, 'watching the guest copies failed; trying again');
+        await sleep(1000);
+        continue;
+      }
+      if (changed.length === 0 || this.agent !== agent) continue;
+      await this.serial(async () => {
+        for (const id of changed) {
+          const v = this.volumes.get(id);
+          if (v?.writable) await this.pull(agent, v).catch((e) => this.report(v, e));
+        }
+      });
+    }
+  }
+
+  /** Copies a volume into the guest (once per host path) and returns the guest path a container binds. */
+  async addVolume(containerId: string, vol: ShareVolume): Promise<string> {
+    const st = await stat(vol.hostPath).catch(() => undefined);
+    if (!st) await mkdir(vol.hostPath, { recursive: true, mode: 0o755 }); // as containerd does
+    const id = copyVolumeId(vol.hostPath);
+    await this.serial(async () => {
+      const agent = this.requireAgent();
+      let v = this.volumes.get(id);
+      const isNew = !v;
+      v ??= { id, hostPath: vol.hostPath, writable: false, containers: [] };
+      if (isNew) {
+        this.sync.set(id, {});
+        try {
+          await this.push(agent, v);
+        } catch (e) {
+          this.sync.delete(id);
+          await agent.removeVolume(id).catch(() => undefined);
+          throw e;
+        }
+      }
+      if (!vol.readonly && !v.writable) {
+        v.writable = true;
+        // What the guest holds now came from the host: only later changes go back.
+        this.sync.set(id, { pulled: await this.guestStamps(agent, v) });
+      }
+      if (!v.containers.includes(containerId)) v.containers.push(containerId);
+      this.volumes.set(id, v);
+      await this.save();
+    });
+    return `${GUEST_VOLUMES_DIR}/${id}`;
+  }
+
+  /** Drops a container's volumes; one no container uses any more is written back (if writable) and removed from the guest. */
+  async removeContainer(containerId: string): Promise<void> {
+    await this.serial(async () => {
+      for (const v of [...this.volumes.values()]) {
+        if (!v.containers.includes(containerId)) continue;
+        v.containers = v.containers.filter((c) => c !== containerId);
+        if (v.containers.length > 0) continue;
+        if (this.agent) {
+          if (v.writable) await this.pull(this.agent, v).catch((e) => this.report(v, e));
+          await this.agent.removeVolume(v.id).catch((e) => log.warn({ volume: v.hostPath, err: messageOf(e) }, 'could not remove a volume copy from the guest'));
+        }
+        this.volumes.delete(v.id);
+        this.sync.delete(v.id);
+        this.hostWatchers.get(v.id)?.close();
+        this.hostWatchers.delete(v.id);
+      }
+      await this.save();
+    });
+  }
+
+  /** Brings the host up to date with the guest now (a container exited: kubelet reads its termination log next). */
+  flush(containerId?: string): Promise<void> {
+    return this.serial(async () => {
+      if (!this.agent) return;
+      for (const v of this.volumes.values()) {
+        if (v.writable && (!containerId || v.containers.includes(containerId))) await this.pull(this.agent, v).catch((e) => this.report(v, e));
+      }
+    });
+  }
+
+  async destroy(): Promise<void> {
+    this.detachAgent();
+    await this.chain.catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  // ------------------------------------------------------------ syncing
+
+  private serial<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(step, step);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private requireAgent(): VolumeCopyAgent {
+    if (!this.agent) throw new Error('the sandbox agent is not connected; volumes cannot be copied');
+    return this.agent;
+  }
+
+  /** Host -> guest for every read-only volume (writable ones are read back by watchGuest and flush). */
+  private async syncAll(): Promise<void> {
+    const agent = this.agent;
+    if (!agent) return;
+    for (const v of this.volumes.values()) {
+      if (v.writable) continue;
+      try {
+        this.watchHost(v);
+        await this.push(agent, v);
+        const s = this.sync.get(v.id);
+        if (s) s.lastError = undefined;
+      } catch (e) {
+        this.report(v, e);
+      }
+    }
+  }
+
+  /** inotify on a read-only volume's source: kubelet's atomic writer swaps `..data` there, so an update is pushed at once. */
+  private watchHost(v: CopiedVolume): void {
+    if (this.hostWatchers.has(v.id)) return;
+    try {
+      const w = watch(v.hostPath, { persistent: false }, () => this.kick());
+      w.on('error', () => {
+        w.close();
+        this.hostWatchers.delete(v.id); // the tick still pushes; the next one watches again
+      });
+      this.hostWatchers.set(v.id, w);
+    } catch {
+      // Gone or not watchable: the tick still covers it.
+    }
+  }
+
+  private report(v: CopiedVolume, e: unknown): void {
+    const s = this.sync.get(v.id) ?? {};
+    const msg = messageOf(e);
+    if (s.lastError !== msg) log.warn({ volume: v.hostPath, err: msg }, 'volume copy not in step');
+    s.lastError = msg;
+    this.sync.set(v.id, s);
+  }
+
+  /** Host -> guest: what changed since the last push (everything, the first time). */
+  private async push(agent: VolumeCopyAgent, v: CopiedVolume): Promise<void> {
+    const s = this.sync.get(v.id) ?? {};
+    const before = s.pushed ?? (await this.guestManifest(agent, v));
+    const now = await hostManifest(v.hostPath);
+    const changed = [...now.values()].filter((e) => !sameEntry(before.get(e.path), e));
+    // Files and directories first, links after them (the `..data` swap), removals last, deepest first.
+    const puts = [...changed.filter((e) => e.kind !== 'symlink'), ...changed.filter((e) => e.kind === 'symlink')];
+    const removes = [...before.keys()].filter((p) => p !== '' && !now.has(p)).sort((a, b) => b.length - a.length);
+    if (puts.length === 0 && removes.length === 0) {
+      s.pushed = now;
+      this.sync.set(v.id, s);
+      return;
+    }
+    let batch: VolumeEntry[] = [];
+    let bytes = 0;
+    for (const e of puts) {
+      let entry: VolumeEntry = { path: e.path, kind: e.kind, mode: e.mode, ...(e.data ? { data: e.data } : {}) };
+      if (e.kind === 'file') {
+        const data = await readHostFile(v.hostPath, e.path);
+        if (!data) {
+          now.delete(e.path); // changed under the walk: sent next tick
+          continue;
+        }
+        entry = { ...entry, data };
+        if (bytes + data.length > BATCH_BYTES && batch.length > 0) {
+          await agent.writeVolume({ volumeId: v.id, put: batch, remove: [] });
+          batch = [];
+          bytes = 0;
+        }
+        bytes += data.length;
+      }
+      batch.push(entry);
+    }
+    await agent.writeVolume({ volumeId: v.id, put: batch, remove: removes });
+    s.pushed = now;
+    this.sync.set(v.id, s);
+  }
+
+  /** Guest -> host: files and directories the guest changed or removed since the last pull. */
+  private async pull(agent: VolumeCopyAgent, v: CopiedVolume): Promise<void> {
+    const s = this.sync.get(v.id) ?? {};
+    const seen = s.pulled ?? new Map<string, string>();
+    const res = await agent.readVolume({ volumeId: v.id, paths: [] });
+    if (!res.exists) throw new Error(`the guest has no copy of ${v.hostPath}`);
+    const next = new Map<string, string>();
+    const files: VolumeEntry[] = [];
+    for (const e of res.entries) {
+      if (e.kind === 'symlink') continue; // links stay in the guest: one written on the host could point anywhere there
+      next.set(e.path, e.stamp ?? '');
+      if (seen.get(e.path) === e.stamp) continue;
+      if (e.kind === 'dir') await writeBack(v.hostPath, e);
+      else files.push(e);
+    }
+    // File contents in batches the agent can answer in one message (the stamp's third field is the size).
+    let paths: string[] = [];
+    let bytes = 0;
+    const fetch = async () => {
+      if (paths.length === 0) return;
+      const got = await agent.readVolume({ volumeId: v.id, paths });
+      for (const e of got.entries) {
+        await writeBack(v.hostPath, e);
+        next.set(e.path, e.stamp ?? '');
+      }
+      paths = [];
+      bytes = 0;
+    };
+    for (const e of files) {
+      const size = Number((e.stamp ?? '').split(':')[2] ?? 0);
+      if (bytes + size > BATCH_BYTES) await fetch();
+      paths.push(e.path);
+      bytes += size;
+    }
+    await fetch();
+    const removed = [...seen.keys()].filter((p) => p !== '' && !next.has(p)).sort((a, b) => b.length - a.length);
+    for (const p of removed) await removeBack(v.hostPath, p);
+    s.pulled = next;
+    this.sync.set(v.id, s);
+  }
+
+  /** What the guest copy holds, as a manifest whose stamps never equal a host's (so every file is compared again). */
+  private async guestManifest(agent: VolumeCopyAgent, v: CopiedVolume): Promise<Manifest> {
+    const res = await agent.readVolume({ volumeId: v.id, paths: [] });
+    const out: Manifest = new Map();
+    for (const e of res.exists ? res.entries : []) out.set(e.path, { ...e, stamp: `guest:${e.stamp}`, size: 0 });
+    return out;
+  }
+
+  private async guestStamps(agent: VolumeCopyAgent, v: CopiedVolume): Promise<Map<string, string>> {
+    const res = await agent.readVolume({ volumeId: v.id, paths: [] });
+    return new Map(res.entries.map((e) => [e.path, e.stamp ?? '']));
+  }
+
+  private save(): Promise<void> {
+    return writeFileAtomic(join(this.dir, STATE_FILE), JSON.stringify({ volumes: [...this.volumes.values()] }));
+  }
+}
+
+function sameEntry(a: VolumeEntry | undefined, b: VolumeEntry): boolean {
+  if (!a || a.kind !== b.kind || a.mode !== b.mode || a.stamp !== b.stamp) return false;
+  return a.kind !== 'symlink' || Buffer.compare(Buffer.from(a.data ?? []), Buffer.from(b.data ?? [])) === 0;
+}
