@@ -1,13 +1,14 @@
-// Volumes through the real CRI socket, in one sandbox VM:
+// Volumes through the real CRI socket, one sandbox VM per share mode (virtiofs, then copy; one
+// daemon and one VM at a time):
 //  - CreateContainer with 0 mounts vs with 6 (kubelet's usual set: token, configMap, secret,
-//    emptyDir, etc-hosts, termination log), the ratio being the cost of the share binds;
-//  - cold read throughput of the same 32 MiB file from a hostPath volume (virtio-fs) vs from the
-//    image's own erofs disk (the baseline);
+//    emptyDir, etc-hosts, termination log), the ratio being the cost of the share's work;
+//  - cold read throughput of the same 32 MiB (16 files of 2 MiB, within copy mode's per-file
+//    bound) from a hostPath volume vs from the image's own erofs disk (the baseline);
 //  - the time from kubelet's atomic configMap update on the host until a container sees it (the
 //    guest polls every 20 ms and prints; the host time of that line in the CRI log is the
 //    arrival), against the same loop seeing a change made inside the guest (the output path alone).
 //
-//   node --import tsx bench/volumes.ts [rounds=3]
+//   node --import tsx bench/volumes.ts [rounds=3] [modes=virtiofs,copy]
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,9 +20,13 @@ import { KubeletPod, writeAtomicVolume } from '../test/helpers/kubelet-volumes.j
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { pushImage } from '../test/helpers/registry.js';
 import { tarOf } from '../test/helpers/tar.js';
+import type { ShareMode } from '../src/volume/share-mode.js';
 
 const rounds = Number(process.argv[2] ?? 3);
-const BIG = 32 << 20;
+const modes = (process.argv[3] ?? 'virtiofs,copy').split(',') as ShareMode[];
+const PARTS = 16;
+const PART = 2 << 20;
+const BIG = PARTS * PART;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -29,14 +34,31 @@ const median = (xs: number[]) => {
 };
 const ms = (v: number) => `${Math.round(v)} ms`;
 
-const env = await startPodTestEnv({ logLevel: 'info' });
+interface Figures { zero: number; six: number; img: number; vol: number; update: number; updateMax: number; local: number }
+const results = new Map<ShareMode, Figures>();
+
+for (const mode of modes) results.set(mode, await runMode(mode));
+
+console.log(`\nvolumes (${rounds} rounds, medians; TCG unless /dev/kvm is usable)`);
+const mbps = (t: number) => `${((BIG / (1 << 20)) / (t / 1000)).toFixed(0)} MiB/s`;
+for (const [mode, f] of results) {
+  console.log(`share mode ${mode}`);
+  console.log(`  CreateContainer, 0 mounts       ${ms(f.zero)}`);
+  console.log(`  CreateContainer, 6 mounts       ${ms(f.six)}  (${(f.six / f.zero).toFixed(2)}x)`);
+  console.log(`  cold read 32 MiB, image disk    ${ms(f.img)}  ${mbps(f.img)}`);
+  console.log(`  cold read 32 MiB, volume        ${ms(f.vol)}  ${mbps(f.vol)}  (${(f.vol / f.img).toFixed(2)}x the image disk's time)`);
+  console.log(`  configMap update -> guest        ${ms(f.update)}  (max ${ms(f.updateMax)}; guest-local change through the same loop: ${ms(f.local)})`);
+}
+
+async function runMode(mode: ShareMode): Promise<Figures> {
+const env = await startPodTestEnv({ logLevel: 'info' }, `\n[volumes]\nshare_mode = "${mode}"\n`);
 try {
+  console.log(`share mode ${mode}`);
   const rt = env.daemon.client.runtime;
   await env.pull(env.busybox);
   // Text, because the tar helper takes string bodies; hex of random bytes does not compress much.
-  const text = randomBytes(BIG / 2).toString('hex');
-  const data = Buffer.from(text);
-  const tar = await tarOf([{ name: 'big', body: text, mode: 0o644 }]);
+  const parts = Array.from({ length: PARTS }, () => randomBytes(PART / 2).toString('hex'));
+  const tar = await tarOf([{ name: 'big/', type: 'directory', mode: 0o755 }, ...parts.map((body, i) => ({ name: `big/part${i}`, body, mode: 0o644 }))]);
   await pushImage(env.registry, 'bench/big', 'v1', [{ data: gzipSync(tar, { level: 1 }), diffId: sha256Digest(tar), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }]);
   const bigImage = `${env.registry.host}/bench/big:v1`;
   await env.pull(bigImage);
@@ -48,7 +70,7 @@ try {
   writeAtomicVolume(kubelet.volume('projected', 'token'), { token: { data: 't' }, namespace: { data: 'bench' } });
   const hostBig = join(env.dir, 'host');
   mkdirSync(hostBig);
-  writeFileSync(join(hostBig, 'big'), data);
+  parts.forEach((body, i) => writeFileSync(join(hostBig, `part${i}`), body));
   const six = (name: string) => [
     { container_path: '/var/run/secrets/kubernetes.io/serviceaccount', host_path: kubelet.volume('projected', 'token'), readonly: true },
     { container_path: '/etc/config', host_path: cfgDir, readonly: true },
@@ -89,7 +111,7 @@ try {
   const readMs = async (path: string) => {
     const r = await unary(rt, 'ExecSync', {
       container_id: reader.id, timeout: 300,
-      cmd: ['sh', '-c', `sync; echo 3 > /proc/sys/vm/drop_caches; a=$(date +%s%N); cat ${path} > /dev/null; b=$(date +%s%N); echo $(( (b - a) / 1000000 ))`],
+      cmd: ['sh', '-c', `sync; echo 3 > /proc/sys/vm/drop_caches; a=$(date +%s%N); cat ${path}/part* > /dev/null; b=$(date +%s%N); echo $(( (b - a) / 1000000 ))`],
     });
     return Number(Buffer.from(r.stdout).toString().trim());
   };
@@ -97,10 +119,8 @@ try {
   const img: number[] = [];
   for (let i = 0; i < rounds; i++) {
     img.push(await readMs('/img/big'));
-    vol.push(await readMs('/vol/big'));
+    vol.push(await readMs('/vol'));
   }
-  const mbps = (t: number) => `${((BIG / (1 << 20)) / (t / 1000)).toFixed(0)} MiB/s`;
-
   // Update to guest.
   const watcher = await create('watcher', { mounts: [{ container_path: '/etc/config', host_path: cfgDir, readonly: true }] }, ['sh', '-c',
     'last=; while true; do v=$(cat /etc/config/value /tmp/local 2>/dev/null | tr "\\n" " "); [ "$v" != "$last" ] && echo "$v" && last=$v; sleep 0.02; done']);
@@ -126,13 +146,10 @@ try {
     local.push(Math.max(0, (await arrival(`l${i}`)) - t0 - execMs));
   }
 
-  console.log(`\nvolumes (${rounds} rounds, medians; TCG unless /dev/kvm is usable)`);
-  console.log(`  CreateContainer, 0 mounts       ${ms(median(zero))}`);
-  console.log(`  CreateContainer, 6 mounts       ${ms(median(withSix))}  (${(median(withSix) / median(zero)).toFixed(2)}x)`);
-  console.log(`  cold read 32 MiB, image disk    ${ms(median(img))}  ${mbps(median(img))}`);
-  console.log(`  cold read 32 MiB, virtio-fs     ${ms(median(vol))}  ${mbps(median(vol))}  (${(median(vol) / median(img)).toFixed(2)}x the image disk's time)`);
-  console.log(`  configMap update -> guest        ${ms(median(update))}  (max ${ms(Math.max(...update))}; guest-local change through the same loop: ${ms(median(local))})`);
+  const figures = { zero: median(zero), six: median(withSix), img: median(img), vol: median(vol), update: median(update), updateMax: Math.max(...update), local: median(local) };
   await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
+  return figures;
 } finally {
   await env.dispose();
+}
 }

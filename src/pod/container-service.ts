@@ -3,6 +3,7 @@ import {
   deadlineExceeded, failedPrecondition, invalidArgument, messageOf, notFound, unimplemented,
 } from '../errors.js';
 import { SandboxShare } from '../volume/sandbox-share.js';
+import type { ShareVolume } from '../volume/share-dir.js';
 import { missingSubPath, ociVolumeMount, type OciMount } from './volume-mounts.js';
 import { logger } from '../log.js';
 import { nowNanos, type Nanos } from './clock.js';
@@ -146,7 +147,8 @@ export class ContainerService {
    * image volumes come from the image's disk, plugged like a rootfs image.
    */
   private async prepareVolumes(sandbox: SandboxRecord, rt: SandboxRuntime, containerId: string, config: ContainerConfig): Promise<OciMount[]> {
-    const out: OciMount[] = [];
+    const sources: Array<string | undefined> = [];
+    const hostVolumes: Array<{ index: number; vol: ShareVolume }> = [];
     for (const [index, m] of config.mounts.entries()) {
       if (m.image) {
         const image = await this.ctx.images.find(m.image);
@@ -156,22 +158,25 @@ export class ContainerService {
         const plugged = await this.ensureImagePlugged(sandbox, rt, image.id);
         const source = await rt.agent.resolveImagePath(plugged.guestMountPoint, `/${m.imageSubPath ?? ''}`);
         if (!source) throw missingSubPath(m);
-        out.push(ociVolumeMount({ mount: m, guestSource: source }));
+        sources.push(source);
         continue;
       }
       if (!rt.share) {
         throw unimplemented(`mount ${m.hostPath} -> ${m.containerPath}: sandbox ${sandbox.id} has no volume share ` +
           `(${SandboxShare.available() ? 'it was made without one' : 'virtiofsd is not installed on this node'})`);
       }
-      const guestSource = await rt.share.addVolume(containerId, index, {
+      sources.push(undefined);
+      hostVolumes.push({ index, vol: {
         hostPath: m.hostPath,
         readonly: m.readonly,
         recursiveReadOnly: !!m.recursiveReadOnly,
         propagation: m.propagation === 'HOST_TO_CONTAINER' ? 'host-to-container' : 'private',
-      });
-      out.push(ociVolumeMount({ mount: m, guestSource }));
+      } });
     }
-    return out;
+    // All host volumes of the container in one call: the share batches its host work.
+    const shared = rt.share && hostVolumes.length > 0 ? await rt.share.addVolumes(containerId, hostVolumes) : [];
+    hostVolumes.forEach(({ index }, i) => { sources[index] = shared[i]; });
+    return config.mounts.map((m, index) => ociVolumeMount({ mount: m, guestSource: sources[index]! }));
   }
 
   /**

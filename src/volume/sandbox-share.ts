@@ -33,7 +33,7 @@ export type SandboxShareState =
  *   Vm.launch({ ..., ...(share.launchOption ? { sharedFs: share.launchOption } : {}) });
  *   agent.setupSandbox({ ..., sharedFsTag: share.guestTag });   // undefined in copy mode
  *   share.attachAgent(agent);                                    // copy mode starts syncing
- *   const guestSource = await share.addVolume(containerId, index, volume);
+ *   const [guestSource] = await share.addVolumes(containerId, [{ index, vol }]);
  *
  * A volume goes in as (container, index, host source) and comes back as the
  * guest path to bind; removal is per container and per sandbox.
@@ -112,10 +112,23 @@ export class SandboxShare {
     this.copies?.detachAgent();
   }
 
-  /** Adds one volume; returns the guest path the container's bind mount takes as its source. */
-  async addVolume(containerId: string, index: number, vol: ShareVolume): Promise<string> {
-    if (this.copies) return this.copies.addVolume(containerId, vol);
-    return `${GUEST_SHARED_DIR}/${await this.dirShare!.addVolume(containerId, index, vol)}`;
+  /**
+   * Adds a container's host volumes (its CRI mounts at these indexes); returns,
+   * in the same order, the guest paths its bind mounts take as sources. On
+   * failure none of them is left.
+   */
+  async addVolumes(containerId: string, vols: Array<{ index: number; vol: ShareVolume }>): Promise<string[]> {
+    if (this.copies) {
+      const out: string[] = [];
+      try {
+        for (const { vol } of vols) out.push(await this.copies.addVolume(containerId, vol));
+      } catch (e) {
+        await this.copies.removeContainer(containerId).catch(() => undefined);
+        throw e;
+      }
+      return out;
+    }
+    return (await this.dirShare!.addVolumes(containerId, vols)).map((relative) => `${GUEST_SHARED_DIR}/${relative}`);
   }
 
   removeContainer(containerId: string): Promise<void> {

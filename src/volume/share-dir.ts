@@ -142,10 +142,6 @@ export class ShareDir {
     return vols.map(({ index }) => `${containerId}/${index}`);
   }
 
-  async addVolume(containerId: string, index: number, vol: ShareVolume): Promise<string> {
-    return (await this.addVolumes(containerId, [{ index, vol }]))[0]!;
-  }
-
   /** Unmounts and removes every volume of one container; a container with none is fine. */
   async removeContainer(containerId: string): Promise<void> {
     const dir = join(this.paths.mounts, checkContainerId(containerId));

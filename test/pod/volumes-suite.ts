@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -35,6 +35,7 @@ describe(`volumes (share mode ${mode})`, () => {
   let terminationLog: string;
   let escapeImage: string;
   let emptyImage: string;
+  let hostRro: string | undefined;
   const rt = () => env.daemon.client.runtime;
   const shareRoot = () => join(env.dir, 'state', 'volumes');
 
@@ -135,6 +136,8 @@ describe(`volumes (share mode ${mode})`, () => {
   }
 
   after(async () => {
+    // The rro case's submount first: disposing removes the directory it sits in.
+    if (hostRro) spawnSync('umount', ['-l', join(hostRro, 'sub')]);
     await env?.dispose();
   });
 
@@ -196,6 +199,23 @@ describe(`volumes (share mode ${mode})`, () => {
     assert.equal(readFileSync(join(hostData, 'from-guest'), 'utf8'), 'guest\n');
     assert.equal(readFileSync(hostFile, 'utf8'), 'setting=1\n');
     assert.equal(existsSync(join(hostRo, 'new')), false);
+  });
+
+  test('recursive read-only: a hostPath with a mount below it cannot be written at either level', async () => {
+    // The host directory has a tmpfs mounted under it: a plain read-only bind would leave that one writable.
+    hostRro = join(env.dir, 'host', 'rro');
+    mkdirSync(join(hostRro, 'sub'), { recursive: true });
+    writeFileSync(join(hostRro, 'top'), 'top');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', join(hostRro, 'sub')]);
+    writeFileSync(join(hostRro, 'sub', 'inner'), 'inner');
+    const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('rro', env.busybox, ['sh', '-c',
+      'cat /rro/top; echo; cat /rro/sub/inner; echo; touch /rro/a; echo "top=$?"; touch /rro/sub/b; echo "sub=$?"; echo x > /rro/sub/inner; echo "inner=$?"'], {
+      mounts: [mount('/rro', hostRro, { readonly: true, recursive_read_only: true })],
+    }));
+    assert.deepEqual(r.log.map((l) => l.text), ['top', 'inner', 'top=1', 'sub=1', 'inner=1']);
+    assert.deepEqual(readdirSync(hostRro).sort(), ['sub', 'top']);
+    assert.deepEqual(readdirSync(join(hostRro, 'sub')), ['inner']);
+    assert.equal(readFileSync(join(hostRro, 'sub', 'inner'), 'utf8'), 'inner');
   });
 
   test('an image volume with a sub-path is mounted read-only', async () => {
