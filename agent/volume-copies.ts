@@ -1,4 +1,4 @@
-import { constants, watch, type FSWatcher } from 'node:fs';
+import { constants, lstatSync, watch, type FSWatcher } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -180,16 +180,19 @@ function markDirty(volumeId: string): void {
 
 function ensureWatch(volumeId: string): void {
   if (watchers.has(volumeId)) return;
+  // A first watch: whatever changed before it is read once.
+  markDirty(volumeId);
   try {
+    const root = volumeRoot(volumeId);
     // Recursive: a file written in a subdirectory of an emptyDir counts too. A file root is watched as the file.
-    const w = watch(volumeRoot(volumeId), { recursive: true, persistent: false }, () => markDirty(volumeId));
+    const w = watch(root, { recursive: lstatSync(root).isDirectory(), persistent: false }, () => markDirty(volumeId));
     w.on('error', () => {
       unwatch(volumeId);
       markDirty(volumeId); // the host reads it again, and the next call watches anew
     });
     watchers.set(volumeId, w);
   } catch {
-    markDirty(volumeId); // not there (yet): the host's read says so
+    // Not there (yet): the host's read says so, and the next call watches again.
   }
 }
 

@@ -126,7 +126,7 @@ function virtiofsd(): CheckResult {
   const path = '/usr/lib/qemu/virtiofsd';
   return existsSync(path)
     ? ok('virtiofsd', `${path} (volumes over virtio-fs)`)
-    : warn('virtiofsd', `${path} missing (Debian qemu-system-common): volumes will need it; CRI mounts are refused until volumes are built`);
+    : warn('virtiofsd', `${path} missing (Debian qemu-system-common): with [volumes] share_mode = "virtiofs" CRI mounts are refused; install it, or set share_mode = "copy"`);
 }
 
 function directories(config: PodvisorConfig): CheckResult {

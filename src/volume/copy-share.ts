@@ -38,8 +38,8 @@ const log = logger('volume-copy');
 
 /** How often host sources of read-only volumes are walked (besides inotify on their top directory). */
 export const SYNC_INTERVAL_MS = 250;
-/** How long one WatchVolumes long poll waits in the guest. */
-const WATCH_MS = 10_000;
+/** How long one WatchVolumes long poll waits in the guest (a writable volume added meanwhile is watched from the next one). */
+const WATCH_MS = 2_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Data per WriteVolume / ReadVolume call (the agent message limit is 4 MiB). */
 const BATCH_BYTES = 2 << 20;

@@ -79,7 +79,7 @@ describe(`volumes (share mode ${mode})`, () => {
   });
 
   async function setUp() {
-    env = await startPodTestEnv({ logLevel: 'debug' }, `\n[volumes]\nshare_mode = "${mode}"\n`);
+    env = await startPodTestEnv({ logLevel: 'debug', startTimeoutMs: 180_000 }, `\n[volumes]\nshare_mode = "${mode}"\n`);
     await env.pull(env.busybox);
     // A hand-made image whose sub-path is a symlink out of the image, and one with no layers.
     const tar = await tarOf([
