@@ -145,7 +145,23 @@ async function readEntryFile(root: string, rel: string): Promise<VolumeEntry | u
 export async function readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse> {
   const root = volumeRoot(req.volumeId);
   if (!(await lstat(root).catch(() => undefined))) return { exists: false, entries: [] };
-  if (!req.paths?.length) return { exists: true, entries: await manifest(root) };
+  if (!req.paths?.length) {
+    const entries = await manifest(root);
+    if (!req.withData) return { exists: true, entries };
+    // Changed files ride along with the manifest, so a small change reaches the host in one call.
+    const known = new Map((req.known ?? []).map((e) => [e.path, e.stamp]));
+    let bytes = 0;
+    for (const [i, e] of entries.entries()) {
+      if (e.kind !== 'file' || known.get(e.path) === e.stamp) continue;
+      const size = Number((e.stamp ?? '').split(':')[2] ?? 0);
+      if (bytes + size > MAX_READ_BYTES) continue; // the host asks for it by path
+      const withData = await readEntryFile(root, e.path).catch(() => undefined);
+      if (!withData) continue;
+      bytes += withData.data!.length;
+      entries[i] = withData;
+    }
+    return { exists: true, entries };
+  }
   const entries: VolumeEntry[] = [];
   let bytes = 0;
   for (const rel of req.paths) {

@@ -111,7 +111,7 @@ export interface PausePortRequest { connectionId: string; paused: boolean }
 // Copied volumes (share mode "copy").
 export interface VolumeEntry { path: string; kind: 'dir' | 'file' | 'symlink'; mode: number; data?: Uint8Array; stamp?: string }
 export interface WriteVolumeRequest { volumeId: string; put: VolumeEntry[]; remove: string[] }
-export interface ReadVolumeRequest { volumeId: string; paths: string[] }
+export interface ReadVolumeRequest { volumeId: string; paths: string[]; known?: VolumeEntry[]; withData?: boolean }
 export interface ReadVolumeResponse { exists: boolean; entries: VolumeEntry[] }
 export interface RemoveVolumeRequest { volumeId: string }
 export interface WatchVolumesRequest { volumeIds: string[]; waitMs: number }

@@ -317,25 +317,41 @@ export class CopyShare {
       }
       batch.push(entry);
     }
+    const t0 = performance.now();
     await agent.writeVolume({ volumeId: v.id, put: batch, remove: removes });
     s.pushed = now;
     this.sync.set(v.id, s);
+    log.debug({ volume: v.hostPath, put: puts.length, removed: removes.length, ms: Math.round(performance.now() - t0) }, 'host changes pushed');
   }
 
   /** Guest -> host: files and directories the guest changed or removed since the last pull. */
   private async pull(agent: VolumeCopyAgent, v: CopiedVolume): Promise<void> {
     const s = this.sync.get(v.id) ?? {};
     const seen = s.pulled ?? new Map<string, string>();
-    const res = await agent.readVolume({ volumeId: v.id, paths: [] });
+    const t0 = performance.now();
+    // The manifest, with the data of files the host has not seen as they are now (as much as one answer holds).
+    const known = [...seen].map(([path, stamp]) => ({ path, stamp, kind: 'file' as const, mode: 0 }));
+    const res = await agent.readVolume({ volumeId: v.id, paths: [], known, withData: true });
     if (!res.exists) throw new Error(`the guest has no copy of ${v.hostPath}`);
     const next = new Map<string, string>();
     const files: VolumeEntry[] = [];
+    let written = 0;
     for (const e of res.entries) {
       if (e.kind === 'symlink') continue; // links stay in the guest: one written on the host could point anywhere there
-      next.set(e.path, e.stamp ?? '');
-      if (seen.get(e.path) === e.stamp) continue;
-      if (e.kind === 'dir') await writeBack(v.hostPath, e);
-      else files.push(e);
+      if (seen.get(e.path) === e.stamp) {
+        next.set(e.path, e.stamp ?? '');
+        continue;
+      }
+      if (e.kind === 'dir') {
+        await writeBack(v.hostPath, e);
+        next.set(e.path, e.stamp ?? '');
+      } else if (e.data) {
+        await writeBack(v.hostPath, e);
+        next.set(e.path, e.stamp ?? '');
+        written++;
+      } else {
+        files.push(e);
+      }
     }
     // File contents in batches the agent can answer in one message (the stamp's third field is the size).
     let paths: string[] = [];
@@ -361,6 +377,9 @@ export class CopyShare {
     for (const p of removed) await removeBack(v.hostPath, p);
     s.pulled = next;
     this.sync.set(v.id, s);
+    if (written + files.length + removed.length > 0) {
+      log.debug({ volume: v.hostPath, files: written + files.length, removed: removed.length, ms: Math.round(performance.now() - t0) }, 'guest changes written back');
+    }
   }
 
   /** What the guest copy holds, as a manifest whose stamps never equal a host's (so every file is compared again). */
