@@ -177,6 +177,19 @@ describe('sandboxes cloned from a VM template', () => {
     assert.deepEqual(templateKeys(), [key], 'the template stays for the next sandbox');
   });
 
+  test("kill -9 of a clone's QEMU is seen: the sandbox turns NOTREADY and its container EXITED", async () => {
+    const { id, container } = pods['clone-a']!;
+    process.kill((await info(id)).vm.pid, 'SIGKILL');
+    await waitFor('the clone to turn NOTREADY', async () => {
+      const st = (await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: id })).status!;
+      return st.state === 'SANDBOX_NOTREADY' ? st : undefined;
+    }, 30_000);
+    const c = (await unary(rt(), 'ContainerStatus', { container_id: container })).status!;
+    assert.equal(c.state, 'CONTAINER_EXITED');
+    assert.equal(c.reason, 'PodVMExited');
+    await removePod('clone-a');
+  });
+
   test('a template whose inputs changed is rebuilt, and the old one removed', async () => {
     const kernel = join(guestCopy, 'vmlinux');
     const t = statSync(kernel).mtime;
