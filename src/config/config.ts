@@ -302,6 +302,9 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     template: t.bool('template', false),
     backend: t.oneOf('backend', 'qemu', ['qemu', 'libvirt'] as const),
   };
+  if (profile.template && profile.backend === 'libvirt') {
+    t.fail('template', 'is the qemu backend\'s: the libvirt backend cannot restore a VM template (no incoming migration into a libvirt domain); remove template or use backend = "qemu"');
+  }
   t.finish();
   return profile;
 }

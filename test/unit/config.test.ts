@@ -73,6 +73,8 @@ describe('config', () => {
 
   test('bad values say what is wrong', () => {
     assert.match(refusal('[runtimes.kata]\nmachine = "pc"\n'), /must be one of "microvm", "q35", got "pc"/);
+    assert.match(refusal('[runtimes.kata]\nbackend = "xen"\n'), /must be one of "qemu", "libvirt", got "xen"/);
+    assert.match(refusal('[runtimes.kata]\nbackend = "libvirt"\ntemplate = true\n'), /libvirt backend cannot restore a VM template/);
     assert.match(refusal('[runtimes.kata]\nvcpus = 0\n'), /must be at least 1/);
     assert.match(refusal('[daemon]\nroot = "relative/dir"\n'), /must be an absolute path/);
     assert.match(refusal('[registry.mirrors."x.io"]\nendpoints = ["ftp://m"]\n'), /must start with http:\/\/ or https:\/\//);
