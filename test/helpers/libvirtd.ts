@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupOnSignal } from './signal-cleanup.js';
@@ -62,15 +62,22 @@ export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
   const uri = `qemu+unix:///system?socket=${dir}/sock/libvirt-sock`;
   let proc: ChildProcess | undefined;
 
+  const logTail = () => {
+    try {
+      return readFileSync(join(dir, 'libvirtd.log'), 'utf8').split('\n').filter((l) => / error : /.test(l)).slice(-3).join(' | ');
+    } catch {
+      return 'no log';
+    }
+  };
   const virsh = (...args: string[]) => execFileSync('virsh', ['-c', uri, ...args], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
   const start = async () => {
     const mounts = Object.entries(STATE_DIRS).map(([sub, target]) => `mount --bind ${dir}/${sub} ${target}`).join(' && ');
-    proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${mounts} && exec libvirtd --config ${dir}/etc/libvirtd.conf`], {
+    proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${mounts} && exec libvirtd --config ${dir}/etc/libvirtd.conf --pid-file ${dir}/libvirtd.pid`], {
       stdio: ['ignore', 'ignore', 'ignore'],
     });
     const deadline = Date.now() + 120_000;
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`libvirtd exited with ${proc.exitCode}; see ${dir}/log/libvirtd.log`);
+      if (proc.exitCode !== null) throw new Error(`libvirtd exited with ${proc.exitCode}: ${logTail()}`);
       try {
         virsh('version');
         return;
