@@ -298,7 +298,7 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     initrd: t.string('initrd', join(guestDir, 'initrd.img'), absolutePath),
     systemDisk: t.string('system_disk', join(guestDir, 'system.erofs'), absolutePath),
     kernelArgs: t.strings('kernel_args', []),
-    // Off by default: a clone has no virtio-fs, so its pods cannot mount volumes (docs/templates.md).
+    // Off by default: a clone's volumes use share mode copy, whose semantics differ from virtio-fs (docs/templates.md).
     template: t.bool('template', false),
     backend: t.oneOf('backend', 'qemu', ['qemu', 'libvirt'] as const),
   };
