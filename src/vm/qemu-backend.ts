@@ -1,7 +1,11 @@
 import type { VmBackend } from './pod-vm.js';
 import { Vm } from './vm.js';
 
-/** podvisor's own QEMU launcher (src/vm/vm.ts) as a pod VM backend: the default. */
+/**
+ * podvisor's own QEMU launcher (src/vm/vm.ts) as a pod VM backend: the default. `Vm` does not
+ * name PodVm itself (pod-vm.ts takes its option types from vm.ts; the other way would be an
+ * import cycle): the typing of `launch` and `reattach` below is where Vm is checked against it.
+ */
 export const qemuBackend: VmBackend = {
   name: 'qemu',
   launch: (opts) => Vm.launch(opts),

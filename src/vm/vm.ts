@@ -20,7 +20,6 @@ import { loadVmState, MIGRATION_FD, openStateForRestore, saveVmState } from './v
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
-import type { PodVm } from './pod-vm.js';
 import type { QmpEvent, RunState } from './qmp-types.js';
 import { consoleTail, looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
 
@@ -151,7 +150,7 @@ export interface VmEvents {
   exit: [VmExitInfo];
 }
 
-export class Vm extends EventEmitter<VmEvents> implements PodVm {
+export class Vm extends EventEmitter<VmEvents> {
   readonly id: string;
   readonly paths: RunDirPaths;
   readonly pid: number;
