@@ -9,6 +9,9 @@ const log = logger('passthrough');
 
 /** Start-up reconciliation asks the other runtime for its pods; it must not hold the daemon's start. */
 const RECONCILE_TIMEOUT_MS = 15_000;
+const REFUSAL_LOG_INTERVAL_MS = 10 * 60_000;
+/** The other runtime chooses the messages; the memory of them stays small. */
+const MAX_REMEMBERED_REFUSALS = 256;
 
 /**
  * Everything the routed CRI handlers (routed-handlers.ts) need to send pods to
@@ -64,6 +67,8 @@ export async function openPassthrough(rules: PassthroughConfig, stateDir: string
  */
 export class RemoteHealth {
   private down = false;
+  /** When each refusal (rpc + message) was last logged: kubelet repeats node-wide calls every few seconds. */
+  private readonly refusals = new Map<string, number>();
 
   constructor(private readonly endpoint: string) {}
 
@@ -75,7 +80,18 @@ export class RemoteHealth {
   failed(e: PodvisorError, rpc: string): void {
     const unreachable = e?.code === 'UNAVAILABLE' || e?.code === 'DEADLINE_EXCEEDED';
     if (unreachable && !this.down) log.warn({ endpoint: this.endpoint, rpc, err: messageOf(e) }, 'pass-through runtime does not answer; lists show VM pods only until it is back');
-    else if (!unreachable) log.warn({ endpoint: this.endpoint, rpc, err: messageOf(e) }, 'pass-through runtime refused a node-wide call; its part of the answer is left out');
+    else if (!unreachable && this.firstInAWhile(`${rpc}\0${messageOf(e)}`)) {
+      log.warn({ endpoint: this.endpoint, rpc, err: messageOf(e) }, 'pass-through runtime refused a node-wide call; its part of the answer is left out (logged again in 10 minutes if it persists)');
+    }
     if (unreachable) this.down = true;
+  }
+
+  private firstInAWhile(key: string): boolean {
+    const now = Date.now();
+    const last = this.refusals.get(key);
+    if (last !== undefined && now - last < REFUSAL_LOG_INTERVAL_MS) return false;
+    if (this.refusals.size >= MAX_REMEMBERED_REFUSALS) this.refusals.clear();
+    this.refusals.set(key, now);
+    return true;
   }
 }

@@ -72,31 +72,28 @@ export function routedTables(
 
   // ---- calls that name one sandbox or container ----
 
-  const bySandbox = (rpc: string, after?: (id: string) => void) => async (svc: CriServices, req: AnyReq) => {
-    const id = pt.routes.sandbox(String(req.pod_sandbox_id ?? ''));
-    if (id === undefined) return mine(L, rpc)(svc, req);
-    const res = await forgetIfGone(() => remote(rpc, { ...req, pod_sandbox_id: id }), after ? () => after(id) : undefined);
-    after?.(id);
-    return res;
-  };
-
-  const byContainer = (rpc: string, timeoutMs?: (req: AnyReq) => number, after?: (id: string) => void) => async (svc: CriServices, req: AnyReq) => {
-    const id = pt.routes.container(String(req.container_id ?? ''));
-    if (id === undefined) return mine(L, rpc)(svc, req);
-    const res = await forgetIfGone(() => remote(rpc, { ...req, container_id: id }, timeoutMs?.(req)), after ? () => after(id) : undefined);
-    after?.(id);
-    return res;
-  };
-
-  /** Removing what the other runtime no longer has is done (the CRI makes removal idempotent). */
-  const forgetIfGone = async (call: () => Promise<AnyReq>, forget: (() => void) | undefined): Promise<AnyReq> => {
-    try {
-      return await call();
-    } catch (e) {
-      if (forget && isPodvisorError(e, 'NOT_FOUND')) return {};
-      throw e;
-    }
-  };
+  /**
+   * `removed`: a removal RPC; once the other runtime has removed the object, or
+   * says it has no such object (removal is idempotent in the CRI), its route is
+   * forgotten.
+   */
+  const routed = (rpc: string, field: 'pod_sandbox_id' | 'container_id', opts: { timeoutMs?: (req: AnyReq) => number; removed?: (id: string) => void } = {}) =>
+    async (svc: CriServices, req: AnyReq) => {
+      const given = String(req[field] ?? '');
+      const id = field === 'pod_sandbox_id' ? pt.routes.sandbox(given) : pt.routes.container(given);
+      if (id === undefined) return mine(L, rpc)(svc, req);
+      let res: AnyReq;
+      try {
+        res = await remote(rpc, { ...req, [field]: id }, opts.timeoutMs?.(req));
+      } catch (e) {
+        if (!opts.removed || !isPodvisorError(e, 'NOT_FOUND')) throw e;
+        res = {};
+      }
+      opts.removed?.(id);
+      return res;
+    };
+  const bySandbox = (rpc: string, removed?: (id: string) => void) => routed(rpc, 'pod_sandbox_id', { removed });
+  const byContainer = (rpc: string, timeoutMs?: (req: AnyReq) => number, removed?: (id: string) => void) => routed(rpc, 'container_id', { timeoutMs, removed });
 
   const seconds = (v: unknown) => Math.max(0, Number(v) || 0) * 1000;
 
