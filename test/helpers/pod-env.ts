@@ -64,7 +64,8 @@ export async function startPodTestEnv(opts: DaemonOptions & { vmBackend?: 'qemu'
     await pushTestImages(registry);
     dir = mkdtempSync(join(tmpdir(), 'pvp-'));
     const config = daemonConfig(registry.host) + extraConfig + (libvirtd ? libvirtBackendConfig(libvirtd.uri) : '');
-    const daemonOpts: DaemonOptions = { config, logLevel: 'info', ...opts, dir };
+    // With libvirt podvisord also connects to libvirtd before it serves: more time on a loaded machine.
+    const daemonOpts: DaemonOptions = { config, logLevel: 'info', ...(libvirtd ? { startTimeoutMs: 120_000 } : {}), ...opts, dir };
     const env: PodTestEnv = {
       registry,
       dir,
