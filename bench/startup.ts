@@ -10,7 +10,7 @@
  *  - the largest number of idle pods this machine held, with what stopped the climb.
  *
  *   npm run bench [-- --full] [--rounds R] [--concurrent N] [--max-pods CAP] [--max-pods-budget S]
- *                 [--settle S] [--config-extra TOML]
+ *                 [--settle S] [--config-extra TOML] [--no-knobs] [--no-compare-unbounded]
  *
  * Quick (default): 3 rounds, density cap 12 pods / 120 s. --full: 7 rounds, cap 250 / 20 min.
  */
@@ -21,11 +21,12 @@ import { loadConfig } from '../src/config/config.js';
 import { messageOf } from '../src/errors.js';
 import { sizePodVm, vmProfileFor } from '../src/pod/vm-sizing.js';
 import { createCniWorld, networksFor } from '../test/network/cni-fixture.js';
-import { unary } from '../test/helpers/daemon.js';
+import { killLeftoverVms, startDaemon, unary, type RunningDaemon } from '../test/helpers/daemon.js';
 import { startPodTestEnv, type PodTestEnv } from '../test/helpers/pod-env.js';
 import { containerConfig, sandboxConfig } from '../test/helpers/cri.js';
 import { median } from './agent-channel.js';
 import { bareBootToInit, bootToAgentReady } from './bare-boot.js';
+import { measureKnobs, type KnobVariant } from './memory-knobs.js';
 import { describeBreakdown, meanBreakdown, measureSandboxes, mib } from './sandbox-memory.js';
 
 const { values } = parseArgs({
@@ -37,6 +38,8 @@ const { values } = parseArgs({
     'max-pods-budget': { type: 'string' },
     settle: { type: 'string' },
     'config-extra': { type: 'string', default: '' },
+    knobs: { type: 'boolean', default: true },
+    'compare-unbounded': { type: 'boolean', default: true },
   },
 });
 const full = values.full!;
@@ -50,7 +53,9 @@ const HOST_RESERVE_BYTES = 3 * 1024 ** 3;
 
 const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const rt = () => env.daemon.client.runtime;
+/** The daemon the pod steps talk to: the bench's own, or for one step a second one with other settings. */
+let other: RunningDaemon | undefined;
+const rt = () => (other ?? env.daemon).client.runtime;
 
 /** Whether this build has VM templates: the config accepts `[runtimes.X] template` (issue 16a). */
 function templateSupport(): { handler: string; config: string } | { reason: string } {
@@ -74,7 +79,7 @@ function memAvailable(): number {
 
 let serial = 0;
 async function runPod(handler: string, name = `b${serial++}`): Promise<{ id: string; ms: number; cfg: ReturnType<typeof sandboxConfig> }> {
-  const cfg = sandboxConfig(name, join(env.dir, 'logs', name));
+  const cfg = sandboxConfig(name, join((other ?? env.daemon).dir, 'logs', name));
   const t = performance.now();
   const { pod_sandbox_id } = await unary(rt(), 'RunPodSandbox', { config: cfg, runtime_handler: handler });
   return { id: pod_sandbox_id, ms: performance.now() - t, cfg };
@@ -112,6 +117,7 @@ const template = templateSupport();
 let env!: PodTestEnv;
 const live = new Set<string>();
 const summary: Array<[string, string]> = [];
+const knobRows: Array<[string, string]> = [];
 try {
   env = await startPodTestEnv(
     { logLevel: 'info', startTimeoutMs: 180_000 },
@@ -176,6 +182,28 @@ try {
     console.log('  (netns: namespace + tap before QEMU; boot = qemuToQmp + kernelAndInit + agentStart; cniWait: CNI ADD still running after the agent answered; setup: guest NIC + hostname/DNS; record: state on disk)');
   }
 
+  // ---------------------------------------------------------------- memory knobs, each against the same VM without it
+  if (values.knobs) {
+    const knobBase = { ...vmProfile, tcgTbSizeMiB: undefined, freePageReporting: undefined, kernelArgs: vmProfile.kernelArgs.filter((a) => !a.startsWith('podvisor.agent_v8=')) };
+    const v8 = (name: string) => ({ kernelArgs: [...knobBase.kernelArgs, `podvisor.agent_v8=${name}`] });
+    const variants: KnobVariant[] = [
+      { name: 'baseline (QEMU default tb-size, no balloon, agent V8 default flags)', change: v8('default') },
+      ...(full ? [16, 32, 64, 128] : [32, 64]).map((mb) => ({ name: `tb-size=${mb}`, change: { ...v8('default'), tcgTbSizeMiB: mb } })),
+      { name: 'free-page reporting', change: { ...v8('default'), freePageReporting: true } },
+      { name: 'agent V8 --max-semi-space-size=1', change: v8('semi1') },
+      { name: 'agent V8 --lite-mode', change: v8('lite') },
+      { name: 'agent V8 --jitless', change: v8('jitless') },
+      { name: 'as configured (daemon defaults)', change: { tcgTbSizeMiB: vmProfile.tcgTbSizeMiB, freePageReporting: vmProfile.freePageReporting, kernelArgs: vmProfile.kernelArgs } },
+    ];
+    console.log(`\nmemory knobs: one idle pod VM per variant, ${settleMs / 1000} s after agent-ready, PSS split as below`);
+    const knobs = await measureKnobs(knobBase, variants, { boots: full ? 3 : 1, settleMs, log: (l) => console.log(l) });
+    const b0 = knobs[0]!;
+    for (const k of knobs) {
+      const d = (k.memory.total - b0.memory.total) / 2 ** 20;
+      knobRows.push([k.name, `PSS ${describeBreakdown(k.memory)}; ${d >= 0 ? '+' : ''}${d.toFixed(1)} MiB vs baseline; boot to agent-ready ${fmt(k.bootMs)} (${(k.bootMs / b0.bootMs).toFixed(2)}x baseline)`]);
+    }
+  }
+
   // ---------------------------------------------------------------- memory at N=1
   const one = await runPod('');
   live.add(one.id);
@@ -186,14 +214,33 @@ try {
   live.delete(one.id);
 
   // ---------------------------------------------------------------- N at once, then memory at N
-  const t0 = performance.now();
-  const results = await Promise.allSettled(Array.from({ length: concurrent }, () => runPod('')));
-  const wall = performance.now() - t0;
-  const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-  for (const p of ok) live.add(p.id);
-  const failed = results.flatMap((r) => (r.status === 'rejected' ? [messageOf(r.reason)] : []));
-  summary.push([`${concurrent} concurrent RunPodSandbox (wall)`,
-    `${fmt(wall)} (${ratio(wall)}; per call median ${fmt(median(ok.map((p) => p.ms)))}, slowest ${fmt(Math.max(...ok.map((p) => p.ms)))}${failed.length ? `; ${failed.length} FAILED: ${failed[0]}` : ''})`]);
+  const atOnce = async (label: string) => {
+    const t0 = performance.now();
+    const results = await Promise.allSettled(Array.from({ length: concurrent }, () => runPod('')));
+    const wall = performance.now() - t0;
+    const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    for (const p of ok) live.add(p.id);
+    const failed = results.flatMap((r) => (r.status === 'rejected' ? [messageOf(r.reason)] : []));
+    summary.push([`${concurrent} concurrent RunPodSandbox (wall), ${label}`,
+      `${fmt(wall)} (${ratio(wall)}; per call median ${fmt(median(ok.map((p) => p.ms)))}, slowest ${fmt(Math.max(...ok.map((p) => p.ms)))}${failed.length ? `; ${failed.length} FAILED: ${failed[0]}` : ''})`]);
+    return ok;
+  };
+  if (values['compare-unbounded']) {
+    // The same calls against a second podvisord whose launch bound does not bite (one slot per call).
+    other = await startDaemon({ config: `[vm]\nmax_parallel_launches = ${concurrent}\n[daemon]\nboot_timeout_seconds = 900\n[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n`, logLevel: 'info', startTimeoutMs: 180_000 });
+    try {
+      const ok = await atOnce(`unbounded (max_parallel_launches = ${concurrent})`);
+      await removePods(ok.map((p) => p.id));
+      for (const p of ok) live.delete(p.id);
+    } finally {
+      // Pods outlive a daemon: whatever a failure left there is killed before its folders go.
+      await other.stop();
+      killLeftoverVms(join(other.state, 'vms'));
+      await other.dispose();
+      other = undefined;
+    }
+  }
+  const ok = await atOnce(`bounded (max_parallel_launches = ${daemonConfig.vm.maxParallelLaunches})`);
   await sleep(settleMs);
   const mN = measureSandboxes(ok.map((p) => p.id));
   summary.push([`PSS per idle sandbox, N=${ok.length}`, `mean ${describeBreakdown(meanBreakdown(mN))}`]);
@@ -237,6 +284,11 @@ try {
   console.log(`\nstart-up and density (${rounds} rounds, medians through the CRI socket; accelerator ${vmProfile.accel === 'auto' ? 'auto (TCG here unless /dev/kvm works)' : vmProfile.accel})`);
   const w = Math.max(...summary.map(([k]) => k.length));
   for (const [k, v] of summary) console.log(`  ${k.padEnd(w)}  ${v}`);
+  if (knobRows.length > 0) {
+    console.log('\nmemory knobs (idle pod VM, medians; each against the baseline in this run)');
+    const kw = Math.max(...knobRows.map(([k]) => k.length));
+    for (const [k, v] of knobRows) console.log(`  ${k.padEnd(kw)}  ${v}`);
+  }
   console.log('\nPSS: smaps_rollup of every process naming the sandbox (QEMU, virtiofsd); shared pages split among their mappers;');
   console.log('template RAM files counted whole (resident tmpfs blocks) and divided among the N sandboxes measured together.');
 } finally {

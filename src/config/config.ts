@@ -30,6 +30,10 @@ export interface RuntimeProfileConfig {
   backend?: VmBackendName;
   /** Start this handler's sandboxes as clones of a saved VM template (src/pod/vm-templates.ts). */
   template: boolean;
+  /** TCG translation cache, MiB (0: QEMU's default); see VmProfile.tcgTbSizeMiB. */
+  tcgTbSizeMiB: number;
+  /** Free-page reporting through a virtio-balloon device; see VmProfile.freePageReporting. */
+  freePageReporting: boolean;
 }
 
 export interface PodvisorConfig {
@@ -119,6 +123,10 @@ export interface ConfigOverrides {
   state?: string;
   logLevel?: string;
 }
+
+/** Defaults of the pod VM's memory knobs, chosen by bench/ measurements (README). */
+const DEFAULT_TCG_TB_SIZE_MIB = 32;
+const DEFAULT_FREE_PAGE_REPORTING = false;
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
@@ -301,6 +309,9 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     // Off by default: a clone's volumes use share mode copy, whose semantics differ from virtio-fs (docs/templates.md).
     template: t.bool('template', false),
     backend: t.oneOf('backend', 'qemu', ['qemu', 'libvirt'] as const),
+    // Both chosen by measurement (README, "Memory per idle sandbox").
+    tcgTbSizeMiB: t.int('tcg_tb_size_mib', DEFAULT_TCG_TB_SIZE_MIB, { min: 0, max: 4096 }),
+    freePageReporting: t.bool('free_page_reporting', DEFAULT_FREE_PAGE_REPORTING),
   };
   if (profile.template && profile.backend === 'libvirt') {
     t.fail('template', 'is the qemu backend\'s: the libvirt backend cannot restore a VM template (no incoming migration into a libvirt domain); remove template or use backend = "qemu"');

@@ -79,5 +79,7 @@ export function vmProfileFor(p: RuntimeProfileConfig, size: { vcpus: number; mem
     kernelArgs: p.kernelArgs,
     accel: p.accel,
     memory: { kind: 'anonymous' },
+    ...(p.tcgTbSizeMiB > 0 ? { tcgTbSizeMiB: p.tcgTbSizeMiB } : {}),
+    ...(p.freePageReporting ? { freePageReporting: true } : {}),
   };
 }

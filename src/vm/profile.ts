@@ -37,6 +37,17 @@ export interface VmProfile {
   qemuBinary?: string;
   /** Overrides the host TSC frequency read from the host (kHz). */
   tscKhz?: number;
+  /**
+   * Size of TCG's translation cache (`-accel tcg,tb-size=`), MiB; unset: QEMU's default (1 GiB
+   * on x86-64 hosts, filled as the guest runs new code and never given back). Ignored under KVM.
+   */
+  tcgTbSizeMiB?: number;
+  /**
+   * A virtio-balloon device with free-page reporting: the guest hands pages it freed back to
+   * the host (QEMU discards them), so memory touched once at boot does not stay charged. It is
+   * a device, so template and clones must agree on it (equal profiles do).
+   */
+  freePageReporting?: boolean;
 }
 
 export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
@@ -55,6 +66,8 @@ export function withProfileDefaults(p: Partial<VmProfile> & Pick<VmProfile, 'ker
     memory: p.memory ?? { kind: 'anonymous' },
     qemuBinary: p.qemuBinary,
     tscKhz: p.tscKhz,
+    tcgTbSizeMiB: p.tcgTbSizeMiB,
+    freePageReporting: p.freePageReporting,
   };
 }
 
@@ -73,6 +86,9 @@ export function validateProfile(p: VmProfile): void {
     throw invalidArgument(`VM profile: memoryMiB must be an integer of at least ${MIN_MEMORY_MIB}, got ${p.memoryMiB}`);
   }
   if (!p.kernel) throw invalidArgument('VM profile: a kernel path is required');
+  if (p.tcgTbSizeMiB !== undefined && (!Number.isInteger(p.tcgTbSizeMiB) || p.tcgTbSizeMiB < 1 || p.tcgTbSizeMiB > 4096)) {
+    throw invalidArgument(`VM profile: tcgTbSizeMiB must be an integer from 1 to 4096, got ${p.tcgTbSizeMiB}`);
+  }
   if (!['auto', 'kvm', 'tcg'].includes(p.accel)) {
     throw invalidArgument(`VM profile: accel must be "auto", "kvm" or "tcg", got ${JSON.stringify(p.accel)}`);
   }

@@ -88,7 +88,7 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     // debug-threads names the vCPU threads "CPU n/TCG|KVM": per-VM vCPU time (metrics, inspect) reads them.
     '-name', `${e(id)},process=podvisor-${id.slice(0, 6)},debug-threads=on`,
     '-M', machineOpts.join(','),
-    '-accel', accel,
+    '-accel', accel === 'tcg' && profile.tcgTbSizeMiB ? `tcg,tb-size=${profile.tcgTbSizeMiB}` : accel,
     '-cpu', accel === 'kvm' ? 'host' : 'max',
     '-smp', String(profile.vcpus),
     '-m', `${profile.memoryMiB}M`,
@@ -134,6 +134,8 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     '-device', `${virtio('rng')},rng=rng0,id=rng`,
     '-device', 'pvpanic,id=pvpanic',
   );
+  // After the fixed devices, so a profile without it keeps the same virtio-mmio slots as before.
+  if (profile.freePageReporting) args.push('-device', `${virtio('balloon')},id=balloon0,free-page-reporting=on`);
   if (input.tap && input.placeholderNic) throw invalidArgument('a VM has either a tap NIC or a placeholder NIC, not both');
   if (input.tap || input.placeholderNic) {
     const nic = [`${virtio('net')}`, 'netdev=net0', 'id=nic0'];

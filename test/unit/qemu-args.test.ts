@@ -37,6 +37,18 @@ describe('QEMU command line', () => {
     ]);
   });
 
+  it('sizes the TCG translation cache and adds the free-page-reporting balloon only when the profile asks', () => {
+    const base = input().profile;
+    const tuned = buildQemuArgs(input({ profile: { ...base, tcgTbSizeMiB: 32, freePageReporting: true } }));
+    assert.deepEqual(values(tuned, '-accel'), ['tcg,tb-size=32']);
+    assert.equal(values(tuned, '-device').filter((d) => d.startsWith('virtio-balloon-device,')).length, 1);
+    assert.match(values(tuned, '-device').find((d) => d.startsWith('virtio-balloon-device'))!, /free-page-reporting=on/);
+    // KVM has no translation cache: the size is not passed there.
+    assert.deepEqual(values(buildQemuArgs(input({ accel: 'kvm', profile: { ...base, tcgTbSizeMiB: 32 } })), '-accel'), ['kvm']);
+    assert.ok(!buildQemuArgs(input()).some((a) => a.includes('balloon')));
+    assert.throws(() => validateProfile({ ...base, tcgTbSizeMiB: 0 }), /tcgTbSizeMiB/);
+  });
+
   it('names the process after the sandbox and puts every host file in the run directory', () => {
     const args = buildQemuArgs(input());
     assert.deepEqual(values(args, '-name'), ['abcdef0123,process=podvisor-abcdef,debug-threads=on']);
