@@ -35,6 +35,19 @@ describe('config', () => {
     assert.equal(c.debug.enabled, false);
   });
 
+  test('start-up and memory knobs: launch bound per host, TCG cache and free-page reporting per handler', () => {
+    const d = loadConfig(undefined);
+    assert.ok(d.vm.maxParallelLaunches >= 1, 'default: the host\'s cores');
+    assert.equal(d.runtimes['']!.tcgTbSizeMiB, 32);
+    assert.equal(d.runtimes['']!.freePageReporting, false);
+    const c = loadConfig(file('[vm]\nmax_parallel_launches = 3\n[runtimes.kata]\ntcg_tb_size_mib = 0\nfree_page_reporting = true\n'));
+    assert.equal(c.vm.maxParallelLaunches, 3);
+    assert.equal(c.runtimes.kata!.tcgTbSizeMiB, 0);
+    assert.equal(c.runtimes.kata!.freePageReporting, true);
+    assert.match(refusal('[vm]\nmax_parallel_launches = 0\n'), /max_parallel_launches/);
+    assert.match(refusal('[runtimes.kata]\ntcg_tb_size_mib = -1\n'), /tcg_tb_size_mib/);
+  });
+
   test('[streaming]: loopback and a chosen port by default; TLS needs both files; wildcards and names refused', () => {
     const d = loadConfig(undefined).streaming;
     assert.deepEqual(d, { address: '127.0.0.1', port: 0, idleTimeoutSeconds: 14400 });
