@@ -8,6 +8,7 @@
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { AgentClient } from '../src/agent-client/index.js';
+import { agentPortOpened } from '../src/vm/agent-port.js';
 import type { VmProfile } from '../src/vm/profile.js';
 import { Vm } from '../src/vm/vm.js';
 
@@ -59,7 +60,9 @@ export async function bootToAgentReady(profile: VmProfile, tag: string): Promise
   const vm = await Vm.launch({
     id: `bench-ready-${process.pid}-${tag}`, runDir, profile, readyTimeoutMs: 180_000,
     waitReady: async (v, deadline) => {
-      agent = await AgentClient.connect(v.agentSocket, { deadlineMs: deadline - Date.now() });
+      // As podvisord connects (src/pod/sandbox-service.ts), so the baseline has the same probing.
+      const port = agentPortOpened(v.qmp);
+      agent = await AgentClient.connect(v.agentSocket, { deadlineMs: deadline - Date.now(), portOpened: port.opened }).finally(() => port.dispose());
     },
   });
   try {

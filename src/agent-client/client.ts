@@ -29,6 +29,11 @@ export interface AgentConnectOptions {
   probeTimeoutMs?: number;
   /** Default per-call timeout; every call has one (WaitProcess included). */
   callTimeoutMs?: number;
+  /**
+   * Resolves when the guest opens its end of the port (QMP VSERPORT_CHANGE): the first
+   * connect then sends a fresh probe at once instead of waiting out one sent too early.
+   */
+  portOpened?: Promise<void>;
 }
 
 /**
@@ -85,12 +90,17 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   private readonly streamIds = { next: 1 };
   private readonly codecs = agentCodecs();
 
-  private constructor(readonly socketPath: string, private readonly options: Required<AgentConnectOptions>) {
+  /** Pending until the guest first opens its port (connect only; later reconnects probe as before). */
+  private portOpened: Promise<void> | undefined;
+
+  private constructor(readonly socketPath: string, private readonly options: Required<Omit<AgentConnectOptions, 'portOpened'>>, portOpened?: Promise<void>) {
     super();
+    this.portOpened = portOpened;
   }
 
   static async connect(socketPath: string, options: AgentConnectOptions): Promise<AgentClient> {
-    const client = new AgentClient(socketPath, { probeTimeoutMs: 100, callTimeoutMs: 60_000, ...options });
+    const { portOpened, ...rest } = options;
+    const client = new AgentClient(socketPath, { probeTimeoutMs: 100, callTimeoutMs: 60_000, ...rest }, portOpened);
     await client.establish();
     return client;
   }
@@ -247,8 +257,18 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         let health: HealthResponse;
         let probeMs = this.options.probeTimeoutMs;
         for (;;) {
+          const probe = ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: probeMs });
           try {
-            health = this.codecs.Health.response.decode(await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: probeMs }));
+            // undefined: the port opened before this probe was answered.
+            const answer = await (this.portOpened ? Promise.race([probe, this.portOpened.then(() => undefined)]) : probe);
+            if (answer === undefined) {
+              // The guest just opened the port: this probe may have gone before; send a fresh one now.
+              this.portOpened = undefined;
+              probe.catch(() => undefined);
+              probeMs = this.options.probeTimeoutMs;
+              continue;
+            }
+            health = this.codecs.Health.response.decode(answer);
             break;
           } catch (err) {
             if (!isPodvisorError(err, 'DEADLINE_EXCEEDED') || Date.now() > deadline) throw err;

@@ -371,8 +371,8 @@ function execKey(containerId: string, execId: string): string {
 }
 
 /** The connector podvisord uses: the real agent client, wrapped. */
-export const connectAgent: AgentConnector = async (socketPath, deadline) => {
-  const client = await AgentClient.connect(socketPath, { deadlineMs: Math.max(1000, deadline - Date.now()) });
+export const connectAgent: AgentConnector = async (socketPath, deadline, opts = {}) => {
+  const client = await AgentClient.connect(socketPath, { deadlineMs: Math.max(1000, deadline - Date.now()), ...opts });
   return new AgentAdapter(client);
 };
 

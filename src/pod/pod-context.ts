@@ -21,7 +21,7 @@ import type { PluggedImage } from './records.js';
 import type { StateStore } from './state-store.js';
 
 /** Connects to the agent of a VM whose port listens at `socketPath`, retrying until `deadline` (ms since epoch). */
-export type AgentConnector = (socketPath: string, deadline: number) => Promise<GuestAgent>;
+export type AgentConnector = (socketPath: string, deadline: number, opts?: { portOpened?: Promise<void> }) => Promise<GuestAgent>;
 
 /** The live parts of a ready sandbox: its QEMU and the agent connection. Not persisted. */
 export interface SandboxRuntime {

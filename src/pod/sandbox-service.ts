@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { invalidArgument, messageOf } from '../errors.js';
 import { logger } from '../log.js';
+import { agentPortOpened } from '../vm/agent-port.js';
 import type { PodVm } from '../vm/pod-vm.js';
 import { TEMPLATE_NIC_MAC } from '../vm/qemu-args.js';
 import type { VmExitInfo } from '../vm/vm.js';
@@ -133,12 +134,15 @@ export class SandboxService {
           waitReady: async (_vm, deadline) => {
             qmpReady = performance.now();
             // A failed ADD ends the boot at once (launch then stops the VM) instead of after it.
-            const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline);
+            const port = agentPortOpened(_vm.qmp);
+            const connecting = this.ctx.connectAgent(_vm.agentSocket, deadline, { portOpened: port.opened });
             try {
               agent = await Promise.race([connecting, attachFailed, ...(gaveUp ? [gaveUp] : [])]);
             } catch (e) {
               connecting.then((a) => a.close(), () => undefined);
               throw e;
+            } finally {
+              port.dispose();
             }
           },
         });

@@ -11,6 +11,8 @@ import type { RunDirPaths } from './run-dir.js';
 
 /** The agent's virtio-serial port name; the guest agent looks for it in /sys/class/virtio-ports. */
 export const AGENT_PORT_NAME = 'podvisor.agent';
+/** The QEMU device id of that port: QMP names it in VSERPORT_CHANGE when the guest opens it. */
+export const AGENT_PORT_ID = 'agent-port';
 /** QEMU ids of the fixed devices; hot-plug uses the bus names. */
 export const SCSI_CONTROLLER_ID = 'scsi0';
 export const SCSI_BUS = `${SCSI_CONTROLLER_ID}.0`;
@@ -128,7 +130,7 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   args.push(
     '-device', `${virtio('serial')},id=vser0`,
     '-chardev', `socket,id=agent,path=${e(paths.agentSocket)},server=on,wait=off`,
-    '-device', `virtserialport,bus=vser0.0,nr=1,chardev=agent,id=agent-port,name=${AGENT_PORT_NAME}`,
+    '-device', `virtserialport,bus=vser0.0,nr=1,chardev=agent,id=${AGENT_PORT_ID},name=${AGENT_PORT_NAME}`,
     '-device', `${virtio('scsi')},id=${SCSI_CONTROLLER_ID}`,
     '-object', 'rng-random,id=rng0,filename=/dev/urandom',
     '-device', `${virtio('rng')},rng=rng0,id=rng`,

@@ -71,6 +71,8 @@ export interface QmpEvents {
   DEVICE_DELETED: { device?: string; path: string };
   GUEST_PANICKED: { action: 'pause' | 'poweroff' | 'run'; info?: Record<string, unknown> };
   MIGRATION: { status: NonNullable<MigrationInfo['status']> };
+  /** The guest opened or closed a virtio-serial port (`id`: the port device's id). */
+  VSERPORT_CHANGE: { id: string; open: boolean };
 }
 
 export type QmpEventName = keyof QmpEvents;

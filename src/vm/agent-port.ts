@@ -1,0 +1,23 @@
+import type { QmpClient } from './qmp-client.js';
+import type { QmpEvent } from './qmp-types.js';
+import { AGENT_PORT_ID } from './qemu-args.js';
+
+/**
+ * Resolves when the guest opens the agent's virtio-serial port (QMP VSERPORT_CHANGE). The
+ * agent client probes with Health until the agent answers, and a probe sent before the
+ * guest listened is lost, with each miss doubling the wait (up to 2 s); told that the port
+ * just opened, the client probes again at once instead of waiting out a stale probe.
+ * `dispose` stops listening (call it once connected, or if the event never comes).
+ */
+export function agentPortOpened(qmp: QmpClient): { opened: Promise<void>; dispose(): void } {
+  let listener: ((ev: QmpEvent) => void) | undefined;
+  const opened = new Promise<void>((resolve) => {
+    listener = (ev) => {
+      if (ev.event !== 'VSERPORT_CHANGE') return;
+      const data = ev.data as QmpEvent<'VSERPORT_CHANGE'>['data'];
+      if (data.id === AGENT_PORT_ID && data.open) resolve();
+    };
+    qmp.on('event', listener);
+  });
+  return { opened, dispose: () => void qmp.off('event', listener!) };
+}
