@@ -137,6 +137,15 @@ try {
   const tpl: number[] = [];
   const create: number[] = [];
   const start: number[] = [];
+  if ('handler' in template) {
+    // The first clone waits for the template's build (once per handler, profile, image, QEMU): timed apart.
+    const first = await runPod(template.handler);
+    summary.push(['template build + first clone', fmt(first.ms)]);
+    await removePods([first.id]);
+  }
+  /** Idle pods for the memory, concurrency and density steps: template clones when there are templates. */
+  const idleHandler = 'handler' in template ? template.handler : '';
+  const idleKind = 'handler' in template ? 'template clones' : 'cold VMs';
   const logFrom = env.daemon.output().length;
   for (let i = 0; i < rounds; i++) {
     const b = await bareBootToInit(vmProfile, `${i}`);
@@ -205,29 +214,29 @@ try {
   }
 
   // ---------------------------------------------------------------- memory at N=1
-  const one = await runPod('');
+  const one = await runPod(idleHandler);
   live.add(one.id);
   await sleep(settleMs);
   const m1 = measureSandboxes([one.id]);
-  summary.push(['PSS per idle sandbox, N=1', describeBreakdown(m1[0]!)]);
+  summary.push([`PSS per idle sandbox, N=1 (${idleKind})`, describeBreakdown(m1[0]!)]);
   await removePods([one.id]);
   live.delete(one.id);
 
   // ---------------------------------------------------------------- N at once, then memory at N
   const atOnce = async (label: string) => {
     const t0 = performance.now();
-    const results = await Promise.allSettled(Array.from({ length: concurrent }, () => runPod('')));
+    const results = await Promise.allSettled(Array.from({ length: concurrent }, () => runPod(idleHandler)));
     const wall = performance.now() - t0;
     const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     for (const p of ok) live.add(p.id);
     const failed = results.flatMap((r) => (r.status === 'rejected' ? [messageOf(r.reason)] : []));
-    summary.push([`${concurrent} concurrent RunPodSandbox (wall), ${label}`,
+    summary.push([`${concurrent} concurrent RunPodSandbox (wall), ${idleKind}, ${label}`,
       `${fmt(wall)} (${ratio(wall)}; per call median ${fmt(median(ok.map((p) => p.ms)))}, slowest ${fmt(Math.max(...ok.map((p) => p.ms)))}${failed.length ? `; ${failed.length} FAILED: ${failed[0]}` : ''})`]);
     return ok;
   };
   if (values['compare-unbounded']) {
     // The same calls against a second podvisord whose launch bound does not bite (one slot per call).
-    other = await startDaemon({ config: `[vm]\nmax_parallel_launches = ${concurrent}\n[daemon]\nboot_timeout_seconds = 900\n[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n`, logLevel: 'info', startTimeoutMs: 180_000 });
+    other = await startDaemon({ config: `[vm]\nmax_parallel_launches = ${concurrent}\n[daemon]\nboot_timeout_seconds = 900\n[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n${'config' in template ? template.config : ''}`, logLevel: 'info', startTimeoutMs: 180_000 });
     try {
       const ok = await atOnce(`unbounded (max_parallel_launches = ${concurrent})`);
       await removePods(ok.map((p) => p.id));
@@ -243,7 +252,7 @@ try {
   const ok = await atOnce(`bounded (max_parallel_launches = ${daemonConfig.vm.maxParallelLaunches})`);
   await sleep(settleMs);
   const mN = measureSandboxes(ok.map((p) => p.id));
-  summary.push([`PSS per idle sandbox, N=${ok.length}`, `mean ${describeBreakdown(meanBreakdown(mN))}`]);
+  summary.push([`PSS per idle sandbox, N=${ok.length} (${idleKind})`, `mean ${describeBreakdown(meanBreakdown(mN))}`]);
   await removePods(ok.map((p) => p.id));
   for (const p of ok) live.delete(p.id);
 
@@ -262,7 +271,7 @@ try {
       break;
     }
     const n = Math.min(batch, maxPods - held.length);
-    const got = await Promise.allSettled(Array.from({ length: n }, () => runPod('')));
+    const got = await Promise.allSettled(Array.from({ length: n }, () => runPod(idleHandler)));
     for (const g of got) {
       if (g.status === 'fulfilled') {
         held.push(g.value.id);
@@ -277,7 +286,7 @@ try {
   }
   const climbMs = performance.now() - started;
   const mMax = held.length > 0 ? meanBreakdown(measureSandboxes(held)) : undefined;
-  summary.push(['largest number of idle pods held', `${held.length} in ${fmt(climbMs)} (stopped by ${stopped}; mean PSS then ${mMax ? mib(mMax.total) : 'n/a'}, host MemAvailable ${mib(memAvailable())})`]);
+  summary.push([`largest number of idle pods held (${idleKind})`, `${held.length} in ${fmt(climbMs)} (stopped by ${stopped}; mean PSS then ${mMax ? mib(mMax.total) : 'n/a'}, host MemAvailable ${mib(memAvailable())})`]);
   await removePods(held);
   for (const id of held) live.delete(id);
 
