@@ -68,6 +68,9 @@ interface TemplateInputs {
   accel: 'kvm' | 'tcg';
   tscKhz: number;
   nic: boolean;
+  /** The balloon device is part of the device set, so it must match; the TCG cache size is kept with it. */
+  freePageReporting: boolean;
+  tcgTbSizeMiB: number;
   /** size:mtime:inode of kernel, initrd and system disk, and the guest image manifest's hash. */
   guest: string[];
   qemu: string;
@@ -277,6 +280,8 @@ async function templateInputs(req: TemplateRequest): Promise<TemplateInputs> {
     accel: await resolveAccel(p.accel),
     tscKhz: p.tscKhz ?? hostTscKhz(),
     nic: req.nic,
+    freePageReporting: p.freePageReporting ?? false,
+    tcgTbSizeMiB: p.tcgTbSizeMiB ?? 0,
     guest: [...[p.kernel, p.initrd, p.systemDisk].map(fileFingerprint), guestImageHash(p.kernel)],
     qemu: qemuVersion(p.qemuBinary ?? DEFAULT_QEMU_BINARY),
   };
