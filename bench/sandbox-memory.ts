@@ -9,9 +9,10 @@
  *    and its libraries are split among every QEMU on the host.
  *  - A template clone maps the template's RAM file privately (`share=off`): pages it never
  *    wrote stay the file's, shared with every other clone, and pages of the file no clone
- *    touched are resident but in nobody's Pss. So for clones the Pss of the mappings of that
- *    file (from /proc/<pid>/smaps) is taken out, and the file's whole resident size (tmpfs
- *    blocks) is divided among the N sandboxes measured together instead.
+ *    touched are resident but in nobody's Pss. So for clones the Pss of the file's pages in
+ *    that mapping (from /proc/<pid>/smaps: the mapping's Pss minus its Anonymous pages, which
+ *    are the clone's own copies and stay its own) is taken out, and the file's whole resident
+ *    size (tmpfs blocks) is divided among the N sandboxes measured together instead.
  *
  * The split printed with it says where the memory goes: guest RAM the guest touched (the
  * memfd / template file / anonymous RAM mapping of the VM's memory size), the TCG translation
@@ -38,6 +39,8 @@ interface Mapping {
   perms: string;
   path: string;
   pss: number;
+  /** Anonymous pages in the mapping: for a private file mapping, the pages this process wrote (its copies). */
+  anon: number;
 }
 
 const KB = 1024;
@@ -73,12 +76,14 @@ function mappings(pid: number): Mapping[] {
     const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
       const start = parseInt(head[1]!, 16);
-      cur = { start, size: parseInt(head[2]!, 16) - start, perms: head[3]!, path: head[4] ?? '', pss: 0 };
+      cur = { start, size: parseInt(head[2]!, 16) - start, perms: head[3]!, path: head[4] ?? '', pss: 0, anon: 0 };
       out.push(cur);
       continue;
     }
     const pss = /^Pss:\s+(\d+) kB/.exec(line);
     if (pss && cur) cur.pss = Number(pss[1]) * KB;
+    const anon = /^Anonymous:\s+(\d+) kB/.exec(line);
+    if (anon && cur) cur.anon = Number(anon[1]) * KB;
   }
   return out;
 }
@@ -111,7 +116,7 @@ function residentBytes(path: string): number {
  * them). Returns one breakdown per id, in order.
  */
 export function measureSandboxes(ids: string[]): MemoryBreakdown[] {
-  const templateFiles = new Map<string, number>();
+  const templateFiles = new Set<string>();
   const rows = ids.map((id) => {
     const row: MemoryBreakdown = { total: 0, guestRam: 0, tcg: 0, rest: 0, templateShare: 0 };
     for (const pid of pidsMentioning(id)) {
@@ -128,9 +133,10 @@ export function measureSandboxes(ids: string[]): MemoryBreakdown[] {
         const clonedFrom = ram.memPath && !ram.shared ? ram.memPath : undefined;
         for (const m of mappings(pid)) {
           if (clonedFrom && m.path === clonedFrom) {
-            // The template file's pages are charged below, once for all clones.
-            row.total -= m.pss;
-            templateFiles.set(clonedFrom, (templateFiles.get(clonedFrom) ?? 0) + 1);
+            // The clone's own copies (pages it wrote) are its guest RAM; the file's pages are charged below, once for all clones.
+            row.total -= m.pss - m.anon;
+            row.guestRam += m.anon;
+            templateFiles.add(clonedFrom);
             continue;
           }
           if (m.perms === 'rwxp' && m.path === '') row.tcg += m.pss;
@@ -143,13 +149,11 @@ export function measureSandboxes(ids: string[]): MemoryBreakdown[] {
     return row;
   });
   // Template files: resident size split among the clones measured here.
-  {
-    for (const file of templateFiles.keys()) {
-      const share = residentBytes(file) / ids.length;
-      for (const row of rows) {
-        row.templateShare += share;
-        row.total += share;
-      }
+  for (const file of templateFiles.keys()) {
+    const share = residentBytes(file) / ids.length;
+    for (const row of rows) {
+      row.templateShare += share;
+      row.total += share;
     }
   }
   for (const row of rows) row.rest = row.total - row.guestRam - row.tcg - row.templateShare;
