@@ -117,6 +117,11 @@ try {
     const f = readFileSync(`/proc/${qemuPid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return Number(f[11]) + Number(f[12]); // utime + stime, in USER_HZ (100/s)
   };
+  // QEMU's CPU while the pod idles, over a window as long as the probe's (its start-up included), is
+  // taken off the upload's: what is left is the upload's own cost.
+  const idleStart = [qemuTicks(), performance.now()] as const;
+  probe(undefined, 'rtt', podIp, String(ECHO_PORT), '1');
+  const idleRate = (qemuTicks() - idleStart[0]) / ((performance.now() - idleStart[1]) / 1000);
   const g0 = await guestCpu();
   const q0 = qemuTicks();
   const t0 = performance.now();
@@ -124,6 +129,8 @@ try {
   const wallS = (performance.now() - t0) / 1000;
   const q1 = qemuTicks();
   const g1 = await guestCpu();
+  const uploadS = SEND_BYTES / 1e6 / breakdownMbPerS;
+  const uploadTicks = Math.max(0, q1 - q0 - idleRate * wallS);
   // /proc/stat's cpu line: user nice system idle iowait irq softirq steal …
   const d = g1.map((v, i) => v - g0[i]!);
   const total = d.slice(0, 8).reduce((a, b) => a + b, 0);
@@ -139,8 +146,8 @@ try {
   console.log(`  where an upload's time goes (one more ${SEND_BYTES >> 20} MiB upload, ${breakdownMbPerS.toFixed(1)} MB/s, host load ${loadavg()[0]!.toFixed(1)}):`);
   console.log(`    guest vCPU busy ${pct(total - d[3]! - d[4]!)} (softirq ${pct(d[6]!)}, system ${pct(d[2]!)}, user ${pct(d[0]! + d[1]!)}, irq ${pct(d[5]!)})`);
   // CPU time per MB does not depend on how much of the machine QEMU got: it gives the ceiling one dedicated core would reach.
-  const qemuSPerMb = (q1 - q0) / 100 / (SEND_BYTES / 1e6);
-  console.log(`    QEMU used ${((q1 - q0) / 100 / wallS).toFixed(2)} host cores over the upload's ${wallS.toFixed(1)} s: ${(qemuSPerMb * 1000).toFixed(0)} ms of QEMU CPU per MB, so about ${(1 / qemuSPerMb).toFixed(0)} MB/s with one core to itself`);
+  const qemuSPerMb = uploadTicks / 100 / (SEND_BYTES / 1e6);
+  console.log(`    QEMU used ${(uploadTicks / 100 / uploadS).toFixed(2)} host cores over the upload's ${uploadS.toFixed(1)} s (idle: ${(idleRate / 100).toFixed(2)}): ${(qemuSPerMb * 1000).toFixed(0)} ms of QEMU CPU per MB, so about ${(1 / qemuSPerMb).toFixed(0)} MB/s with one core to itself`);
   console.log(`    guest eth0 MTU ${mtu}; virtio-net offloads negotiated: csum ${bit(0)}, guest_csum ${bit(1)}, guest_tso4 ${bit(7)}, host_tso4 ${bit(11)}, mrg_rxbuf ${bit(15)}`);
   console.log(`  RunPodSandbox    with network ${(median(withNet) / 1000).toFixed(2)} s   loopback only ${(median(without) / 1000).toFixed(2)} s   (difference ${((median(withNet) - median(without)) / 1000).toFixed(2)} s, boot noise included)`);
   const ms = (xs: Split[], k: keyof Split) => median(xs.map((x) => x[k]));
