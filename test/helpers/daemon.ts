@@ -75,6 +75,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   while (!out.includes('podvisord serving the CRI')) {
     if (proc.exitCode !== null || Date.now() > deadline) {
       proc.kill('SIGKILL');
+      await exited;
+      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
       throw new Error(`podvisord did not start:\n${out}`);
     }
     await new Promise((r) => setTimeout(r, 50));
