@@ -30,6 +30,7 @@ import { measureKnobs, type KnobVariant } from './memory-knobs.js';
 import { describeBreakdown, meanBreakdown, measureSandboxes, mib } from './sandbox-memory.js';
 
 const { values } = parseArgs({
+  allowNegative: true,
   options: {
     full: { type: 'boolean', default: false },
     rounds: { type: 'string' },
