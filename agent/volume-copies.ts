@@ -1,5 +1,7 @@
-import { constants, lstatSync, watch, type FSWatcher } from 'node:fs';
-import { chmod, lstat, mkdir, open, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import {
+  chmodSync as chmod, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync as mkdir, openSync, readdirSync as readdir,
+  readFileSync, readlinkSync as readlink, renameSync as rename, rmSync as rm, symlinkSync as symlink, watch, writeFileSync, type FSWatcher,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GUEST_VOLUMES_DIR } from '../src/agent-protocol/guest-paths.js';
@@ -13,7 +15,9 @@ import { invalidArgument, resourceExhausted } from '../src/errors.js';
  * host sends directories and files before symlinks, removals last) and replace
  * each entry by rename, so a reader sees the old `..data` or the new one, never
  * half of one. A single-file volume is rewritten in place: a container's bind
- * mount of a file holds its inode.
+ * mount of a file holds its inode. The file work is synchronous: these are
+ * small trees in guest RAM, and under TCG a trip through libuv's thread pool per
+ * call costs more than the call (a request is at most a few MiB).
  */
 
 /** What one manifest may list (the host's limit is the same). */
@@ -36,54 +40,56 @@ function entryPath(root: string, rel: string): string {
   return join(root, ...parts);
 }
 
+const lstat = (path: string) => { try { return lstatSync(path); } catch { return undefined; } };
+const lstatBig = (path: string) => { try { return lstatSync(path, { bigint: true }); } catch { return undefined; } };
+
 const tmpName = (path: string) => join(dirname(path), `.podvisor-tmp-${randomBytes(6).toString('hex')}`);
 
-async function writeFileAt(path: string, data: Uint8Array, mode: number, inPlace: boolean): Promise<void> {
-  const st = await lstat(path).catch(() => undefined);
+function writeFileAt(path: string, data: Uint8Array, mode: number, inPlace: boolean): void {
+  const st = lstat(path);
   if (inPlace && st?.isFile()) {
     // O_NOFOLLOW: a container may have swapped a writable file for a link.
-    const fh = await open(path, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
+    const fd = openSync(path, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
     try {
-      await fh.writeFile(data);
-      await fh.chmod(mode);
+      writeFileSync(fd, data);
+      fchmodSync(fd, mode);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     return;
   }
-  if (st?.isDirectory()) await rm(path, { recursive: true, force: true });
+  if (st?.isDirectory()) rm(path, { recursive: true, force: true });
   const tmp = tmpName(path);
-  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
-    await fh.writeFile(data);
-    await fh.chmod(mode); // the umask does not apply to what the host asked for
+    writeFileSync(fd, data);
+    fchmodSync(fd, mode); // the umask does not apply to what the host asked for
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
-  await rename(tmp, path);
+  rename(tmp, path);
 }
 
-async function putEntry(root: string, e: VolumeEntry): Promise<void> {
+function putEntry(root: string, e: VolumeEntry): void {
   const path = entryPath(root, e.path);
   const mode = (e.mode ?? 0) & 0o777;
-  if (e.path === '') await mkdir(GUEST_VOLUMES_DIR, { recursive: true, mode: 0o700 });
+  if (e.path === '') mkdir(GUEST_VOLUMES_DIR, { recursive: true, mode: 0o700 });
   switch (e.kind) {
     case 'dir': {
-      const st = await lstat(path).catch(() => undefined);
-      if (st && !st.isDirectory()) await rm(path, { force: true });
-      if (!st?.isDirectory()) await mkdir(path, { mode });
-      await chmod(path, mode);
+      const st = lstat(path);
+      if (st && !st.isDirectory()) rm(path, { force: true });
+      if (!st?.isDirectory()) mkdir(path, { mode });
+      chmod(path, mode);
       return;
     }
     case 'file':
       return writeFileAt(path, e.data ?? new Uint8Array(), mode, e.path === '');
     case 'symlink': {
       if (e.path === '') throw invalidArgument('a volume root cannot be a symlink');
-      const st = await lstat(path).catch(() => undefined);
-      if (st?.isDirectory()) await rm(path, { recursive: true, force: true });
+      if (lstat(path)?.isDirectory()) rm(path, { recursive: true, force: true });
       const tmp = tmpName(path);
-      await symlink(Buffer.from(e.data ?? new Uint8Array()).toString('utf8'), tmp);
-      await rename(tmp, path);
+      symlink(Buffer.from(e.data ?? new Uint8Array()).toString('utf8'), tmp);
+      rename(tmp, path);
       return;
     }
     default:
@@ -93,10 +99,10 @@ async function putEntry(root: string, e: VolumeEntry): Promise<void> {
 
 export async function writeVolume(req: WriteVolumeRequest): Promise<void> {
   const root = volumeRoot(req.volumeId);
-  for (const e of req.put ?? []) await putEntry(root, e);
+  for (const e of req.put ?? []) putEntry(root, e);
   for (const rel of req.remove ?? []) {
     if (rel === '') throw invalidArgument('the volume root is removed with RemoveVolume');
-    await rm(entryPath(root, rel), { recursive: true, force: true });
+    rm(entryPath(root, rel), { recursive: true, force: true });
   }
 }
 
@@ -105,48 +111,58 @@ function stampOf(st: { mtimeNs: bigint; ctimeNs: bigint; size: bigint; ino: bigi
 }
 
 /** The volume's entries without data, parents before children; links carry their target. */
-async function manifest(root: string): Promise<VolumeEntry[]> {
+function manifest(root: string): VolumeEntry[] {
   const out: VolumeEntry[] = [];
-  const visit = async (path: string, rel: string): Promise<void> => {
+  const visit = (path: string, rel: string): void => {
     if (out.length >= MAX_ENTRIES) throw resourceExhausted(`volume ${root} has more than ${MAX_ENTRIES} entries`);
-    const st = await lstat(path, { bigint: true }).catch(() => undefined);
+    const st = lstatBig(path);
     if (!st) return; // removed while walking
     const mode = Number(st.mode) & 0o777;
     if (st.isSymbolicLink()) {
-      out.push({ path: rel, kind: 'symlink', mode, data: Buffer.from(await readlink(path)), stamp: stampOf(st) });
+      out.push({ path: rel, kind: 'symlink', mode, data: Buffer.from(readlink(path)), stamp: stampOf(st) });
     } else if (st.isFile()) {
       out.push({ path: rel, kind: 'file', mode, stamp: stampOf(st) });
     } else if (st.isDirectory()) {
       out.push({ path: rel, kind: 'dir', mode, stamp: stampOf(st) });
-      for (const name of (await readdir(path).catch(() => [] as string[])).sort()) {
+      let names: string[] = [];
+      try {
+        names = readdir(path).sort();
+      } catch {
+        // removed while walking
+      }
+      for (const name of names) {
         if (name.startsWith('.podvisor-tmp-')) continue;
-        await visit(join(path, name), rel === '' ? name : `${rel}/${name}`);
+        visit(join(path, name), rel === '' ? name : `${rel}/${name}`);
       }
     }
     // Sockets, fifos and device nodes stay in the guest.
   };
-  await visit(root, '');
+  visit(root, '');
   return out;
 }
 
-async function readEntryFile(root: string, rel: string): Promise<VolumeEntry | undefined> {
-  const fh = await open(entryPath(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
-  if (!fh) return undefined; // gone, or no longer a file
+function readEntryFile(root: string, rel: string): VolumeEntry | undefined {
+  let fd: number;
   try {
-    const st = await fh.stat({ bigint: true });
+    fd = openSync(entryPath(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return undefined; // gone, or no longer a file
+  }
+  try {
+    const st = fstatSync(fd, { bigint: true });
     if (!st.isFile()) return undefined;
     if (st.size > BigInt(MAX_READ_BYTES)) throw resourceExhausted(`${rel} is ${st.size} bytes, more than a copied volume file may have (${MAX_READ_BYTES})`);
-    return { path: rel, kind: 'file', mode: Number(st.mode) & 0o777, data: await fh.readFile(), stamp: stampOf(st) };
+    return { path: rel, kind: 'file', mode: Number(st.mode) & 0o777, data: readFileSync(fd), stamp: stampOf(st) };
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
 export async function readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse> {
   const root = volumeRoot(req.volumeId);
-  if (!(await lstat(root).catch(() => undefined))) return { exists: false, entries: [] };
+  if (!lstat(root)) return { exists: false, entries: [] };
   if (!req.paths?.length) {
-    const entries = await manifest(root);
+    const entries = manifest(root);
     if (!req.withData) return { exists: true, entries };
     // Changed files ride along with the manifest, so a small change reaches the host in one call.
     const known = new Map((req.known ?? []).map((e) => [e.path, e.stamp]));
@@ -155,7 +171,12 @@ export async function readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResp
       if (e.kind !== 'file' || known.get(e.path) === e.stamp) continue;
       const size = Number((e.stamp ?? '').split(':')[2] ?? 0);
       if (bytes + size > MAX_READ_BYTES) continue; // the host asks for it by path
-      const withData = await readEntryFile(root, e.path).catch(() => undefined);
+      let withData: VolumeEntry | undefined;
+      try {
+        withData = readEntryFile(root, e.path);
+      } catch {
+        continue; // grew past the bound: the host asks for it by path and hears why
+      }
       if (!withData) continue;
       bytes += withData.data!.length;
       entries[i] = withData;
@@ -165,7 +186,7 @@ export async function readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResp
   const entries: VolumeEntry[] = [];
   let bytes = 0;
   for (const rel of req.paths) {
-    const e = await readEntryFile(root, rel);
+    const e = readEntryFile(root, rel);
     if (!e) continue;
     bytes += e.data!.length;
     if (bytes > MAX_READ_BYTES) throw resourceExhausted(`the files asked for exceed ${MAX_READ_BYTES} bytes in one answer`);
@@ -176,7 +197,7 @@ export async function readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResp
 
 export async function removeVolume(req: RemoveVolumeRequest): Promise<void> {
   unwatch(req.volumeId);
-  await rm(volumeRoot(req.volumeId), { recursive: true, force: true });
+  rm(volumeRoot(req.volumeId), { recursive: true, force: true });
 }
 
 // ---------------------------------------------------------------- change watch

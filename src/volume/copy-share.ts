@@ -38,6 +38,8 @@ const log = logger('volume-copy');
 
 /** How often host sources of read-only volumes are walked (besides inotify on their top directory). */
 export const SYNC_INTERVAL_MS = 250;
+/** How long after an inotify event on a source the push starts (kubelet's writer takes a few ms). */
+const HOST_EVENT_DEBOUNCE_MS = 30;
 /** How long one WatchVolumes long poll waits in the guest (a writable volume added meanwhile is watched from the next one). */
 const WATCH_MS = 2_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -81,10 +83,16 @@ export class CopyShare {
   private agent?: VolumeCopyAgent;
   private timer?: NodeJS.Timeout;
   private kicked = false;
+  private kickTimer?: NodeJS.Timeout;
   private readonly hostWatchers = new Map<string, FSWatcher>();
   private readonly sync = new Map<string, SyncState>();
-  /** Every sync step runs in this chain: a tick, an add and a removal never interleave. */
+  /**
+   * Sync steps run in two chains: pushes (read-only volumes) in one, pulls (writable ones) in the
+   * other, so a slow push does not hold back a write-back on the way to the host. Adding and
+   * removing volumes takes both (`exclusive`), so it never interleaves with either.
+   */
   private chain: Promise<unknown> = Promise.resolve();
+  private pullChain: Promise<unknown> = Promise.resolve();
 
   private constructor(readonly dir: string, private readonly volumes: Map<string, CopiedVolume>) {}
 
@@ -118,10 +126,25 @@ export class CopyShare {
   /** The agent is gone (VM stopped or died): nothing more to sync. */
   detachAgent(): void {
     clearInterval(this.timer);
+    clearTimeout(this.kickTimer);
     this.timer = undefined;
+    this.kickTimer = undefined;
     this.agent = undefined;
     for (const w of this.hostWatchers.values()) w.close();
     this.hostWatchers.clear();
+  }
+
+  /**
+   * An inotify event on a source: push shortly, once kubelet's atomic writer has finished its
+   * steps (new directory, `..data` swap, old directory removed), so one push carries the update.
+   */
+  private kickSoon(): void {
+    if (this.kickTimer) return;
+    this.kickTimer = setTimeout(() => {
+      this.kickTimer = undefined;
+      this.kick();
+    }, HOST_EVENT_DEBOUNCE_MS);
+    this.kickTimer.unref();
   }
 
   /** Pushes the read-only volumes' host changes soon (a tick, or an inotify event on a source). */
@@ -153,7 +176,7 @@ export class CopyShare {
         continue;
       }
       if (changed.length === 0 || this.agent !== agent) continue;
-      await this.serial(async () => {
+      await this.serialPull(async () => {
         for (const id of changed) {
           const v = this.volumes.get(id);
           if (v?.writable) await this.pull(agent, v).catch((e) => this.report(v, e));
@@ -167,7 +190,7 @@ export class CopyShare {
     const st = await stat(vol.hostPath).catch(() => undefined);
     if (!st) await mkdir(vol.hostPath, { recursive: true, mode: 0o755 }); // as containerd does
     const id = copyVolumeId(vol.hostPath);
-    await this.serial(async () => {
+    await this.exclusive(async () => {
       const agent = this.requireAgent();
       let v = this.volumes.get(id);
       const isNew = !v;
@@ -196,7 +219,7 @@ export class CopyShare {
 
   /** Drops a container's volumes; one no container uses any more is written back (if writable) and removed from the guest. */
   async removeContainer(containerId: string): Promise<void> {
-    await this.serial(async () => {
+    await this.exclusive(async () => {
       for (const v of [...this.volumes.values()]) {
         if (!v.containers.includes(containerId)) continue;
         v.containers = v.containers.filter((c) => c !== containerId);
@@ -216,7 +239,7 @@ export class CopyShare {
 
   /** Brings the host up to date with the guest now (a container exited: kubelet reads its termination log next). */
   flush(containerId?: string): Promise<void> {
-    return this.serial(async () => {
+    return this.serialPull(async () => {
       if (!this.agent) return;
       for (const v of this.volumes.values()) {
         if (v.writable && (!containerId || v.containers.includes(containerId))) await this.pull(this.agent, v).catch((e) => this.report(v, e));
@@ -226,7 +249,7 @@ export class CopyShare {
 
   async destroy(): Promise<void> {
     this.detachAgent();
-    await this.chain.catch(() => undefined);
+    await Promise.all([this.chain, this.pullChain]);
     await rm(this.dir, { recursive: true, force: true });
   }
 
@@ -236,6 +259,17 @@ export class CopyShare {
     const run = this.chain.then(step, step);
     this.chain = run.catch(() => undefined);
     return run;
+  }
+
+  private serialPull<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.pullChain.then(step, step);
+    this.pullChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Both chains: the main one first, then the pull one (a pull never waits for the main chain, so no deadlock). */
+  private exclusive<T>(step: () => Promise<T>): Promise<T> {
+    return this.serial(() => this.serialPull(step));
   }
 
   private requireAgent(): VolumeCopyAgent {
@@ -264,7 +298,7 @@ export class CopyShare {
   private watchHost(v: CopiedVolume): void {
     if (this.hostWatchers.has(v.id)) return;
     try {
-      const w = watch(v.hostPath, { persistent: false }, () => this.kick());
+      const w = watch(v.hostPath, { persistent: false }, () => this.kickSoon());
       w.on('error', () => {
         w.close();
         this.hostWatchers.delete(v.id); // the tick still pushes; the next one watches again
