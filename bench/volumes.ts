@@ -51,7 +51,7 @@ for (const [mode, f] of results) {
 }
 
 async function runMode(mode: ShareMode): Promise<Figures> {
-const env = await startPodTestEnv({ logLevel: 'info' }, `\n[volumes]\nshare_mode = "${mode}"\n`);
+const env = await startPodTestEnv({ logLevel: 'info', startTimeoutMs: 180_000 }, `\n[volumes]\nshare_mode = "${mode}"\n`);
 try {
   console.log(`share mode ${mode}`);
   const rt = env.daemon.client.runtime;
