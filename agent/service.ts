@@ -83,7 +83,7 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     WriteVolume: async (req) => { await writeVolume(req); return {}; },
     ReadVolume: (req) => readVolume(req),
     RemoveVolume: async (req) => { await removeVolume(req); return {}; },
-    WatchVolumes: async (req) => ({ changed: await watchVolumes(req) }),
+    WatchVolumes: (req) => watchVolumes(req),
     Shutdown: async () => {
       log.info('shutdown requested');
       shells.killAll();

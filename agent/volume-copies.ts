@@ -5,7 +5,7 @@ import {
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GUEST_VOLUMES_DIR } from '../src/agent-protocol/guest-paths.js';
-import type { ReadVolumeRequest, ReadVolumeResponse, RemoveVolumeRequest, VolumeEntry, WatchVolumesRequest, WriteVolumeRequest } from '../src/agent-protocol/types.js';
+import type { ReadVolumeRequest, ReadVolumeResponse, RemoveVolumeRequest, VolumeEntry, WatchVolumesRequest, WatchVolumesResponse, WriteVolumeRequest } from '../src/agent-protocol/types.js';
 import { invalidArgument, resourceExhausted } from '../src/errors.js';
 
 /**
@@ -239,7 +239,31 @@ function unwatch(volumeId: string): void {
   dirty.delete(volumeId);
 }
 
-export async function watchVolumes(req: WatchVolumesRequest): Promise<string[]> {
+export async function watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse> {
+  const changed = await waitForChanges(req);
+  // The changed volumes' manifests (with new data) ride along, while the answer stays within one message.
+  const reads: ReadVolumeResponse[] = [];
+  const readIds: string[] = [];
+  let bytes = 0;
+  for (const id of changed) {
+    const known = req.known?.find((k) => k.volumeId === id);
+    if (!known) continue;
+    let res: ReadVolumeResponse;
+    try {
+      res = await readVolume({ ...known, paths: [], withData: true });
+    } catch {
+      continue; // the host's own ReadVolume hears why
+    }
+    const size = res.entries.reduce((n, e) => n + (e.data?.length ?? 0) + e.path.length + 64, 0);
+    if (bytes + size > MAX_READ_BYTES) break;
+    bytes += size;
+    reads.push(res);
+    readIds.push(id);
+  }
+  return { changed, reads, readIds };
+}
+
+async function waitForChanges(req: WatchVolumesRequest): Promise<string[]> {
   const ids = (req.volumeIds ?? []).map((id) => (volumeRoot(id), id));
   for (const id of ids) ensureWatch(id);
   const take = () => {

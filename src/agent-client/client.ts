@@ -11,7 +11,7 @@ import { AGENT_SERVICE, codec } from '../agent-protocol/schema.js';
 import type {
   AgentApi, AgentMethod, ConfigureNetworkRequest, ContainerStatsResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, CreateContainerRequest, DeleteContainerRequest, ExecProcessRequest,
   GuestLog, HealthResponse, ListContainersResponse, MountDiskRequest, MountDiskResponse, MountOverlayRequest, MountOverlayResponse, ProcessExit,
-  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, ReadVolumeRequest, ReadVolumeResponse, WriteVolumeRequest, ResolvePathRequest, ResolvePathResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
+  ProcessOutput, ProcessRef, ReadFileRequest, DialPortRequest, PortData, ReadFileResponse, ReadVolumeRequest, ReadVolumeResponse, WatchVolumesRequest, WatchVolumesResponse, WriteVolumeRequest, ResolvePathRequest, ResolvePathResponse, SetupSandboxRequest, SignalProcessRequest, UnmountRequest, VersionResponse, WaitProcessResponse,
 } from '../agent-protocol/types.js';
 
 const log = logger('agent-client');
@@ -45,6 +45,7 @@ const MAX_REPLY_BYTES: Partial<Record<AgentMethod, number>> = {
   ReadFile: 1 << 20,
   // A copied volume's manifest or a batch of its files (the host asks for at most VOLUME_READ_BATCH_BYTES of data).
   ReadVolume: 4 << 20,
+  WatchVolumes: 4 << 20,
   ListContainers: 256 << 10,
 };
 const DEFAULT_MAX_REPLY_BYTES = 64 << 10;
@@ -161,7 +162,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse> { return this.call('ReadVolume', req); }
   removeVolume(volumeId: string): Promise<void> { return this.call('RemoveVolume', { volumeId }).then(() => undefined); }
   /** Long poll: the call's own deadline is the wait plus a margin for a slow guest. */
-  async watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]> { return (await this.call('WatchVolumes', { volumeIds, waitMs }, waitMs + 30_000)).changed; }
+  watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse> { return this.call('WatchVolumes', req, req.waitMs + 30_000); }
 
   /**
    * Opens a TCP connection to `port` on the guest's loopback through the

@@ -114,8 +114,8 @@ export interface WriteVolumeRequest { volumeId: string; put: VolumeEntry[]; remo
 export interface ReadVolumeRequest { volumeId: string; paths: string[]; known?: VolumeEntry[]; withData?: boolean }
 export interface ReadVolumeResponse { exists: boolean; entries: VolumeEntry[] }
 export interface RemoveVolumeRequest { volumeId: string }
-export interface WatchVolumesRequest { volumeIds: string[]; waitMs: number }
-export interface WatchVolumesResponse { changed: string[] }
+export interface WatchVolumesRequest { volumeIds: string[]; waitMs: number; known?: ReadVolumeRequest[] }
+export interface WatchVolumesResponse { changed: string[]; reads?: ReadVolumeResponse[]; readIds?: string[] }
 
 /** Every RPC: request and response types, keyed by method name. */
 export interface AgentApi {

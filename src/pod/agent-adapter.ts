@@ -9,7 +9,7 @@ import type {
   CreateContainerRequest, ExecSyncResult, GuestAgent, GuestContainerState, GuestContainerStats, GuestExit, GuestNic, GuestPortConnection, GuestStats,
   Pressure, ProcessListener, GuestHealth,
 } from './guest-agent.js';
-import type { ContainerStatsResponse, Pressure as WirePressure, ReadVolumeRequest, ReadVolumeResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
+import type { ContainerStatsResponse, Pressure as WirePressure, ReadVolumeRequest, ReadVolumeResponse, WatchVolumesRequest, WatchVolumesResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
 import type { SandboxFiles } from './records.js';
 import type { DnsConfig, LinuxResources } from './records.js';
 
@@ -328,8 +328,8 @@ export class AgentAdapter implements GuestAgent {
     return this.client.removeVolume(volumeId);
   }
 
-  watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]> {
-    return this.client.watchVolumes(volumeIds, waitMs);
+  watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse> {
+    return this.client.watchVolumes(req);
   }
 
   async health(): Promise<GuestHealth> {

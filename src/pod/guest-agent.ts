@@ -1,4 +1,4 @@
-import type { ReadVolumeRequest, ReadVolumeResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
+import type { ReadVolumeRequest, ReadVolumeResponse, WatchVolumesRequest, WatchVolumesResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
 import type { DnsConfig, LinuxResources, SandboxFiles } from './records.js';
 import type { OciSpec } from './oci-spec.js';
 
@@ -75,8 +75,8 @@ export interface GuestAgent {
   /** A volume copy's manifest (no paths) or the contents of the named files. */
   readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse>;
   removeVolume(volumeId: string): Promise<void>;
-  /** Waits at most `waitMs` for a change in the guest to any of these volume copies; answers the ones that changed. */
-  watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]>;
+  /** Waits at most `req.waitMs` for a change in the guest to any of these volume copies; answers the ones that changed (and some of their reads). */
+  watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse>;
   /** Asks the guest to power off; QEMU then exits. */
   shutdown(): Promise<void>;
   close(): void;

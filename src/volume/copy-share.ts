@@ -3,7 +3,7 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GUEST_VOLUMES_DIR } from '../agent-protocol/guest-paths.js';
-import type { ReadVolumeRequest, ReadVolumeResponse, VolumeEntry, WriteVolumeRequest } from '../agent-protocol/types.js';
+import type { ReadVolumeRequest, ReadVolumeResponse, VolumeEntry, WatchVolumesRequest, WatchVolumesResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
 import { messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -51,8 +51,8 @@ export interface VolumeCopyAgent {
   writeVolume(req: WriteVolumeRequest): Promise<void>;
   readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse>;
   removeVolume(volumeId: string): Promise<void>;
-  /** Waits at most `waitMs` for a change in the guest to any of `volumeIds`; answers the ones that changed. */
-  watchVolumes(volumeIds: string[], waitMs: number): Promise<string[]>;
+  /** Waits at most `req.waitMs` for a change in the guest to any of its volumes; answers the ones that changed (and some of their reads). */
+  watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse>;
 }
 
 interface CopiedVolume {
@@ -69,6 +69,8 @@ interface SyncState {
   pushed?: Manifest;
   /** path -> guest stamp already written back (writable volumes). */
   pulled?: Map<string, string>;
+  /** How many pulls have updated `pulled` (a read made before the last one is stale). */
+  pulls?: number;
   /** The last error logged, so a failing volume logs once, not every tick. */
   lastError?: string;
 }
@@ -166,8 +168,17 @@ export class CopyShare {
     while (this.agent === agent) {
       const ids = [...this.volumes.values()].filter((v) => v.writable).map((v) => v.id);
       let changed: string[] = [];
+      const reads = new Map<string, ReadVolumeResponse>();
+      let stale = (_id: string) => true;
       try {
-        changed = ids.length > 0 ? await agent.watchVolumes(ids, WATCH_MS) : [];
+        // What the host has of each, so the answer can carry the changes themselves (one trip, not two).
+        const known = ids.map((volumeId) => ({ volumeId, paths: [], known: this.knownOf(volumeId), withData: true }));
+        const generations = new Map(ids.map((id) => [id, this.sync.get(id)?.pulls ?? 0]));
+        const res = ids.length > 0 ? await agent.watchVolumes({ volumeIds: ids, waitMs: WATCH_MS, known }) : undefined;
+        changed = res?.changed ?? [];
+        // A read made against stamps a flush has replaced since is stale: such a volume is read again.
+        (res?.readIds ?? []).forEach((id, i) => { if (res!.reads?.[i]) reads.set(id, res!.reads[i]!); });
+        stale = (id) => (this.sync.get(id)?.pulls ?? 0) !== generations.get(id);
         if (ids.length === 0) await sleep(SYNC_INTERVAL_MS);
       } catch (e) {
         if (this.agent !== agent) return;
@@ -179,7 +190,7 @@ export class CopyShare {
       await this.serialPull(async () => {
         for (const id of changed) {
           const v = this.volumes.get(id);
-          if (v?.writable) await this.pull(agent, v).catch((e) => this.report(v, e));
+          if (v?.writable) await this.pull(agent, v, stale(id) ? undefined : reads.get(id)).catch((e) => this.report(v, e));
         }
       });
     }
@@ -208,7 +219,7 @@ export class CopyShare {
       if (!vol.readonly && !v.writable) {
         v.writable = true;
         // What the guest holds now came from the host: only later changes go back.
-        this.sync.set(id, { pulled: await this.guestStamps(agent, v) });
+        this.sync.set(id, { pulled: await this.guestStamps(agent, v), pulls: (this.sync.get(id)?.pulls ?? 0) + 1 });
       }
       if (!v.containers.includes(containerId)) v.containers.push(containerId);
       this.volumes.set(id, v);
@@ -358,14 +369,22 @@ export class CopyShare {
     log.debug({ volume: v.hostPath, put: puts.length, removed: removes.length, ms: Math.round(performance.now() - t0) }, 'host changes pushed');
   }
 
-  /** Guest -> host: files and directories the guest changed or removed since the last pull. */
-  private async pull(agent: VolumeCopyAgent, v: CopiedVolume): Promise<void> {
+  /** The host's stamps of a writable volume, as ReadVolume's `known`. */
+  private knownOf(volumeId: string): VolumeEntry[] {
+    return [...(this.sync.get(volumeId)?.pulled ?? new Map<string, string>())].map(([path, stamp]) => ({ path, stamp, kind: 'file' as const, mode: 0 }));
+  }
+
+  /**
+   * Guest -> host: files and directories the guest changed or removed since the last pull.
+   * `read` is the volume's manifest when WatchVolumes already brought it (made against the same
+   * stamps: pulls of a volume run one at a time, in the pull chain).
+   */
+  private async pull(agent: VolumeCopyAgent, v: CopiedVolume, read?: ReadVolumeResponse): Promise<void> {
     const s = this.sync.get(v.id) ?? {};
     const seen = s.pulled ?? new Map<string, string>();
     const t0 = performance.now();
     // The manifest, with the data of files the host has not seen as they are now (as much as one answer holds).
-    const known = [...seen].map(([path, stamp]) => ({ path, stamp, kind: 'file' as const, mode: 0 }));
-    const res = await agent.readVolume({ volumeId: v.id, paths: [], known, withData: true });
+    const res = read ?? await agent.readVolume({ volumeId: v.id, paths: [], known: this.knownOf(v.id), withData: true });
     if (!res.exists) throw new Error(`the guest has no copy of ${v.hostPath}`);
     const next = new Map<string, string>();
     const files: VolumeEntry[] = [];
@@ -410,6 +429,7 @@ export class CopyShare {
     const removed = [...seen.keys()].filter((p) => p !== '' && !next.has(p)).sort((a, b) => b.length - a.length);
     for (const p of removed) await removeBack(v.hostPath, p);
     s.pulled = next;
+    s.pulls = (s.pulls ?? 0) + 1;
     this.sync.set(v.id, s);
     if (written + files.length + removed.length > 0) {
       log.debug({ volume: v.hostPath, files: written + files.length, removed: removed.length, ms: Math.round(performance.now() - t0) }, 'guest changes written back');
