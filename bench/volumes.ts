@@ -128,10 +128,11 @@ try {
   }
   // Update to guest.
   const watcher = await create('watcher', { mounts: [{ container_path: '/etc/config', host_path: cfgDir, readonly: true }] }, ['sh', '-c',
-    'last=; while true; do v=$(cat /etc/config/value /tmp/local 2>/dev/null | tr "\\n" " "); [ "$v" != "$last" ] && echo "$v" && last=$v; sleep 0.02; done']);
+    'last=; while true; do v=$( (cat /etc/config/value; echo; cat /tmp/local) 2>/dev/null | tr "\\n" " "); [ "$v" != "$last" ] && echo "$v" && last=$v; sleep 0.02; done']);
   await unary(rt, 'StartContainer', { container_id: watcher.id });
   const logPath = join(env.dir, 'logs', 'watcher.log');
-  // A line is the config value, then the guest-local value when there is one ("v3" or "v3 l2").
+  // A line is the config value, then the guest-local value when there is one ("v3" or "v3 l2");
+  // the value has no trailing newline, hence the echo between the two files.
   const arrival = async (marker: string) => {
     const line = await waitFor(`"${marker}" in the watcher log`, async () => (await readCriLog(logPath)).find((l) => l.text.trim().split(' ').includes(marker)), 120_000);
     return Date.parse(line.time);
