@@ -10,6 +10,10 @@ const HOSTS_HEADER = '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loo
 
 /** Pod-wide settings: hostname, DNS, /etc/hosts, sysctls, clock and entropy. */
 export async function setupSandbox(req: SetupSandboxRequest): Promise<void> {
+  // A clone given a clock but no seed would keep the template's CRNG key: refused before anything changes.
+  if (req.clockUnixNanos && req.clockUnixNanos > 0 && (!req.entropy || req.entropy.length < 16)) {
+    throw invalidArgument('a clock for a template clone comes with at least 16 bytes of entropy to reseed the CRNG');
+  }
   if (req.hostname) {
     if (req.hostname.length > 253 || !HOSTNAME.test(req.hostname)) throw invalidArgument(`hostname ${JSON.stringify(req.hostname)} is not a valid host name`);
     await writeFile('/proc/sys/kernel/hostname', req.hostname);
@@ -37,7 +41,7 @@ export async function setupSandbox(req: SetupSandboxRequest): Promise<void> {
   }
   if (req.clockUnixNanos && req.clockUnixNanos > 0) {
     // A template clone: the host's clock (to the microsecond) and a reseeded CRNG, in one helper run.
-    await renewIdentity(req.clockUnixNanos, req.entropy && req.entropy.length >= 16 ? req.entropy : new Uint8Array(0));
+    await renewIdentity(req.clockUnixNanos, req.entropy!);
   } else if (req.entropy && req.entropy.length > 0) {
     // Writing to urandom mixes the bytes into the pool (without crediting entropy).
     await writeFile('/dev/urandom', req.entropy);

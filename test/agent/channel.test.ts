@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { AGENT_SERVICE, type GuestLog } from '../../src/agent-client/index.js';
@@ -73,7 +74,8 @@ test('sandbox setup: hostname, resolv.conf, hosts, sysctls, clock, entropy', asy
   });
   const out = await inGuest('sandbox', 'hostname; cat /etc/resolv.conf; grep 10.88 /etc/hosts; cat /proc/sys/net/ipv4/ip_forward; date -u +%Y');
   assert.equal(out, 'pod-one\nnameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n10.88.0.7\tpod-one pod-one.example\n1\n2031\n');
-  await guest.agent.setupSandbox({ clockUnixNanos: Date.now() * 1e6 });
+  await guest.agent.setupSandbox({ clockUnixNanos: Date.now() * 1e6, entropy: randomBytes(32) });
+  await assert.rejects(guest.agent.setupSandbox({ clockUnixNanos: Date.now() * 1e6 }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
   await assert.rejects(guest.agent.setupSandbox({ hostname: 'bad name!' }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
   await assert.rejects(guest.agent.setupSandbox({ sysctls: { '../../etc/passwd': 'x' } }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
 });

@@ -71,7 +71,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   proc.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
 
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 120_000); // a cold tsx cache on a loaded host took over 30 s
   while (!out.includes('podvisord serving the CRI')) {
     if (proc.exitCode !== null || Date.now() > deadline) {
       proc.kill('SIGKILL');
