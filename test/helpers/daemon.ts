@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -90,7 +90,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   const forget = cleanupOnSignal(async () => {
     await stop('SIGKILL');
     killLeftoverVms(join(dir, 'state', 'vms'));
-    if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    if (!opts.dir) removeDaemonDir(dir);
   });
   void exited.then(forget);
   return {
@@ -106,7 +106,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     async dispose() {
       client.close();
       await stop('SIGTERM');
-      if (!opts.dir && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+      if (!opts.dir && existsSync(dir)) removeDaemonDir(dir);
     },
   };
 }
@@ -134,4 +134,27 @@ export function killLeftoverVms(vmsDir: string): number {
     }
   }
   return killed;
+}
+
+/**
+ * Removes a podvisord's test folder. A daemon killed with pods still up leaves their volume
+ * shares mounted under it (binds of host folders), and a plain recursive remove would walk
+ * into those binds and delete host files: so every mount under the folder goes first,
+ * deepest first and lazily (a VM just killed may still hold one).
+ */
+export function removeDaemonDir(dir: string): void {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  const mountsUnder = () =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((line) => line.split(' ')[4]?.replace(/\\040/g, ' '))
+      .filter((m): m is string => !!m && (m === dir || m.startsWith(prefix)))
+      .sort((a, b) => b.length - a.length);
+  // Passes, because a mount stacked over another hides it until the upper one is gone.
+  for (let pass = 0; pass < 5; pass++) {
+    const mounts = mountsUnder();
+    if (mounts.length === 0) break;
+    for (const m of mounts) spawnSync('umount', ['-l', m], { stdio: 'ignore' });
+  }
+  rmSync(dir, { recursive: true, force: true });
 }

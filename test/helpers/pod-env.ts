@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageService } from '../../src/image/image-service.js';
-import { killLeftoverVms, startDaemon, unary, type DaemonOptions, type RunningDaemon } from './daemon.js';
+import { killLeftoverVms, removeDaemonDir, startDaemon, unary, type DaemonOptions, type RunningDaemon } from './daemon.js';
 import { cleanupOnSignal } from './signal-cleanup.js';
 import { libvirtUnavailable, startPrivateLibvirtd, type PrivateLibvirtd } from './libvirtd.js';
 import { pushTestImages, startRegistry, type TestRegistry } from './registry.js';
@@ -102,14 +102,14 @@ export async function startPodTestEnv(opts: DaemonOptions & { vmBackend?: 'qemu'
         killLeftoverVms(join(dir!, 'state', 'vms'));
         await libvirtd?.stop();
         await registry.stop();
-        rmSync(dir!, { recursive: true, force: true });
+        removeDaemonDir(dir!);
       },
     };
     // Interrupted: no CRI calls (the daemon may be the thing that hangs), just kill what this env made.
     const forget = cleanupOnSignal(async () => {
       await env.daemon.stop('SIGKILL');
       killLeftoverVms(join(dir!, 'state', 'vms'));
-      rmSync(dir!, { recursive: true, force: true });
+      removeDaemonDir(dir!);
     });
     const dispose = env.dispose;
     env.dispose = async () => {
