@@ -324,7 +324,28 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
       await this.waitGone(phaseMs);
     }
     if (!this.exitInfo) throw internal(`QEMU pid ${this.pid} of domain ${this.domain} survived SIGKILL for ${phaseMs} ms`);
+    await this.waitDomainForgotten(phaseMs);
     return this.exitInfo;
+  }
+
+  /**
+   * A QEMU that ended by itself (the guest's shutdown) is gone before libvirtd has read its
+   * monitor's EOF and dropped the transient domain; a stopped pod must not still show in
+   * `virsh list`, so wait (bounded) for libvirt to forget it too.
+   */
+  private async waitDomainForgotten(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    try {
+      while ((await this.conn.lookup(this.domain)) !== undefined) {
+        if (Date.now() > deadline) {
+          this.log.warn({ domain: this.domain }, 'libvirt still lists the domain after its QEMU ended');
+          return;
+        }
+        await sleep(25);
+      }
+    } catch (e) {
+      this.log.warn({ err: messageOf(e) }, 'could not ask libvirt whether the domain is gone');
+    }
   }
 
   private async waitGone(timeoutMs: number): Promise<void> {
