@@ -1,8 +1,10 @@
 import type { QemuUsers } from './confinement.js';
 import type { DiskAddress, HotplugDiskRequest } from './disks.js';
 import type { QmpClient } from './qmp-client.js';
+import type { VmState, VmStopOptions } from './qmp-vm.js';
 import type { RunDirPaths } from './run-dir.js';
-import type { VmExitInfo, VmLaunchOptions, VmState, VmStopOptions } from './vm.js';
+import type { VmExitInfo } from './vm-exit.js';
+import type { VmLaunchOptions } from './vm.js';
 
 /**
  * The contract between the pod layer and a running pod VM, whatever starts it: podvisor's

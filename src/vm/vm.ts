@@ -1,27 +1,26 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { EventEmitter } from 'node:events';
 import { accessSync, chmodSync, closeSync, constants, openSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound } from '../errors.js';
-import { logger, type Logger } from '../log.js';
+import { logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { withDeadline } from './deadline.js';
 import { createVmCgroup, enterCgroup, removeVmCgroup, removeVmCgroupSoon } from './cgroup.js';
 import type { QemuIdentity, QemuUsers } from './confinement.js';
 import { ConsoleLog } from './console-log.js';
-import { DiskSet, type DiskAddress, type HotplugDiskRequest } from './disks.js';
-import { isFatalRunState, watchFatalStop } from './fatal-stop.js';
+import { DiskSet } from './disks.js';
 import { grantFileTo } from './file-grant.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
 import { capLogFile } from './log-cap.js';
 import { isProcessAlive, readProcStat } from './proc.js';
+import type { VmExitInfo } from './vm-exit.js';
 import { loadVmState, MIGRATION_FD, openStateForRestore, saveVmState } from './vm-state.js';
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
-import type { QmpEvent, RunState } from './qmp-types.js';
-import { consoleTail, looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
+import { DEFAULT_CONSOLE_MAX_BYTES, QmpVm, reconnectMonitors } from './qmp-vm.js';
+import { looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
 
 /**
  * One QEMU process per sandbox. QEMU runs in its own session, detached from podvisord, so
@@ -81,37 +80,9 @@ export interface VmConfinement {
   pidsMax: number;
 }
 
-export type VmExitReason =
-  /** podvisor stopped it. */
-  | 'stopped'
-  /** The guest powered off. */
-  | 'guest-shutdown'
-  /** The guest rebooted; with -no-reboot that ends the VM. */
-  | 'guest-reboot'
-  /** Kernel panic (pvpanic event or the panic on the console). */
-  | 'guest-panic'
-  /** QEMU ended on a signal or error nobody asked for (e.g. `kill -9`, OOM killer). */
-  | 'crashed'
-  /** QEMU paused the VM on an error it cannot continue from (KVM internal error, I/O error); podvisor ended it. */
-  | 'vm-error';
-
-export interface VmExitInfo {
-  reason: VmExitReason;
-  detail: string;
-  at: Date;
-  /** Only known when QEMU is podvisord's own child (not after a reattach). */
-  exitCode?: number | null;
-  signal?: NodeJS.Signals | null;
-}
-
-export interface VmStopOptions {
-  /** Asks the guest to shut down (the agent's Shutdown RPC); QEMU should then exit by itself. */
-  graceful?: () => Promise<void>;
-  /** Deadline of each phase: graceful hook + wait for exit, QMP quit, SIGKILL. */
-  timeoutMs?: number;
-}
-
-export type VmState = 'running' | 'stopping' | 'exited' | 'detached';
+// The exit and stop types live with the code both backends share; re-exported for the callers of Vm.
+export type { VmExitInfo, VmExitReason } from './vm-exit.js';
+export type { VmEvents, VmState, VmStopOptions } from './qmp-vm.js';
 
 /** What the launcher records so that a later daemon can recognise its QEMU. */
 interface VmRecord {
@@ -137,61 +108,38 @@ interface VmRecord {
 }
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const PROCESS_POLL_MS = 250;
 const CHILD_EXIT_GRACE_MS = 200;
-const DEFAULT_CONSOLE_MAX_BYTES = 2 * 1024 * 1024;
 /** qemu.log is QEMU's stderr; some of its messages a guest can provoke. Checked on every 4th poll. */
 const QEMU_LOG_MAX_BYTES = 1024 * 1024;
 const QEMU_LOG_KEEP_BYTES = 64 * 1024;
 /** How long a VM that paused itself on an error gets to quit before SIGKILL. */
 const FATAL_STOP_QUIT_MS = 1000;
 
-export interface VmEvents {
-  exit: [VmExitInfo];
-}
-
-export class Vm extends EventEmitter<VmEvents> {
-  readonly id: string;
-  readonly paths: RunDirPaths;
-  readonly pid: number;
-  readonly accel: 'kvm' | 'tcg';
-  private readonly startTime: string;
-  private readonly log: Logger;
-  private readonly diskSet: DiskSet;
-  private readonly qmpClient: QmpClient;
-  private vmState: VmState = 'running';
-  private exitInfo?: VmExitInfo;
-  private stopPromise?: Promise<VmExitInfo>;
-  private lastShutdown?: QmpEvent<'SHUTDOWN'>;
-  private panicked = false;
-  private pollTimer?: NodeJS.Timeout;
-  private child?: ChildProcess;
+export class Vm extends QmpVm {
+  protected readonly endingQemu = 'quitting QEMU';
+  protected readonly fatalStopPhaseMs = FATAL_STOP_QUIT_MS;
+  private readonly record: VmRecord;
+  private readonly users?: QemuUsers;
+  private readonly child?: ChildProcess;
   private childExit?: { code: number | null; signal: NodeJS.Signals | null };
   private childGrace?: NodeJS.Timeout;
-  private fatalStatus?: RunState;
   private polls = 0;
-  private readonly record: VmRecord;
-  private readonly console?: ConsoleLog;
-  private readonly users?: QemuUsers;
 
   private constructor(
     record: VmRecord, paths: RunDirPaths, qmp: QmpClient, diskSet: DiskSet,
     extra: { child?: ChildProcess; console?: ConsoleLog; users?: QemuUsers } = {},
   ) {
-    super();
+    super({
+      id: record.id, pid: record.pid, startTime: record.startTime, accel: record.accel, paths, qmp, diskSet,
+      console: extra.console, log: logger('vm', { sandbox: record.id, pid: record.pid }),
+    });
     this.record = record;
-    this.id = record.id;
-    this.pid = record.pid;
-    this.startTime = record.startTime;
-    this.accel = record.accel;
-    this.paths = paths;
-    this.qmpClient = qmp;
-    this.diskSet = diskSet;
     this.child = extra.child;
-    this.console = extra.console;
     this.users = extra.users;
-    this.log = logger('vm', { sandbox: record.id, pid: record.pid });
-    this.watch();
+    this.child?.once('exit', (code, signal) => {
+      this.childExit = { code, signal };
+      this.checkAlive();
+    });
   }
 
   /** The uid QEMU runs as (undefined: root, an unconfined VM). */
@@ -202,24 +150,6 @@ export class Vm extends EventEmitter<VmEvents> {
   /** The VM's cgroup directories (empty when it has no limits). */
   get cgroups(): string[] {
     return this.record.cgroups ?? [];
-  }
-
-  get state(): VmState {
-    return this.vmState;
-  }
-
-  /** The typed QMP connection, for commands the Vm methods do not wrap. */
-  get qmp(): QmpClient {
-    return this.qmpClient;
-  }
-
-  /** Where the host side of the agent's virtio-serial port listens. */
-  get agentSocket(): string {
-    return this.paths.agentSocket;
-  }
-
-  get exited(): VmExitInfo | undefined {
-    return this.exitInfo;
   }
 
   /** The saved state this VM was cloned from; undefined for a cold boot. */
@@ -348,50 +278,23 @@ export class Vm extends EventEmitter<VmEvents> {
       if (isPodvisorError(e) && !spawnError && !childExit) throw e;
       throw failedPrecondition(`VM ${opts.id} failed to start: ${why}`, e);
     }
-    try {
-      if (opts.restoreFrom !== undefined) {
-        const t = performance.now();
-        await withDeadline(
-          loadVmState(vm.qmpClient, { id: opts.id, deadline: Date.now() + (opts.readyTimeoutMs ?? 60_000) }),
-          opts.readyTimeoutMs ?? 60_000, `VM ${opts.id} did not load its saved state in time`,
-        );
-        vm.restoreMs = performance.now() - t;
-      }
-      // The guest runs from here (incomingDefer alone: the caller loads a state first).
-      if (!opts.incomingDefer) await vm.qmpClient.execute('cont');
-      if (opts.waitReady) await vm.runReadyHook(opts.waitReady, opts.readyTimeoutMs ?? 60_000);
-    } catch (e) {
-      // A QMP error here is most often QEMU dying under it: say that, in QEMU's words.
-      const ended = vm.exitInfo ?? (await Promise.race([vm.waitExit(), sleep(CHILD_EXIT_GRACE_MS * 2).then(() => undefined)]));
-      await vm.stop({ timeoutMs: 5000 }).catch(() => undefined);
-      removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
-      if (ended && ended.reason !== 'stopped' && !isPodvisorError(e, 'FAILED_PRECONDITION')) throw vm.endedBeforeReady(ended, e);
-      throw e;
-    }
-    return vm;
-  }
-
-  private endedBeforeReady(info: VmExitInfo, cause?: unknown): Error {
-    return failedPrecondition(`VM ${this.id} ended before it was ready: ${info.detail}`, cause);
-  }
-
-  /**
-   * Runs the readiness hook against the VM's end: QEMU exiting, or pausing itself on an error,
-   * fails the launch at once with QEMU's own words instead of waiting out the deadline.
-   */
-  private async runReadyHook(hook: NonNullable<VmLaunchOptions['waitReady']>, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    const ended = this.waitExit().then((info) => {
-      throw this.endedBeforeReady(info);
+    await vm.finishLaunch(opts.waitReady, {
+      readyTimeoutMs: opts.readyTimeoutMs,
+      removeDir: createdDir,
+      start: async () => {
+        if (opts.restoreFrom !== undefined) {
+          const t = performance.now();
+          await withDeadline(
+            loadVmState(vm.qmpClient, { id: opts.id, deadline: Date.now() + (opts.readyTimeoutMs ?? 60_000) }),
+            opts.readyTimeoutMs ?? 60_000, `VM ${opts.id} did not load its saved state in time`,
+          );
+          vm.restoreMs = performance.now() - t;
+        }
+        // The guest runs from here (incomingDefer alone: the caller loads a state first).
+        if (!opts.incomingDefer) await vm.qmpClient.execute('cont');
+      },
     });
-    ended.catch(() => undefined);
-    try {
-      await withDeadline(Promise.race([hook(this, deadline), ended]), timeoutMs, `VM ${this.id} was not ready within ${timeoutMs} ms`);
-    } catch (e) {
-      this.log.warn({ err: messageOf(e), console: consoleTail(this.paths, 2000) }, 'VM did not become ready; stopping it');
-      await this.stop({ timeoutMs: 5000 });
-      throw e;
-    }
+    return vm;
   }
 
   /** How long loading a template's saved state took (ms); undefined for a cold boot. */
@@ -434,20 +337,13 @@ export class Vm extends EventEmitter<VmEvents> {
       removeRunFiles(paths, { keepLogs: true, removeDir: false });
       throw notFound(`VM ${record.id} is not running: QEMU pid ${pid} is gone`);
     }
-    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.timeoutMs ?? 10_000 });
-    let consoleLog: ConsoleLog | undefined;
-    try {
-      consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, record.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES);
-    } catch (e) {
-      logger('vm', { sandbox: record.id }).warn({ err: messageOf(e) }, 'cannot reconnect to the console; its output is dropped');
-    }
+    const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
+      consoleMaxBytes: record.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES, timeoutMs: opts.timeoutMs, log: logger('vm', { sandbox: record.id }),
+    });
     const runAs = record.uid !== undefined && record.gid !== undefined ? { uid: record.uid, gid: record.gid } : undefined;
     if (runAs) opts.users?.reserve(runAs.uid);
     const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile, fileGrant(runAs)), { console: consoleLog, users: opts.users });
-    await vm.diskSet.reconcile(qmp, 10_000);
-    const status = await qmp.execute('query-status');
-    vm.log.info({ status: status.status, disks: vm.diskSet.list().length }, 'reattached to running VM');
-    if (isFatalRunState(status.status)) vm.onFatalStop(status.status);
+    await vm.resumeWatching('reattached to running VM');
     return vm;
   }
 
@@ -466,192 +362,47 @@ export class Vm extends EventEmitter<VmEvents> {
     return true;
   }
 
-  // ---------------------------------------------------------------- state
+  // ---------------------------------------------------------------- watching and stopping
 
-  async status(): Promise<RunState> {
-    return (await this.qmpClient.execute('query-status')).status;
-  }
-
-  /** Resolves when QEMU is gone (at once if it already is). */
-  waitExit(): Promise<VmExitInfo> {
-    if (this.exitInfo) return Promise.resolve(this.exitInfo);
-    return new Promise((resolve) => this.once('exit', resolve));
-  }
-
-  private watch(): void {
-    this.qmpClient.on('event', (ev) => {
-      if (ev.event === 'SHUTDOWN') this.lastShutdown = ev as QmpEvent<'SHUTDOWN'>;
-      if (ev.event === 'GUEST_PANICKED') this.panicked = true;
-      if (ev.event === 'SHUTDOWN' || ev.event === 'GUEST_PANICKED' || ev.event === 'STOP' || ev.event === 'RESUME') {
-        this.log.info({ event: ev.event, data: ev.data }, 'VM event');
-      }
-    });
-    watchFatalStop(this.qmpClient, (status) => this.onFatalStop(status));
-    // The socket closes when QEMU dies: check at once rather than at the next poll.
-    this.qmpClient.on('close', () => this.checkAlive());
-    this.child?.once('exit', (code, signal) => {
-      this.childExit = { code, signal };
-      this.checkAlive();
-    });
-    this.pollTimer = setInterval(() => this.poll(), PROCESS_POLL_MS);
-    this.pollTimer.unref();
-  }
-
-  private poll(): void {
-    this.checkAlive();
+  protected override poll(): void {
+    super.poll();
     if (++this.polls % 4 === 0 && !this.exitInfo) capLogFile(this.paths.qemuLog, QEMU_LOG_MAX_BYTES, QEMU_LOG_KEEP_BYTES);
   }
 
-  /**
-   * QEMU paused the VM on an error the guest cannot continue from. Ending the VM at once is
-   * what lets a boot fail in seconds and a running sandbox turn NOTREADY; a paused QEMU would
-   * otherwise hold its memory until someone noticed.
-   */
-  private onFatalStop(status: RunState): void {
-    if (this.fatalStatus || this.exitInfo || this.stopPromise) return;
-    this.fatalStatus = status;
-    this.log.warn({ status, qemu: tail(this.paths.qemuLog, 600) }, 'QEMU paused the VM on an error; ending it');
-    this.stopPromise = this.doStop({ timeoutMs: FATAL_STOP_QUIT_MS });
-    this.stopPromise.catch((e) => this.log.error({ err: messageOf(e) }, 'ending the paused VM failed'));
+  protected override qemuAlive(): boolean {
+    return !this.childExit && super.qemuAlive();
   }
 
-  private checkAlive(): void {
-    if (this.exitInfo || this.vmState === 'detached') return;
-    if (!this.childExit && isProcessAlive(this.pid, this.startTime)) return;
-    if (this.child && !this.childExit) {
-      // Our own child: its exit status (signal, code) is a moment away; wait for it briefly.
-      this.childGrace ??= setTimeout(() => this.onGone(), CHILD_EXIT_GRACE_MS);
-      return;
-    }
-    this.onGone();
+  protected override exitPending(): boolean {
+    if (!this.child || this.childExit) return false;
+    // Our own child: its exit status (signal, code) is a moment away; wait for it briefly.
+    this.childGrace ??= setTimeout(() => this.onGone(), CHILD_EXIT_GRACE_MS);
+    return true;
   }
 
-  private onGone(): void {
-    if (this.exitInfo) return;
-    clearInterval(this.pollTimer);
+  protected override exitStatus(): Pick<VmExitInfo, 'exitCode' | 'signal'> {
+    return { exitCode: this.childExit?.code, signal: this.childExit?.signal };
+  }
+
+  protected override howQemuEnded(): string {
+    return this.childExit ? describeExit(this.childExit) : 'process gone';
+  }
+
+  protected override releaseAfterExit(): void {
     clearTimeout(this.childGrace);
-    this.vmState = 'exited';
-    this.exitInfo = { ...this.classifyExit(), at: new Date(), exitCode: this.childExit?.code, signal: this.childExit?.signal };
-    this.qmpClient.close();
-    this.console?.close();
     removeVmCgroupSoon(this.cgroups);
     if (this.record.uid !== undefined) this.users?.release(this.record.uid);
     removeRunFiles(this.paths, { keepLogs: true, removeDir: false });
-    this.log.info({ reason: this.exitInfo.reason, detail: this.exitInfo.detail }, 'QEMU exited');
-    this.emit('exit', this.exitInfo);
   }
 
-  private classifyExit(): { reason: VmExitReason; detail: string } {
-    const shutdown = this.lastShutdown?.data.reason;
-    const how = this.childExit ? describeExit(this.childExit) : 'process gone';
-    const said = qemuSaid(this.paths);
-    if (this.fatalStatus === 'guest-panicked') return { reason: 'guest-panic', detail: `the guest kernel panicked; QEMU paused the VM (guest-panicked)${said}` };
-    if (this.fatalStatus) return { reason: 'vm-error', detail: `QEMU paused the VM on an error (${this.fatalStatus})${said}` };
-    if (this.panicked || shutdown === 'guest-panic') return { reason: 'guest-panic', detail: `the guest kernel panicked (pvpanic)${said}` };
-    if (shutdown === 'guest-reset' && consoleShowsPanic(this.paths)) {
-      return { reason: 'guest-panic', detail: `the guest kernel panicked${said}` };
-    }
-    if (this.stopPromise) return { reason: 'stopped', detail: `stopped by podvisor (${shutdown ?? how})` };
-    if (shutdown === 'guest-shutdown') return { reason: 'guest-shutdown', detail: 'the guest powered off' };
-    if (shutdown === 'guest-reset') return { reason: 'guest-reboot', detail: `the guest rebooted${said}` };
-    if (shutdown) return { reason: 'crashed', detail: `QEMU shut down: ${shutdown}${said}` };
-    return { reason: 'crashed', detail: `QEMU ended without shutting down (${how})${said}` };
+  /** QMP `quit`: QEMU exits by itself. */
+  protected override endQemu(phaseMs: number): Promise<void> {
+    return this.quitOverQmp(phaseMs);
   }
 
-  // ---------------------------------------------------------------- stop
-
-  /**
-   * Stops the VM: the graceful hook, then QMP `quit`, then SIGKILL, each with its deadline.
-   * Idempotent; removes sockets and pidfile and keeps the logs.
-   */
-  stop(opts: VmStopOptions = {}): Promise<VmExitInfo> {
-    if (this.vmState === 'detached') return Promise.reject(failedPrecondition(`VM ${this.id} was detached; reattach to stop it`));
-    this.stopPromise ??= this.doStop(opts);
-    return this.stopPromise;
-  }
-
-  private async doStop(opts: VmStopOptions): Promise<VmExitInfo> {
-    const phaseMs = opts.timeoutMs ?? 10_000;
-    if (!this.exitInfo) this.vmState = 'stopping';
-    if (opts.graceful && !this.exitInfo) {
-      try {
-        await withDeadline(opts.graceful(), phaseMs, `graceful shutdown hook took over ${phaseMs} ms`);
-        await this.waitGone(phaseMs);
-      } catch (e) {
-        this.log.warn({ err: messageOf(e) }, 'graceful stop failed; quitting QEMU');
-      }
-    }
-    if (!this.exitInfo) {
-      try {
-        await this.qmpClient.execute('quit', undefined, { timeoutMs: phaseMs });
-      } catch (e) {
-        this.log.warn({ err: messageOf(e) }, 'QMP quit failed');
-      }
-      await this.waitGone(phaseMs);
-    }
-    if (!this.exitInfo) {
-      this.log.warn('QEMU still running after quit; sending SIGKILL');
-      try {
-        process.kill(this.pid, 'SIGKILL');
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw internal(`cannot kill QEMU pid ${this.pid}: ${messageOf(e)}`, e);
-      }
-      await this.waitGone(phaseMs);
-    }
-    if (!this.exitInfo) throw internal(`QEMU pid ${this.pid} survived SIGKILL for ${phaseMs} ms`);
-    return this.exitInfo;
-  }
-
-  private async waitGone(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.exitInfo && Date.now() < deadline) {
-      this.checkAlive();
-      if (this.exitInfo) return;
-      await sleep(25);
-    }
-  }
-
-  /**
-   * Lets go of a running VM without touching it (podvisord shutting down): closes QMP and
-   * stops watching. `Vm.reattach` picks it up again.
-   */
-  detach(): void {
-    if (this.vmState !== 'running') return;
-    clearInterval(this.pollTimer);
-    this.qmpClient.removeAllListeners();
-    this.child?.removeAllListeners('exit');
-    this.qmpClient.close();
-    // QEMU drops console output while nobody reads; the next daemon reconnects (reattach).
-    this.console?.close();
-    this.vmState = 'detached';
-  }
-
-  /** Stops the VM if needed and removes its whole run directory, logs included. */
-  async destroy(opts: VmStopOptions = {}): Promise<void> {
-    await this.stop(opts);
-    removeRunFiles(this.paths, { keepLogs: false, removeDir: true });
-  }
-
-  // ---------------------------------------------------------------- disks
-
-  /** Hot-plugs a disk image as a SCSI disk; the result tells the agent how to find it. */
-  async hotplugDisk(req: HotplugDiskRequest): Promise<DiskAddress> {
-    this.assertRunning('hot-plug a disk');
-    return this.diskSet.plug(this.qmpClient, req);
-  }
-
-  /** Unplugs a disk and waits until QEMU has released it (DEVICE_DELETED). */
-  async unplugDisk(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.assertRunning('unplug a disk');
-    return this.diskSet.unplug(this.qmpClient, id, opts.timeoutMs ?? 10_000);
-  }
-
-  disks(): DiskAddress[] {
-    return this.diskSet.list();
-  }
-
-  private assertRunning(what: string): void {
-    if (this.vmState !== 'running') throw failedPrecondition(`cannot ${what}: VM ${this.id} is ${this.vmState}`);
+  override detach(): void {
+    if (this.state === 'running') this.child?.removeAllListeners('exit');
+    super.detach();
   }
 }
 
@@ -686,27 +437,6 @@ async function killChild(child: ChildProcess, exited: unknown): Promise<void> {
 
 function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
-}
-
-function consoleShowsPanic(paths: RunDirPaths): boolean {
-  return /Kernel panic - not syncing/.test(consoleTail(paths, 8192));
-}
-
-/**
- * What QEMU and the guest last said, for error messages: the tail of qemu.log (QEMU's own
- * messages) and of the console, bounded reads both.
- */
-function qemuSaid(paths: RunDirPaths): string {
-  const qemu = tail(paths.qemuLog, 600);
-  const guest = consoleTail(paths, 8192);
-  const lines = (t: string) => t.split('\n').map((l) => l.trim()).filter(Boolean);
-  // A panic's own line says more than the stack trace after it.
-  const panic = lines(guest).filter((l) => /Kernel panic - not syncing/.test(l)).at(-1);
-  return [
-    qemu ? `; QEMU said: ${lines(qemu).slice(-6).join(' | ')}` : '',
-    panic ? `; panic: ${panic.replace(/^\[[\s\d.]+\]\s*/, '').slice(0, 300)}` : '',
-    guest ? `; console: ${lines(guest).slice(-4).join(' | ').slice(-600)}` : '',
-  ].join('');
 }
 
 /** Kills a QEMU that no record owns (its launch never finished) and waits for it to go. */

@@ -1,22 +1,19 @@
-import { EventEmitter } from 'node:events';
 import { chmodSync, readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound, unimplemented } from '../../errors.js';
-import { logger, type Logger } from '../../log.js';
+import { logger } from '../../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../../util/atomic-file.js';
 import { ConsoleLog } from '../console-log.js';
 import { withDeadline } from '../deadline.js';
-import { DiskSet, type DiskAddress, type HotplugDiskRequest } from '../disks.js';
-import { isFatalRunState, watchFatalStop } from '../fatal-stop.js';
+import { DiskSet } from '../disks.js';
 import { hostTscKhz, resolveAccel } from '../host.js';
 import { isProcessAlive, readProcStat } from '../proc.js';
 import { validateProfile } from '../profile.js';
 import type { PodVm, PodVmLaunchOptions } from '../pod-vm.js';
 import { QmpClient } from '../qmp-client.js';
-import type { QmpEvent, RunState } from '../qmp-types.js';
-import { consoleTail, looksLikeOurQemu, prepareRunDir, removeRunFiles, runDirPaths, type RunDirPaths } from '../run-dir.js';
-import type { VmEvents, VmExitInfo, VmExitReason, VmState, VmStopOptions } from '../vm.js';
+import { DEFAULT_CONSOLE_MAX_BYTES, QmpVm, reconnectMonitors } from '../qmp-vm.js';
+import { looksLikeOurQemu, prepareRunDir, removeRunFiles, runDirPaths, type RunDirPaths } from '../run-dir.js';
 import type { LibvirtConnection } from './binding.js';
 import { buildDomainXml, domainName } from './domain-xml.js';
 
@@ -43,57 +40,28 @@ interface LibvirtVmRecord {
 
 const RECORD_FILE = 'libvirt-domain.json';
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const PROCESS_POLL_MS = 250;
-const DEFAULT_CONSOLE_MAX_BYTES = 2 * 1024 * 1024;
+/** Each stop phase's deadline when QEMU paused the VM on an error (libvirt's destroy takes longer than a QMP quit). */
+const FATAL_STOP_PHASE_MS = 2000;
 const PID_LOOKUP_MS = 10_000;
 
-export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
-  readonly id: string;
-  readonly paths: RunDirPaths;
-  readonly pid: number;
-  readonly accel: 'kvm' | 'tcg';
+export class LibvirtVm extends QmpVm implements PodVm {
   readonly domain: string;
-  private readonly log: Logger;
-  private vmState: VmState = 'running';
-  private exitInfo?: VmExitInfo;
-  private stopPromise?: Promise<VmExitInfo>;
-  private lastShutdown?: QmpEvent<'SHUTDOWN'>;
-  private panicked = false;
-  private fatalStatus?: RunState;
-  private pollTimer?: NodeJS.Timeout;
+  protected readonly endingQemu = 'destroying the domain';
+  protected readonly fatalStopPhaseMs = FATAL_STOP_PHASE_MS;
 
   private constructor(
     private readonly conn: LibvirtConnection,
-    private readonly record: LibvirtVmRecord,
+    record: LibvirtVmRecord,
     paths: RunDirPaths,
-    private readonly qmpClient: QmpClient,
-    private readonly diskSet: DiskSet,
-    private readonly console?: ConsoleLog,
+    qmp: QmpClient,
+    diskSet: DiskSet,
+    console?: ConsoleLog,
   ) {
-    super();
-    this.id = record.id;
-    this.pid = record.pid;
-    this.accel = record.accel;
+    super({
+      id: record.id, pid: record.pid, startTime: record.startTime, accel: record.accel, paths, qmp, diskSet, console,
+      log: logger('vm-libvirt', { sandbox: record.id, domain: record.domain, pid: record.pid }),
+    });
     this.domain = record.domain;
-    this.paths = paths;
-    this.log = logger('vm-libvirt', { sandbox: record.id, domain: record.domain, pid: record.pid });
-    this.watch();
-  }
-
-  get state(): VmState {
-    return this.vmState;
-  }
-
-  get qmp(): QmpClient {
-    return this.qmpClient;
-  }
-
-  get agentSocket(): string {
-    return this.paths.agentSocket;
-  }
-
-  get exited(): VmExitInfo | undefined {
-    return this.exitInfo;
   }
 
   // ---------------------------------------------------------------- launch
@@ -154,20 +122,7 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
       if (isPodvisorError(e)) throw e;
       throw failedPrecondition(`VM ${opts.id} failed to start under libvirt: ${messageOf(e)}`, e);
     }
-    if (opts.waitReady) {
-      const timeoutMs = opts.readyTimeoutMs ?? 60_000;
-      const ended = vm.waitExit().then((info) => {
-        throw failedPrecondition(`VM ${opts.id} ended before it was ready: ${info.detail}`);
-      });
-      ended.catch(() => undefined);
-      try {
-        await withDeadline(Promise.race([opts.waitReady(vm, Date.now() + timeoutMs), ended]), timeoutMs, `VM ${opts.id} was not ready within ${timeoutMs} ms`);
-      } catch (e) {
-        vm.log.warn({ err: messageOf(e), console: consoleTail(paths, 2000) }, 'VM did not become ready; destroying it');
-        await vm.destroy({ timeoutMs: 5000 }).catch(() => undefined);
-        throw e;
-      }
-    }
+    await vm.finishLaunch(opts.waitReady, { readyTimeoutMs: opts.readyTimeoutMs, removeDir: createdDir });
     return vm;
   }
 
@@ -195,18 +150,11 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
       ? record.pid
       : await findQemuPid(paths, 2000);
     const stat = readProcStat(pid);
-    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.timeoutMs ?? 10_000 });
-    let consoleLog: ConsoleLog | undefined;
-    try {
-      consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, record.consoleMaxBytes);
-    } catch (e) {
-      logger('vm-libvirt', { sandbox: record.id }).warn({ err: messageOf(e) }, 'cannot reconnect to the console; its output is dropped');
-    }
+    const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
+      consoleMaxBytes: record.consoleMaxBytes, timeoutMs: opts.timeoutMs, log: logger('vm-libvirt', { sandbox: record.id }),
+    });
     const vm = new LibvirtVm(conn, { ...record, pid, startTime: stat?.startTime ?? record.startTime }, paths, qmp, DiskSet.load(paths.disksFile), consoleLog);
-    await vm.diskSet.reconcile(qmp, 10_000);
-    const status = await qmp.execute('query-status');
-    vm.log.info({ status: status.status, libvirtState: state, disks: vm.diskSet.list().length }, 'reattached to the libvirt domain');
-    if (isFatalRunState(status.status)) vm.onFatalStop(status.status);
+    await vm.resumeWatching('reattached to the libvirt domain', { libvirtState: state });
     return vm;
   }
 
@@ -221,111 +169,28 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
     return ended;
   }
 
-  // ---------------------------------------------------------------- state
+  // ---------------------------------------------------------------- watching and stopping
 
-  waitExit(): Promise<VmExitInfo> {
-    if (this.exitInfo) return Promise.resolve(this.exitInfo);
-    return new Promise((resolve) => this.once('exit', resolve));
+  protected override describeQemu(): string {
+    return `QEMU pid ${this.pid} of domain ${this.domain}`;
   }
 
-  private watch(): void {
-    this.qmpClient.on('event', (ev) => {
-      if (ev.event === 'SHUTDOWN') this.lastShutdown = ev as QmpEvent<'SHUTDOWN'>;
-      if (ev.event === 'GUEST_PANICKED') this.panicked = true;
-      if (ev.event === 'SHUTDOWN' || ev.event === 'GUEST_PANICKED' || ev.event === 'STOP' || ev.event === 'RESUME') {
-        this.log.info({ event: ev.event, data: ev.data }, 'VM event');
-      }
-    });
-    watchFatalStop(this.qmpClient, (status) => this.onFatalStop(status));
-    this.qmpClient.on('close', () => this.checkAlive());
-    this.pollTimer = setInterval(() => this.checkAlive(), PROCESS_POLL_MS);
-    this.pollTimer.unref();
+  protected override howQemuEnded(stoppedByPodvisor: boolean): string {
+    return stoppedByPodvisor ? 'libvirt destroyed the domain' : `killed, or domain ${this.domain} destroyed outside podvisor`;
   }
 
-  /** QEMU paused the VM on an error it cannot continue from: end it now (as the QEMU backend does). */
-  private onFatalStop(status: RunState): void {
-    if (this.fatalStatus || this.exitInfo || this.stopPromise) return;
-    this.fatalStatus = status;
-    this.log.warn({ status }, 'QEMU paused the VM on an error; destroying the domain');
-    this.stopPromise = this.doStop({ timeoutMs: 2000 });
-    this.stopPromise.catch((e) => this.log.error({ err: messageOf(e) }, 'ending the paused VM failed'));
-  }
-
-  private checkAlive(): void {
-    if (this.exitInfo || this.vmState === 'detached') return;
-    if (isProcessAlive(this.pid, this.record.startTime)) return;
-    this.onGone();
-  }
-
-  private onGone(): void {
-    if (this.exitInfo) return;
-    clearInterval(this.pollTimer);
-    this.vmState = 'exited';
-    this.exitInfo = { ...this.classifyExit(), at: new Date() };
-    this.qmpClient.close();
-    this.console?.close();
+  protected override releaseAfterExit(): void {
     forget(this.paths);
-    this.log.info({ reason: this.exitInfo.reason, detail: this.exitInfo.detail }, 'QEMU exited');
-    this.emit('exit', this.exitInfo);
   }
 
-  private classifyExit(): { reason: VmExitReason; detail: string } {
-    const shutdown = this.lastShutdown?.data.reason;
-    const guest = consoleTail(this.paths, 8192);
-    const said = guest ? `; console: ${guest.split('\n').map((l) => l.trim()).filter(Boolean).slice(-4).join(' | ').slice(-600)}` : '';
-    if (this.fatalStatus === 'guest-panicked' || this.panicked || shutdown === 'guest-panic' ||
-      (shutdown === 'guest-reset' && /Kernel panic - not syncing/.test(guest))) {
-      return { reason: 'guest-panic', detail: `the guest kernel panicked${said}` };
+  /** libvirt's destroy; with libvirtd unreachable, QMP quit (the stop then goes on to SIGKILL). */
+  protected override async endQemu(phaseMs: number): Promise<void> {
+    try {
+      await withDeadline(this.conn.destroy(this.domain), phaseMs, `libvirt did not destroy domain ${this.domain} within ${phaseMs} ms`);
+    } catch (e) {
+      this.log.warn({ err: messageOf(e) }, 'libvirt destroy failed; quitting QEMU over QMP');
+      await this.quitOverQmp(phaseMs);
     }
-    if (this.fatalStatus) return { reason: 'vm-error', detail: `QEMU paused the VM on an error (${this.fatalStatus})${said}` };
-    if (this.stopPromise) return { reason: 'stopped', detail: `stopped by podvisor (${shutdown ?? 'libvirt destroyed the domain'})` };
-    if (shutdown === 'guest-shutdown') return { reason: 'guest-shutdown', detail: 'the guest powered off' };
-    if (shutdown === 'guest-reset') return { reason: 'guest-reboot', detail: `the guest rebooted${said}` };
-    if (shutdown) return { reason: 'crashed', detail: `QEMU shut down: ${shutdown}${said}` };
-    return { reason: 'crashed', detail: `the QEMU of domain ${this.domain} ended without shutting down (killed, or destroyed outside podvisor)${said}` };
-  }
-
-  // ---------------------------------------------------------------- stop
-
-  /** The graceful hook, then libvirt's destroy, then (libvirtd unreachable) QMP quit and SIGKILL. Idempotent. */
-  stop(opts: VmStopOptions = {}): Promise<VmExitInfo> {
-    if (this.vmState === 'detached') return Promise.reject(failedPrecondition(`VM ${this.id} was detached; reattach to stop it`));
-    this.stopPromise ??= this.doStop(opts);
-    return this.stopPromise;
-  }
-
-  private async doStop(opts: VmStopOptions): Promise<VmExitInfo> {
-    const phaseMs = opts.timeoutMs ?? 10_000;
-    if (!this.exitInfo) this.vmState = 'stopping';
-    if (opts.graceful && !this.exitInfo) {
-      try {
-        await withDeadline(opts.graceful(), phaseMs, `graceful shutdown hook took over ${phaseMs} ms`);
-        await this.waitGone(phaseMs);
-      } catch (e) {
-        this.log.warn({ err: messageOf(e) }, 'graceful stop failed; destroying the domain');
-      }
-    }
-    if (!this.exitInfo) {
-      try {
-        await withDeadline(this.conn.destroy(this.domain), phaseMs, `libvirt did not destroy domain ${this.domain} within ${phaseMs} ms`);
-      } catch (e) {
-        this.log.warn({ err: messageOf(e) }, 'libvirt destroy failed; quitting QEMU over QMP');
-        await this.qmpClient.execute('quit', undefined, { timeoutMs: phaseMs }).catch(() => undefined);
-      }
-      await this.waitGone(phaseMs);
-    }
-    if (!this.exitInfo) {
-      this.log.warn('QEMU still running; sending SIGKILL');
-      try {
-        process.kill(this.pid, 'SIGKILL');
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw internal(`cannot kill QEMU pid ${this.pid}: ${messageOf(e)}`, e);
-      }
-      await this.waitGone(phaseMs);
-    }
-    if (!this.exitInfo) throw internal(`QEMU pid ${this.pid} of domain ${this.domain} survived SIGKILL for ${phaseMs} ms`);
-    await this.waitDomainForgotten(phaseMs);
-    return this.exitInfo;
   }
 
   /**
@@ -333,7 +198,7 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
    * monitor's EOF and dropped the transient domain; a stopped pod must not still show in
    * `virsh list`, so wait (bounded) for libvirt to forget it too.
    */
-  private async waitDomainForgotten(timeoutMs: number): Promise<void> {
+  protected override async afterStopped(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     try {
       while ((await this.conn.lookup(this.domain)) !== undefined) {
@@ -346,50 +211,6 @@ export class LibvirtVm extends EventEmitter<VmEvents> implements PodVm {
     } catch (e) {
       this.log.warn({ err: messageOf(e) }, 'could not ask libvirt whether the domain is gone');
     }
-  }
-
-  private async waitGone(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.exitInfo && Date.now() < deadline) {
-      this.checkAlive();
-      if (this.exitInfo) return;
-      await sleep(25);
-    }
-  }
-
-  detach(): void {
-    if (this.vmState !== 'running') return;
-    clearInterval(this.pollTimer);
-    this.qmpClient.removeAllListeners();
-    this.qmpClient.close();
-    this.console?.close();
-    this.vmState = 'detached';
-  }
-
-  async destroy(opts: VmStopOptions = {}): Promise<void> {
-    await this.stop(opts);
-    removeRunFiles(this.paths, { keepLogs: false, removeDir: true });
-  }
-
-  // ---------------------------------------------------------------- disks
-
-  /** Hot-plugs a disk over podvisor's QMP monitor, onto the virtio-scsi controller libvirt made. */
-  async hotplugDisk(req: HotplugDiskRequest): Promise<DiskAddress> {
-    this.assertRunning('hot-plug a disk');
-    return this.diskSet.plug(this.qmpClient, req);
-  }
-
-  async unplugDisk(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.assertRunning('unplug a disk');
-    return this.diskSet.unplug(this.qmpClient, id, opts.timeoutMs ?? 10_000);
-  }
-
-  disks(): DiskAddress[] {
-    return this.diskSet.list();
-  }
-
-  private assertRunning(what: string): void {
-    if (this.vmState !== 'running') throw failedPrecondition(`cannot ${what}: VM ${this.id} is ${this.vmState}`);
   }
 }
 
