@@ -60,4 +60,16 @@ describe('libvirt domain XML', () => {
     assert.throws(() => xml({ profile: { ...profile, memory: { kind: 'file', memPath: '/t', share: false } } }), /UNIMPLEMENTED|cannot start a VM from a template/);
     assert.throws(() => xml({ profile: { ...profile, qemuBinary: '/opt/qemu' } }), /qemuBinary is not used there/);
   });
+
+  test('QEMU runs as the VM\'s own uid and gid, and libvirt relabels nothing', () => {
+    assert.match(xml({ runAs: { uid: 1100007, gid: 1100007 } }), /<seclabel type='static' model='dac' relabel='no'><label>\+1100007:\+1100007<\/label><\/seclabel>/);
+    assert.doesNotMatch(xml(), /<seclabel/);
+  });
+
+  test('the TCG translation cache size is the profile\'s (tcg_tb_size_mib), under TCG only', () => {
+    const sized = { ...profile, tcgTbSizeMiB: 32 };
+    assert.match(xml({ profile: sized }), /<features><acpi\/><tcg><tb-cache unit='MiB'>32<\/tb-cache><\/tcg><\/features>/);
+    assert.doesNotMatch(xml({ profile: sized, accel: 'kvm' }), /<tcg>/);
+    assert.doesNotMatch(xml(), /<tcg>/);
+  });
 });

@@ -1,4 +1,5 @@
 import { invalidArgument, unimplemented } from '../../errors.js';
+import type { QemuIdentity } from '../confinement.js';
 import type { VmProfile } from '../profile.js';
 import { AGENT_PORT_NAME, baseKernelArgs, SYSTEM_DISK_SCSI_ID, SYSTEM_DISK_SERIAL, type SharedFs } from '../qemu-args.js';
 import { escapeOptionValue } from '../qemu-option.js';
@@ -27,6 +28,8 @@ export interface DomainXmlInput {
   accel: 'kvm' | 'tcg';
   tscKhz: number;
   sharedFs?: SharedFs;
+  /** The uid/gid QEMU runs as (libvirt's per-domain DAC label); without it, qemu.conf's user. */
+  runAs?: QemuIdentity;
 }
 
 /** libvirt domain names: what podvisor's VM ids allow, behind a prefix that says who made it. */
@@ -95,14 +98,29 @@ export function buildDomainXml(input: DomainXmlInput): string {
     profile.initrd ? `<initrd>${x(profile.initrd)}</initrd>` : '',
     `<cmdline>${x(cmdline)}</cmdline></os>`,
     // Without <acpi/> libvirt passes -no-acpi, and microvm's guest then finds none of its virtio-mmio devices.
-    '<features><acpi/></features>',
+    `<features><acpi/>${tcgFeature(input)}</features>`,
     input.accel === 'kvm' ? "<cpu mode='host-passthrough'/>" : "<cpu mode='maximum'/>",
     // The guest reboots on panic (panic=-1): every way out ends the transient domain, and podvisor sees it go.
     '<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>',
     `<devices>${devices.join('')}</devices>`,
+    input.runAs ? dacLabel(input.runAs) : '',
     `<qemu:commandline>${qemuArgs.map((a) => `<qemu:arg value='${x(a)}'/>`).join('')}</qemu:commandline>`,
     '</domain>',
   ].join('\n');
+}
+
+/**
+ * QEMU as this uid and gid, from podvisor's per-VM allocator (src/vm/confinement.ts), and
+ * libvirt changes the owner of nothing (src/vm/libvirt/qemu-access.ts hands QEMU its files).
+ */
+function dacLabel(who: QemuIdentity): string {
+  return `<seclabel type='static' model='dac' relabel='no'><label>+${who.uid}:+${who.gid}</label></seclabel>`;
+}
+
+/** The TCG translation cache size the QEMU backend sets with `-accel tcg,tb-size=` (libvirt 8.0+). */
+function tcgFeature(input: DomainXmlInput): string {
+  const mib = input.profile.tcgTbSizeMiB;
+  return input.accel === 'tcg' && mib ? `<tcg><tb-cache unit='MiB'>${mib}</tb-cache></tcg>` : '';
 }
 
 function escapeXml(s: string): string {
