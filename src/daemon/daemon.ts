@@ -48,7 +48,9 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
     podCidr: () => runtime?.currentPodCidr ?? '',
   });
   runtime = new RuntimeInfo(config, network);
-  const vmBackends = await libvirtBackendIfAsked(config);
+  // One uid allocator for every backend's QEMUs (src/vm/confinement.ts).
+  const qemuUsers = new QemuUsers(config.vm.qemuUser);
+  const vmBackends = await libvirtBackendIfAsked(config, qemuUsers);
   const pods = await createPodServices({
     recordsDir: dirs.recordsDir,
     settings: {
@@ -57,7 +59,7 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
       shareMode: config.volumes.shareMode,
       vmLaunch: {
         confinement: {
-          users: new QemuUsers(config.vm.qemuUser),
+          users: qemuUsers,
           cgroupParent: config.vm.cgroupParent,
           overheadMiB: config.vm.qemuOverheadMiB,
           pidsMax: config.vm.qemuPidsMax,
@@ -120,10 +122,10 @@ export async function startDaemon(config: PodvisorConfig): Promise<Daemon> {
  * The libvirt VM backend when a runtime handler asks for it (issue 19), connected once now so
  * that a missing binding or an unreachable libvirtd stops podvisord with the reason.
  */
-async function libvirtBackendIfAsked(config: PodvisorConfig): Promise<{ libvirt: VmBackend } | undefined> {
+async function libvirtBackendIfAsked(config: PodvisorConfig, users: QemuUsers): Promise<{ libvirt: VmBackend } | undefined> {
   const handlers = Object.entries(config.runtimes).filter(([, p]) => p.backend === 'libvirt').map(([h]) => h);
   if (handlers.length === 0) return undefined;
-  const backend = createLibvirtBackend(config.libvirt.uri);
+  const backend = createLibvirtBackend(config.libvirt.uri, users);
   await backend.check();
   logger('daemon').info({ uri: config.libvirt.uri, handlers }, 'libvirt VM backend connected');
   return { libvirt: backend };

@@ -39,6 +39,14 @@ const O_DIRECTORY = 0o200000;
 /** The holder's descriptors start after stdin, stdout and stderr. */
 const FIRST_FD = 3;
 
+/**
+ * How a confined QEMU reaches a disk plugged after it runs as its uid (DiskSet's opener);
+ * an unconfined (root) QEMU opens the path itself.
+ */
+export function diskOpenerFor(runAs: QemuIdentity | undefined) {
+  return runAs ? (path: string, readOnly: boolean) => grantFileTo(runAs, path, readOnly) : undefined;
+}
+
 export async function grantFileTo(who: QemuIdentity, path: string, readOnly: boolean): Promise<FileGrant> {
   const g = await grantPathsTo(who, [{ path, kind: readOnly ? 'read' : 'write' }]);
   return { filename: g.filenames[0]!, done: g.done };

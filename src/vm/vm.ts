@@ -10,7 +10,7 @@ import { createVmCgroup, enterCgroup, removeVmCgroup, removeVmCgroupSoon } from 
 import type { QemuIdentity, QemuUsers } from './confinement.js';
 import { ConsoleLog } from './console-log.js';
 import { DiskSet } from './disks.js';
-import { grantFileTo } from './file-grant.js';
+import { diskOpenerFor } from './file-grant.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
 import { capLogFile } from './log-cap.js';
 import { isProcessAlive, readProcStat } from './proc.js';
@@ -258,7 +258,7 @@ export class Vm extends QmpVm {
       Object.assign(record, { pid, startTime: stat.startTime, state: 'running' });
       const status = await qmp.execute('query-status');
       writeJsonAtomicSync(paths.stateFile, record);
-      vm = new Vm(record, paths, qmp, DiskSet.create(paths.disksFile, fileGrant(runAs)), { child, console: consoleLog, users: jail?.users });
+      vm = new Vm(record, paths, qmp, DiskSet.create(paths.disksFile, diskOpenerFor(runAs)), { child, console: consoleLog, users: jail?.users });
       if (childExit) vm.childExit = childExit;
 
       vm.log.info({ status: status.status }, 'QEMU is up');
@@ -342,7 +342,7 @@ export class Vm extends QmpVm {
     });
     const runAs = record.uid !== undefined && record.gid !== undefined ? { uid: record.uid, gid: record.gid } : undefined;
     if (runAs) opts.users?.reserve(runAs.uid);
-    const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile, fileGrant(runAs)), { console: consoleLog, users: opts.users });
+    const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), { console: consoleLog, users: opts.users });
     await vm.resumeWatching('reattached to running VM');
     return vm;
   }
@@ -448,12 +448,4 @@ async function killOrphan(pid: number, paths: RunDirPaths): Promise<void> {
     return;
   }
   for (let i = 0; i < 200 && isProcessAlive(pid); i++) await sleep(25);
-}
-
-/**
- * How a confined QEMU reaches a disk plugged after it dropped to its uid: podvisord opens
- * the file and hands it over (src/vm/file-grant.ts). Unconfined QEMU opens the path itself.
- */
-function fileGrant(runAs: QemuIdentity | undefined) {
-  return runAs ? (path: string, readOnly: boolean) => grantFileTo(runAs, path, readOnly) : undefined;
 }

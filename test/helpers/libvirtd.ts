@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupOnSignal } from './signal-cleanup.js';
@@ -8,8 +8,12 @@ import { cleanupOnSignal } from './signal-cleanup.js';
  * A libvirtd of the test's own: a private mount namespace puts fresh directories over
  * libvirt's fixed state paths (/etc/libvirt, /run/libvirt, /var/lib/libvirt, …), and its
  * socket is in a directory of its own, so no system libvirt is used or disturbed and no
- * systemd is needed. QEMU runs as root there (`user = "root"`, no relabelling): the test
- * run directories are root's. Domain type qemu under TCG.
+ * systemd is needed. Its qemu.conf is the packaged one's: QEMU as libvirt's default
+ * unprivileged user (`libvirt-qemu`), dynamic ownership, the security driver libvirt finds,
+ * a private /dev per domain; podvisor's domains name their own uid (a per-domain DAC label).
+ * Only the log handling differs (no virtlogd here). The state directories have the
+ * package's modes, so QEMU (not root) can reach libvirt's per-domain files. Domain type qemu
+ * under TCG.
  */
 export interface PrivateLibvirtd {
   dir: string;
@@ -43,22 +47,25 @@ export async function libvirtUnavailable(): Promise<string | undefined> {
 }
 
 const STATE_DIRS = { etc: '/etc/libvirt', run: '/run/libvirt', lib: '/var/lib/libvirt', log: '/var/log/libvirt', cache: '/var/cache/libvirt' } as const;
+/** Debian's modes for those directories (what the mounted directory's own mode stands in for). */
+const STATE_DIR_MODES: Record<keyof typeof STATE_DIRS, number> = { etc: 0o755, run: 0o755, lib: 0o755, log: 0o700, cache: 0o711 };
 
 export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
   // Short: the socket path must stay under 108 bytes.
   mkdirSync('/run/pvlv', { recursive: true, mode: 0o700 });
   const dir = mkdtempSync('/run/pvlv/d');
-  for (const sub of [...Object.keys(STATE_DIRS), 'sock']) mkdirSync(join(dir, sub), { mode: 0o700 });
+  mkdirSync(join(dir, 'sock'), { mode: 0o700 });
+  for (const [sub, mode] of Object.entries(STATE_DIR_MODES)) {
+    mkdirSync(join(dir, sub));
+    chmodSync(join(dir, sub), mode);
+  }
   for (const target of Object.values(STATE_DIRS)) mkdirSync(target, { recursive: true });
   writeFileSync(join(dir, 'etc', 'libvirtd.conf'), [
     `unix_sock_dir = "${dir}/sock"`, 'unix_sock_rw_perms = "0700"', 'unix_sock_ro_perms = "0700"',
     'auth_unix_rw = "none"', 'auth_unix_ro = "none"', `log_outputs = "3:file:${dir}/libvirtd.log"`, '',
   ].join('\n'));
-  writeFileSync(join(dir, 'etc', 'qemu.conf'), [
-    'user = "root"', 'group = "root"', 'dynamic_ownership = 0', 'security_driver = "none"',
-    // No virtlogd here; no per-domain /dev namespace (the test's paths are plain host paths).
-    'stdio_handler = "file"', 'namespaces = []', '',
-  ].join('\n'));
+  // No virtlogd here: libvirtd writes QEMU's output itself. Everything else is libvirt's default.
+  writeFileSync(join(dir, 'etc', 'qemu.conf'), 'stdio_handler = "file"\n');
   const uri = `qemu+unix:///system?socket=${dir}/sock/libvirt-sock`;
   let proc: ChildProcess | undefined;
 

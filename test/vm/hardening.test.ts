@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { REPO_ROOT, unary } from '../helpers/daemon.js';
 import { containerConfig, rejectsWith, sandboxConfig, waitContainerState, waitFor } from '../helpers/cri.js';
 import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
+import { cgroupLimits } from '../helpers/cgroup-limits.js';
 import { qemuProcessesUsing } from '../helpers/vm.js';
 
 /**
@@ -261,29 +262,6 @@ function consoleBytes(runDir: string): number {
 }
 
 /** The memory and pids limits of the cgroups named in /proc/<pid>/cgroup (v1 or v2). */
-function cgroupLimits(procCgroup: string): { memoryBytes: number; memoryPeak: number; pidsMax: number; pidsNow: number } {
-  const lines = procCgroup.trim().split('\n').map((l) => l.split(':'));
-  const v1 = (ctl: string) => lines.find(([, c]) => c!.split(',').includes(ctl))?.[2];
-  const mem = v1('memory');
-  const pids = v1('pids');
-  const read = (p: string) => readFileSync(p, 'utf8').trim();
-  if (mem && pids) {
-    return {
-      memoryBytes: Number(read(`/sys/fs/cgroup/memory${mem}/memory.limit_in_bytes`)),
-      memoryPeak: Number(read(`/sys/fs/cgroup/memory${mem}/memory.max_usage_in_bytes`)),
-      pidsMax: Number(read(`/sys/fs/cgroup/pids${pids}/pids.max`)),
-      pidsNow: Number(read(`/sys/fs/cgroup/pids${pids}/pids.current`)),
-    };
-  }
-  const v2 = lines.find(([h]) => h === '0')![2];
-  return {
-    memoryBytes: Number(read(`/sys/fs/cgroup${v2}/memory.max`)),
-    memoryPeak: Number(existsSync(`/sys/fs/cgroup${v2}/memory.peak`) ? read(`/sys/fs/cgroup${v2}/memory.peak`) : read(`/sys/fs/cgroup${v2}/memory.current`)),
-    pidsMax: Number(read(`/sys/fs/cgroup${v2}/pids.max`)),
-    pidsNow: Number(read(`/sys/fs/cgroup${v2}/pids.current`)),
-  };
-}
-
 function cgroupDirsOf(id: string): string[] {
   return ['/sys/fs/cgroup/memory/podvisor', '/sys/fs/cgroup/pids/podvisor', '/sys/fs/cgroup/podvisor']
     .map((d) => join(d, id))

@@ -1,3 +1,4 @@
+import type { QemuUsers } from '../confinement.js';
 import type { VmBackend } from '../pod-vm.js';
 import { LibvirtConnection } from './binding.js';
 import { LibvirtVm } from './libvirt-vm.js';
@@ -12,14 +13,18 @@ export interface LibvirtBackend extends VmBackend {
   check(): Promise<void>;
 }
 
-export function createLibvirtBackend(uri: string): LibvirtBackend {
+/**
+ * `users` is the daemon's one uid allocator (shared with the QEMU backend): a reattached
+ * domain's uid is taken again in it, so no new VM of either backend gets it while it runs.
+ */
+export function createLibvirtBackend(uri: string, users?: QemuUsers): LibvirtBackend {
   const connection = new LibvirtConnection(uri);
   return {
     name: 'libvirt',
     connection,
     check: () => connection.check(),
     launch: (opts) => LibvirtVm.launch(connection, opts),
-    reattach: (runDir, opts) => LibvirtVm.reattach(connection, runDir, opts),
+    reattach: (runDir, opts) => LibvirtVm.reattach(connection, runDir, { ...opts, users: opts?.users ?? users }),
     killLeftover: (runDir) => LibvirtVm.killLeftover(connection, runDir),
   };
 }

@@ -6,22 +6,29 @@ import { logger } from '../../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../../util/atomic-file.js';
 import { ConsoleLog } from '../console-log.js';
 import { withDeadline } from '../deadline.js';
+import { removeVmCgroupSoon } from '../cgroup.js';
+import type { QemuIdentity, QemuUsers } from '../confinement.js';
 import { DiskSet } from '../disks.js';
+import { diskOpenerFor } from '../file-grant.js';
 import { hostTscKhz, resolveAccel } from '../host.js';
-import { isProcessAlive, readProcStat } from '../proc.js';
+import { isProcessAlive, readCmdline, readProcStat } from '../proc.js';
 import { validateProfile } from '../profile.js';
 import type { PodVm, PodVmLaunchOptions } from '../pod-vm.js';
 import { QmpClient } from '../qmp-client.js';
 import { DEFAULT_CONSOLE_MAX_BYTES, QmpVm, reconnectMonitors } from '../qmp-vm.js';
-import { looksLikeOurQemu, prepareRunDir, removeRunFiles, runDirPaths, type RunDirPaths } from '../run-dir.js';
+import { prepareRunDir, removeRunFiles, type RunDirPaths } from '../run-dir.js';
 import type { LibvirtConnection } from './binding.js';
 import { buildDomainXml, domainName } from './domain-xml.js';
+import { limitDomainQemu } from './domain-limits.js';
+import { grantStart, libvirtRunPaths, type GrantedStart } from './qemu-access.js';
 
 /**
  * A pod VM run by libvirt: a transient domain per sandbox (gone from libvirt when its QEMU
- * ends), so `virsh list` shows it and libvirt confines its QEMU (its user, cgroups and
- * security driver). libvirtd may restart under it: the domain, and podvisor's own QMP
- * monitor on it, keep running.
+ * ends), so `virsh list` shows it. Its QEMU runs as a uid of its own from podvisor's
+ * allocator (the QEMU backend's range), which libvirt sets before QEMU starts, with what it
+ * opens handed over by podvisord (./qemu-access.ts), and inside the QEMU backend's memory and
+ * pids limits (./domain-limits.ts). libvirtd may restart under it: the domain, and podvisor's
+ * own QMP monitor on it, keep running.
  */
 
 /** What the backend records in the run directory, so a later podvisord finds the domain again. */
@@ -36,6 +43,11 @@ interface LibvirtVmRecord {
   /** `launching` until QMP answered: a daemon that died before that destroys the domain instead of adopting it. */
   state: 'launching' | 'running';
   consoleMaxBytes: number;
+  /** The uid and gid the domain's QEMU runs as. */
+  uid?: number;
+  gid?: number;
+  /** Cgroup directories podvisor made for the limits (libvirt's own go with the domain). */
+  cgroups?: string[];
 }
 
 const RECORD_FILE = 'libvirt-domain.json';
@@ -51,17 +63,23 @@ export class LibvirtVm extends QmpVm implements PodVm {
 
   private constructor(
     private readonly conn: LibvirtConnection,
-    record: LibvirtVmRecord,
+    private readonly record: LibvirtVmRecord,
     paths: RunDirPaths,
     qmp: QmpClient,
     diskSet: DiskSet,
     console?: ConsoleLog,
+    private readonly users?: QemuUsers,
   ) {
     super({
       id: record.id, pid: record.pid, startTime: record.startTime, accel: record.accel, paths, qmp, diskSet, console,
       log: logger('vm-libvirt', { sandbox: record.id, domain: record.domain, pid: record.pid }),
     });
     this.domain = record.domain;
+  }
+
+  /** The uid the domain's QEMU runs as. */
+  get uid(): number | undefined {
+    return this.record.uid;
   }
 
   // ---------------------------------------------------------------- launch
@@ -76,20 +94,29 @@ export class LibvirtVm extends QmpVm implements PodVm {
         "while podvisor's pod network hands the VM a tap inside the pod's namespace; use the qemu backend on nodes with a CNI network");
     }
     if (opts.incomingDefer) throw unimplemented('the libvirt VM backend cannot restore a VM template (incoming migration); use the qemu backend');
-    const paths = runDirPaths(opts.runDir);
+    const jail = opts.confinement;
+    if (!jail) {
+      throw failedPrecondition("the libvirt VM backend runs each pod's QEMU as its own uid from [vm] qemu_user's range; this launch came without those settings");
+    }
+    const paths = libvirtRunPaths(opts.runDir);
     const accel = await resolveAccel(opts.profile.accel);
     const name = domainName(opts.id);
     const consoleMaxBytes = opts.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES;
     const log = logger('vm-libvirt', { sandbox: opts.id, domain: name });
-    // Confinement is libvirt's here (qemu.conf's user, its cgroups, its security driver); podvisor's
-    // per-VM uid and cgroup limits (opts.confinement) are the QEMU backend's. No <memtune> hard
-    // limit either: libvirt then raises QEMU's RLIMIT_MEMLOCK to it, which needs CAP_SYS_RESOURCE.
-    const xml = buildDomainXml({ name, profile: opts.profile, paths, accel, tscKhz: opts.profile.tscKhz ?? hostTscKhz(), sharedFs: opts.sharedFs });
-    const createdDir = prepareRunDir(paths);
+    const runAs: QemuIdentity = jail.users.allocate(opts.id);
+    let createdDir: boolean;
+    try {
+      createdDir = prepareRunDir(paths);
+    } catch (e) {
+      jail.users.release(runAs.uid);
+      throw e;
+    }
     const recordFile = join(paths.dir, RECORD_FILE);
     const record: LibvirtVmRecord = {
       id: opts.id, domain: name, pid: 0, startTime: '', accel, launchedAt: new Date().toISOString(), state: 'launching', consoleMaxBytes,
+      uid: runAs.uid, gid: runAs.gid, cgroups: [],
     };
+    let granted: GrantedStart | undefined;
     let qmp: QmpClient | undefined;
     let consoleLog: ConsoleLog | undefined;
     let vm: LibvirtVm;
@@ -97,27 +124,42 @@ export class LibvirtVm extends QmpVm implements PodVm {
       // Before the domain exists: a daemon that dies from here on leaves a record that says to destroy it.
       writeJsonAtomicSync(recordFile, record);
       if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
-      log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, uri: conn.uri }, 'creating libvirt domain');
+      log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, uri: conn.uri, uid: runAs.uid }, 'creating libvirt domain');
+      granted = await grantStart(runAs, { profile: opts.profile, paths, sharedFs: opts.sharedFs });
+      const xml = buildDomainXml({
+        name, profile: granted.profile, paths: granted.paths, accel, tscKhz: opts.profile.tscKhz ?? hostTscKhz(), sharedFs: granted.sharedFs, runAs,
+      });
       log.debug({ xml }, 'domain XML');
       const dom = await conn.createXML(xml);
+      // QEMU has opened everything it was handed: from here it reaches none of those paths.
+      granted.done();
       record.uuid = await conn.uuid(dom).catch(() => undefined);
-      const pid = await findQemuPid(paths, PID_LOOKUP_MS);
+      const pid = await findDomainQemu(name, PID_LOOKUP_MS);
       const stat = readProcStat(pid);
       if (!stat) throw internal(`QEMU pid ${pid} of domain ${name} vanished`);
+      if (jail.cgroupParent) {
+        record.cgroups = limitDomainQemu(pid, {
+          parent: jail.cgroupParent, id: opts.id,
+          limits: { memoryBytes: (opts.profile.memoryMiB + jail.overheadMiB) * 1024 * 1024, pidsMax: jail.pidsMax },
+        });
+      }
       qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.startTimeoutMs ?? 30_000 });
       for (const sock of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket]) chmodSync(sock, 0o600);
       consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, consoleMaxBytes);
       Object.assign(record, { pid, startTime: stat.startTime, state: 'running' });
       writeJsonAtomicSync(recordFile, record);
-      vm = new LibvirtVm(conn, record, paths, qmp, DiskSet.create(paths.disksFile), consoleLog);
+      vm = new LibvirtVm(conn, record, paths, qmp, DiskSet.create(paths.disksFile, diskOpenerFor(runAs)), consoleLog, jail.users);
       const status = await qmp.execute('query-status');
       vm.log.info({ status: status.status, uuid: record.uuid }, 'libvirt domain is up');
     } catch (e) {
+      granted?.done();
       qmp?.close();
       consoleLog?.close();
       await conn.destroy(name).catch((err) => log.warn({ err: messageOf(err) }, 'could not destroy the half-started domain'));
+      removeVmCgroupSoon(record.cgroups ?? []);
+      jail.users.release(runAs.uid);
+      forget(paths);
       removeRunFiles(paths, { keepLogs: false, removeDir: createdDir });
-      rmSync(recordFile, { force: true });
       log.warn({ err: messageOf(e) }, 'VM launch failed');
       if (isPodvisorError(e)) throw e;
       throw failedPrecondition(`VM ${opts.id} failed to start under libvirt: ${messageOf(e)}`, e);
@@ -129,8 +171,8 @@ export class LibvirtVm extends QmpVm implements PodVm {
   // ---------------------------------------------------------------- reattach
 
   /** Finds the domain an earlier podvisord started for `runDir` through libvirt, and takes it back. */
-  static async reattach(conn: LibvirtConnection, runDir: string, opts: { timeoutMs?: number } = {}): Promise<LibvirtVm> {
-    const paths = runDirPaths(runDir);
+  static async reattach(conn: LibvirtConnection, runDir: string, opts: { timeoutMs?: number; users?: QemuUsers } = {}): Promise<LibvirtVm> {
+    const paths = libvirtRunPaths(runDir);
     const recordFile = join(paths.dir, RECORD_FILE);
     const record = readJsonFile<LibvirtVmRecord>(recordFile);
     if (!record || record.state !== 'running') {
@@ -143,29 +185,35 @@ export class LibvirtVm extends QmpVm implements PodVm {
     const state = await conn.state(record.domain);
     if (state === undefined || state === 'shutoff' || state === 'crashed') {
       forget(paths);
+      removeVmCgroupSoon(record.cgroups ?? []);
       throw notFound(`VM ${record.id} is not running: libvirt has no running domain ${record.domain}${state ? ` (${state})` : ''}`);
     }
     // The same QEMU, or libvirt's answer is stale: the pid (with its start time) must still be that domain's.
-    const pid = isProcessAlive(record.pid, record.startTime) && looksLikeOurQemu(record.pid, paths)
+    const pid = isProcessAlive(record.pid, record.startTime) && isDomainQemu(record.pid, record.domain)
       ? record.pid
-      : await findQemuPid(paths, 2000);
+      : await findDomainQemu(record.domain, 2000);
     const stat = readProcStat(pid);
     const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
       consoleMaxBytes: record.consoleMaxBytes, timeoutMs: opts.timeoutMs, log: logger('vm-libvirt', { sandbox: record.id }),
     });
-    const vm = new LibvirtVm(conn, { ...record, pid, startTime: stat?.startTime ?? record.startTime }, paths, qmp, DiskSet.load(paths.disksFile), consoleLog);
+    const runAs = record.uid !== undefined && record.gid !== undefined ? { uid: record.uid, gid: record.gid } : undefined;
+    // Taken again before anything can allocate: no second VM gets this QEMU's uid while it runs.
+    if (runAs) opts.users?.reserve(runAs.uid);
+    const vm = new LibvirtVm(conn, { ...record, pid, startTime: stat?.startTime ?? record.startTime }, paths, qmp,
+      DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), consoleLog, opts.users);
     await vm.resumeWatching('reattached to the libvirt domain', { libvirtState: state });
     return vm;
   }
 
   /** Destroys the domain that serves `runDir`, by its record or else by the sandbox id the directory is named after. */
   static async killLeftover(conn: LibvirtConnection, runDir: string): Promise<boolean> {
-    const paths = runDirPaths(runDir);
+    const paths = libvirtRunPaths(runDir);
     const record = readJsonFile<LibvirtVmRecord>(join(paths.dir, RECORD_FILE));
     const name = record?.domain ?? domainName(basename(runDir));
     const ended = await conn.destroy(name);
     if (ended) logger('vm-libvirt').warn({ domain: name, runDir }, 'destroyed a libvirt domain that could not be reattached');
     forget(paths);
+    removeVmCgroupSoon(record?.cgroups ?? []);
     return ended;
   }
 
@@ -180,7 +228,9 @@ export class LibvirtVm extends QmpVm implements PodVm {
   }
 
   protected override releaseAfterExit(): void {
-    forget(this.paths);
+    forget(libvirtRunPaths(this.paths.dir));
+    removeVmCgroupSoon(this.record.cgroups ?? []);
+    if (this.record.uid !== undefined) this.users?.release(this.record.uid);
   }
 
   /** libvirt's destroy; with libvirtd unreachable, QMP quit (the stop then goes on to SIGKILL). */
@@ -214,22 +264,31 @@ export class LibvirtVm extends QmpVm implements PodVm {
   }
 }
 
-/** The QEMU libvirt started for this run directory: the process whose argv has podvisor's QMP socket. */
-async function findQemuPid(paths: RunDirPaths, timeoutMs: number): Promise<number> {
+/** The QEMU of domain `name`: libvirt names the guest in its argv (`-name guest=<name>,...`). */
+async function findDomainQemu(name: string, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       const pid = Number(entry);
-      if (looksLikeOurQemu(pid, paths) && isProcessAlive(pid)) return pid;
+      if (isDomainQemu(pid, name) && isProcessAlive(pid)) return pid;
     }
-    if (Date.now() > deadline) throw internal(`libvirt started the domain but no QEMU process serves ${paths.qmpSocket}`);
+    if (Date.now() > deadline) throw internal(`libvirt started domain ${name} but no QEMU process runs it`);
     await sleep(50);
   }
 }
 
+/** The pid is the QEMU of domain `name` (not a recycled pid). */
+function isDomainQemu(pid: number, name: string): boolean {
+  const argv = readCmdline(pid);
+  if (!argv || !basename(argv[0] ?? '').startsWith('qemu-system')) return false;
+  const i = argv.indexOf('-name');
+  return i >= 0 && (argv[i + 1] ?? '').startsWith(`guest=${name},`);
+}
+
 /** The run directory's live files (sockets, record, disk list) once the domain is gone; logs stay. */
-function forget(paths: RunDirPaths): void {
+function forget(paths: RunDirPaths & { qemuDir: string }): void {
   removeRunFiles(paths, { keepLogs: true, removeDir: false });
+  rmSync(paths.qemuDir, { recursive: true, force: true });
   rmSync(join(paths.dir, RECORD_FILE), { force: true });
 }
