@@ -72,4 +72,9 @@ describe('libvirt domain XML', () => {
     assert.doesNotMatch(xml({ profile: sized, accel: 'kvm' }), /<tcg>/);
     assert.doesNotMatch(xml(), /<tcg>/);
   });
+
+  test('free-page reporting is the QEMU backend\'s virtio-balloon, on virtio-mmio under microvm', () => {
+    assert.match(xml({ profile: { ...profile, freePageReporting: true } }), /<memballoon model='virtio' freePageReporting='on'><address type='virtio-mmio'\/><\/memballoon>/);
+    assert.match(xml(), /<memballoon model='none'\/>/);
+  });
 });

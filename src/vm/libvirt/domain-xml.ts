@@ -63,7 +63,7 @@ export function buildDomainXml(input: DomainXmlInput): string {
   const devices: string[] = [
     // What libvirt would otherwise add, and microvm cannot have.
     "<controller type='usb' model='none'/>",
-    "<memballoon model='none'/>",
+    memballoon(profile, mmio),
     `<serial type='unix'><source mode='bind' path='${x(paths.consoleSocket)}'/><target port='0'/></serial>`,
     `<controller type='virtio-serial' index='0'>${mmio}</controller>`,
     `<channel type='unix'><source mode='bind' path='${x(paths.agentSocket)}'/><target type='virtio' name='${AGENT_PORT_NAME}'/>` +
@@ -115,6 +115,14 @@ export function buildDomainXml(input: DomainXmlInput): string {
  */
 function dacLabel(who: QemuIdentity): string {
   return `<seclabel type='static' model='dac' relabel='no'><label>+${who.uid}:+${who.gid}</label></seclabel>`;
+}
+
+/**
+ * libvirt adds a PCI balloon unless told otherwise; with free-page reporting the QEMU
+ * backend's virtio-balloon (on virtio-mmio under microvm), else none.
+ */
+function memballoon(profile: VmProfile, mmio: string): string {
+  return profile.freePageReporting ? `<memballoon model='virtio' freePageReporting='on'>${mmio}</memballoon>` : "<memballoon model='none'/>";
 }
 
 /** The TCG translation cache size the QEMU backend sets with `-accel tcg,tb-size=` (libvirt 8.0+). */
