@@ -7,7 +7,8 @@ import type { ReadVolumeRequest, ReadVolumeResponse, VolumeEntry, WatchVolumesRe
 import { messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { hostManifest, readHostFile, removeBack, writeBack, type Manifest } from './host-tree.js';
+import { COPY_LIMITS, hostManifest, readHostFile, removeBack, writeBack, type Manifest } from './host-tree.js';
+import { checkFetched, checkManifest, overVolumeBytes, planWriteBack } from './write-back-plan.js';
 import type { ShareVolume } from './share-dir.js';
 
 const log = logger('volume-copy');
@@ -43,6 +44,13 @@ const HOST_EVENT_DEBOUNCE_MS = 30;
 /** How long one WatchVolumes long poll waits in the guest (a writable volume added meanwhile is watched from the next one). */
 const WATCH_MS = 2_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The least time between the starts of two WatchVolumes calls: a guest that answers at once (changes or none) cannot spin the host. */
+export const MIN_WATCH_SPACING_MS = SYNC_INTERVAL_MS;
+/**
+ * Write-back pace: after the long poll's pulls wrote B bytes the next call waits B / this many
+ * seconds, so a guest rewriting its volumes without end costs the host at most this write rate.
+ */
+export const WRITE_BACK_BYTES_PER_SECOND = 16 << 20;
 /** Data per WriteVolume / ReadVolume call (the agent message limit is 4 MiB). */
 const BATCH_BYTES = 2 << 20;
 
@@ -69,6 +77,8 @@ interface SyncState {
   pushed?: Manifest;
   /** path -> guest stamp already written back (writable volumes). */
   pulled?: Map<string, string>;
+  /** path -> bytes of each file written back (the guest's stamps only claim a size). */
+  sizes?: Map<string, number>;
   /** How many pulls have updated `pulled` (a read made before the last one is stale). */
   pulls?: number;
   /** The last error logged, so a failing volume logs once, not every tick. */
@@ -165,7 +175,12 @@ export class CopyShare {
    * instead of waiting for a poll, and an idle pod costs one call per WATCH_MS.
    */
   private async watchGuest(agent: VolumeCopyAgent): Promise<void> {
+    let nextAt = 0;
     while (this.agent === agent) {
+      const wait = nextAt - performance.now();
+      if (wait > 0) await sleep(wait);
+      if (this.agent !== agent) return;
+      nextAt = performance.now() + MIN_WATCH_SPACING_MS;
       const ids = [...this.volumes.values()].filter((v) => v.writable).map((v) => v.id);
       let changed: string[] = [];
       const reads = new Map<string, ReadVolumeResponse>();
@@ -187,12 +202,15 @@ export class CopyShare {
         continue;
       }
       if (changed.length === 0 || this.agent !== agent) continue;
+      const written = { bytes: 0 };
       await this.serialPull(async () => {
-        for (const id of changed) {
+        // Each volume once, whatever the answer lists; ids of volumes this share does not write back (another pod's, read-only ones) are ignored.
+        for (const id of new Set(changed)) {
           const v = this.volumes.get(id);
-          if (v?.writable) await this.pull(agent, v, stale(id) ? undefined : reads.get(id)).catch((e) => this.report(v, e));
+          if (v?.writable) await this.pull(agent, v, stale(id) ? undefined : reads.get(id), written).catch((e) => this.report(v, e));
         }
       });
+      nextAt = Math.max(nextAt, performance.now() + (written.bytes / WRITE_BACK_BYTES_PER_SECOND) * 1000);
     }
   }
 
@@ -219,7 +237,7 @@ export class CopyShare {
       if (!vol.readonly && !v.writable) {
         v.writable = true;
         // What the guest holds now came from the host: only later changes go back.
-        this.sync.set(id, { pulled: await this.guestStamps(agent, v), pulls: (this.sync.get(id)?.pulls ?? 0) + 1 });
+        this.sync.set(id, { ...(await this.guestStamps(agent, v)), pulls: (this.sync.get(id)?.pulls ?? 0) + 1 });
       }
       if (!v.containers.includes(containerId)) v.containers.push(containerId);
       this.volumes.set(id, v);
@@ -377,76 +395,87 @@ export class CopyShare {
   /**
    * Guest -> host: files and directories the guest changed or removed since the last pull.
    * `read` is the volume's manifest when WatchVolumes already brought it (made against the same
-   * stamps: pulls of a volume run one at a time, in the pull chain).
+   * stamps: pulls of a volume run one at a time, in the pull chain). The answer is checked whole
+   * (write-back-plan.ts) before anything is written. `tally.bytes` grows by what is written, also
+   * when a later step fails (the long poll's pace counts it either way).
    */
-  private async pull(agent: VolumeCopyAgent, v: CopiedVolume, read?: ReadVolumeResponse): Promise<void> {
+  private async pull(agent: VolumeCopyAgent, v: CopiedVolume, read?: ReadVolumeResponse, tally = { bytes: 0 }): Promise<void> {
     const s = this.sync.get(v.id) ?? {};
     const seen = s.pulled ?? new Map<string, string>();
     const t0 = performance.now();
     // The manifest, with the data of files the host has not seen as they are now (as much as one answer holds).
     const res = read ?? await agent.readVolume({ volumeId: v.id, paths: [], known: this.knownOf(v.id), withData: true });
     if (!res.exists) throw new Error(`the guest has no copy of ${v.hostPath}`);
-    const next = new Map<string, string>();
-    const files: VolumeEntry[] = [];
-    let written = 0;
-    for (const e of res.entries) {
-      if (e.kind === 'symlink') continue; // links stay in the guest: one written on the host could point anywhere there
-      if (seen.get(e.path) === e.stamp) {
-        next.set(e.path, e.stamp ?? '');
-        continue;
-      }
-      if (e.kind === 'dir') {
-        await writeBack(v.hostPath, e);
-        next.set(e.path, e.stamp ?? '');
-      } else if (e.data) {
-        await writeBack(v.hostPath, e);
-        next.set(e.path, e.stamp ?? '');
-        written++;
-      } else {
-        files.push(e);
-      }
+    const plan = planWriteBack(v.hostPath, res.entries, { stamps: seen, sizes: s.sizes ?? new Map() });
+    // Removals first: the host then never holds what the guest removed beside what it wrote since (both within the bound).
+    const removed = [...seen.keys()].filter((p) => p !== '' && !plan.next.has(p)).sort((a, b) => b.length - a.length);
+    for (const p of removed) await removeBack(v.hostPath, p);
+    const checked = new Set<string>();
+    for (const e of [...plan.dirs, ...plan.files]) {
+      await writeBack(v.hostPath, e, checked);
+      tally.bytes += e.data?.length ?? 0;
     }
-    // File contents in batches the agent can answer in one message (the stamp's third field is the size).
+    // File contents in batches the agent can answer in one message (sizes as the stamps claim; what arrives is held to the bounds).
+    let total = plan.heldBytes;
+    const claimed = new Map(plan.fetch.map((f) => [f.path, f.size]));
+    const old = s.sizes ?? new Map<string, number>();
+    const fetched = new Set<string>();
     let paths: string[] = [];
     let bytes = 0;
     const fetch = async () => {
       if (paths.length === 0) return;
-      const got = await agent.readVolume({ volumeId: v.id, paths });
-      for (const e of got.entries) {
-        await writeBack(v.hostPath, e);
-        next.set(e.path, e.stamp ?? '');
+      const got = checkFetched(v.hostPath, new Set(paths), (await agent.readVolume({ volumeId: v.id, paths })).entries);
+      for (const e of got) {
+        const size = e.data?.length ?? 0;
+        const before = old.get(e.path) ?? 0;
+        total += Math.max(size, before) - Math.max(claimed.get(e.path)!, before);
+        if (total > COPY_LIMITS.volumeBytes) throw overVolumeBytes(v.hostPath, total);
+        await writeBack(v.hostPath, e, checked);
+        tally.bytes += size;
+        fetched.add(e.path);
+        plan.next.set(e.path, e.stamp ?? '');
+        plan.sizes.set(e.path, size);
       }
       paths = [];
       bytes = 0;
     };
-    for (const e of files) {
-      const size = Number((e.stamp ?? '').split(':')[2] ?? 0);
-      if (bytes + size > BATCH_BYTES) await fetch();
-      paths.push(e.path);
-      bytes += size;
+    for (const f of plan.fetch) {
+      if (bytes + f.size > BATCH_BYTES) await fetch();
+      paths.push(f.path);
+      bytes += f.size;
     }
     await fetch();
-    const removed = [...seen.keys()].filter((p) => p !== '' && !next.has(p)).sort((a, b) => b.length - a.length);
-    for (const p of removed) await removeBack(v.hostPath, p);
-    s.pulled = next;
+    // A file gone between the manifest and its read is taken as removed (the next pull sees it if it is back).
+    for (const f of plan.fetch) {
+      if (fetched.has(f.path)) continue;
+      plan.next.delete(f.path);
+      plan.sizes.delete(f.path);
+    }
+    s.pulled = plan.next;
+    s.sizes = plan.sizes;
     s.pulls = (s.pulls ?? 0) + 1;
+    s.lastError = undefined;
     this.sync.set(v.id, s);
-    if (written + files.length + removed.length > 0) {
-      log.debug({ volume: v.hostPath, files: written + files.length, removed: removed.length, ms: Math.round(performance.now() - t0) }, 'guest changes written back');
+    const files = plan.files.length + plan.fetch.length;
+    if (files + removed.length > 0) {
+      log.debug({ volume: v.hostPath, files, removed: removed.length, ms: Math.round(performance.now() - t0) }, 'guest changes written back');
     }
   }
 
   /** What the guest copy holds, as a manifest whose stamps never equal a host's (so every file is compared again). */
   private async guestManifest(agent: VolumeCopyAgent, v: CopiedVolume): Promise<Manifest> {
     const res = await agent.readVolume({ volumeId: v.id, paths: [] });
+    if (res.exists) checkManifest(v.hostPath, res.entries);
     const out: Manifest = new Map();
     for (const e of res.exists ? res.entries : []) out.set(e.path, { ...e, stamp: `guest:${e.stamp}`, size: 0 });
     return out;
   }
 
-  private async guestStamps(agent: VolumeCopyAgent, v: CopiedVolume): Promise<Map<string, string>> {
+  /** The guest's stamps of a volume just copied in (held to the write-back bounds: they are what the next pull compares to). */
+  private async guestStamps(agent: VolumeCopyAgent, v: CopiedVolume): Promise<Pick<SyncState, 'pulled' | 'sizes'>> {
     const res = await agent.readVolume({ volumeId: v.id, paths: [] });
-    return new Map(res.entries.map((e) => [e.path, e.stamp ?? '']));
+    const plan = planWriteBack(v.hostPath, res.entries, { stamps: new Map(), sizes: new Map() });
+    return { pulled: plan.next, sizes: plan.sizes };
   }
 
   private save(): Promise<void> {

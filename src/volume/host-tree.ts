@@ -75,22 +75,27 @@ export async function readHostFile(root: string, rel: string): Promise<Uint8Arra
  * directory (created when missing), never a link. podvisord is the only writer
  * of what the guest sends, so the check is not raced by the guest.
  */
-async function safeParent(root: string, rel: string, create = true): Promise<string> {
+async function safeParent(root: string, rel: string, create = true, checked?: Set<string>): Promise<string> {
   const parts = rel.split('/');
   if (parts.some((p) => p === '' || p === '.' || p === '..')) throw failedPrecondition(`volume entry ${JSON.stringify(rel)} is not a plain relative path`);
   let dir = root;
   for (const part of parts.slice(0, -1)) {
     dir = join(dir, part);
+    if (checked?.has(dir)) continue;
     const st = await lstat(dir).catch(() => undefined);
     if (!st && !create) throw failedPrecondition(`${dir} is gone`);
     if (!st) await mkdir(dir, { mode: 0o755 });
     else if (!st.isDirectory()) throw failedPrecondition(`${dir} is not a directory (a link?): not writing through it`);
+    checked?.add(dir);
   }
   return join(dir, parts[parts.length - 1]);
 }
 
-/** Writes one entry the guest changed back to the host volume; links are not written back (see README). */
-export async function writeBack(root: string, e: VolumeEntry): Promise<void> {
+/**
+ * Writes one entry the guest changed back to the host volume; links are not written back (see README).
+ * `checked`: directories already found real during this write-back (a deep tree costs one lstat per directory, not per entry and level).
+ */
+export async function writeBack(root: string, e: VolumeEntry, checked?: Set<string>): Promise<void> {
   const mode = e.mode & 0o777;
   if (e.path === '') {
     if (e.kind !== 'file') return;
@@ -103,16 +108,21 @@ export async function writeBack(root: string, e: VolumeEntry): Promise<void> {
     }
     return;
   }
-  const path = await safeParent(root, e.path);
+  const path = await safeParent(root, e.path, true, checked);
   const st = await lstat(path).catch(() => undefined);
   if (e.kind === 'dir') {
-    if (st?.isDirectory()) return;
-    if (st) await rm(path, { force: true });
-    await mkdir(path, { mode });
+    if (!st?.isDirectory()) {
+      if (st) await rm(path, { force: true });
+      await mkdir(path, { mode });
+    }
+    checked?.add(path);
     return;
   }
   if (e.kind !== 'file') return;
-  if (st?.isDirectory()) await rm(path, { recursive: true, force: true });
+  if (st?.isDirectory()) {
+    await rm(path, { recursive: true, force: true });
+    checked?.clear(); // what was below it is gone
+  }
   const tmp = join(dirname(path), `.podvisor-tmp-${randomBytes(6).toString('hex')}`);
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
