@@ -3,9 +3,11 @@
 // libvirt backend (handler "libvirt", against a libvirtd this bench starts on private
 // sockets). Rounds alternate which backend goes first, one VM at a time, so load from
 // elsewhere on the machine hits both alike. libvirtd's own PSS is printed once: a per-node
-// cost of the libvirt backend, not a per-pod one.
+// cost of the libvirt backend, not a per-pod one. With --cni every pod is on a real CNI bridge
+// (bridge + host-local + portmap on a bridge and subnet of the bench's own): the QEMU backend
+// starts QEMU in the pod netns, the libvirt backend moves its host-side tap in (host-tap.ts).
 //
-//   node --import tsx bench/vm-backends.ts [rounds=2] [idle-seconds=20]
+//   node --import tsx bench/vm-backends.ts [--cni] [rounds=2] [idle-seconds=20]
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { vmProcessUsage } from '../src/vm/process-usage.js';
@@ -13,9 +15,12 @@ import { unary } from '../test/helpers/daemon.js';
 import { libvirtUnavailable, startPrivateLibvirtd } from '../test/helpers/libvirtd.js';
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { sandboxConfig } from '../test/helpers/cri.js';
+import { createCniWorld, networksFor } from '../test/network/cni-fixture.js';
 
-const rounds = Number(process.argv[2] ?? 2);
-const idleSeconds = Number(process.argv[3] ?? 20);
+const cni = process.argv.includes('--cni');
+const positional = process.argv.slice(2).filter((a) => a !== '--cni');
+const rounds = Number(positional[0] ?? 2);
+const idleSeconds = Number(positional[1] ?? 20);
 const MiB = 1024 * 1024;
 
 const unavailable = await libvirtUnavailable();
@@ -29,9 +34,12 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+const world = cni ? createCniWorld('vmb') : undefined;
+world?.writeConfig(world.conflist({ dualStack: false }));
 const libvirtd = await startPrivateLibvirtd();
 const env = await startPodTestEnv({ vmBackend: 'qemu', logLevel: 'info', startTimeoutMs: 300_000 },
-  `[daemon]\nboot_timeout_seconds = 900\n[runtimes.libvirt]\nbackend = "libvirt"\n[libvirt]\nuri = "${libvirtd.uri}"\n`);
+  `[daemon]\nboot_timeout_seconds = 900\n[runtimes.libvirt]\nbackend = "libvirt"\n[libvirt]\nuri = "${libvirtd.uri}"\n` +
+  (world ? `[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n` : ''));
 const backends = { qemu: '', libvirt: 'libvirt' } as const;
 type Name = keyof typeof backends;
 const runp: Record<Name, number[]> = { qemu: [], libvirt: [] };
@@ -45,17 +53,20 @@ try {
       const t = performance.now();
       const { pod_sandbox_id } = await unary(rt, 'RunPodSandbox', { config: cfg, runtime_handler: backends[name] });
       runp[name].push(performance.now() - t);
-      const info = JSON.parse((await unary(rt, 'PodSandboxStatus', { pod_sandbox_id, verbose: true })).info.info!);
+      const status = await unary(rt, 'PodSandboxStatus', { pod_sandbox_id, verbose: true });
+      if (world && !status.status?.network?.ip) throw new Error(`the ${name} pod got no CNI address`);
+      const info = JSON.parse(status.info.info!);
       await sleep(idleSeconds * 1000);
       const usage = vmProcessUsage(info.vm.pid);
       if (!usage) throw new Error(`the ${name} pod's QEMU (pid ${info.vm.pid}) is gone`);
       pss[name].push(usage.pssBytes);
       await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
-      console.log(`round ${i + 1}/${rounds} ${name.padEnd(7)}: RunPodSandbox ${(runp[name].at(-1)! / 1000).toFixed(2)} s, idle PSS ${(usage.pssBytes / MiB).toFixed(1)} MiB`);
+      console.log(`round ${i + 1}/${rounds} ${name.padEnd(7)}: RunPodSandbox ${(runp[name].at(-1)! / 1000).toFixed(2)} s, idle PSS ${(usage.pssBytes / MiB).toFixed(1)} MiB` +
+        (world ? `, pod IP ${status.status!.network!.ip}` : ''));
     }
   }
   const daemonUsage = libvirtd.pid() ? vmProcessUsage(libvirtd.pid()!) : undefined;
-  console.log(`\nVM backends (${rounds} rounds, medians; idle = ${idleSeconds} s after RunPodSandbox; TCG unless /dev/kvm is usable)`);
+  console.log(`\nVM backends (${rounds} rounds, medians; ${world ? 'pods on a CNI bridge' : 'loopback-only pods'}; idle = ${idleSeconds} s after RunPodSandbox; TCG unless /dev/kvm is usable)`);
   console.log('  backend   RunPodSandbox   idle QEMU PSS');
   for (const name of ['qemu', 'libvirt'] as const) {
     console.log(`  ${name.padEnd(8)}  ${(median(runp[name]) / 1000).toFixed(2).padStart(9)} s   ${(median(pss[name]) / MiB).toFixed(1).padStart(9)} MiB`);
@@ -63,6 +74,8 @@ try {
   console.log(`  libvirt / qemu: RunPodSandbox ${(median(runp.libvirt) / median(runp.qemu)).toFixed(2)}x, idle PSS ${(median(pss.libvirt) / median(pss.qemu)).toFixed(2)}x`);
   if (daemonUsage) console.log(`  libvirtd itself (once per node): PSS ${(daemonUsage.pssBytes / MiB).toFixed(1)} MiB`);
 } finally {
+  // The network first, while the daemon's folders (attachment records, netns files) are still there.
+  await world?.cleanup([networksFor(world, join(env.dir, 'state', 'netns'), join(env.dir, 'root', 'cni'))]);
   await env.dispose();
   await libvirtd.stop();
 }

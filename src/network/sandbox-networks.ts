@@ -3,18 +3,22 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { failedPrecondition, messageOf } from '../errors.js';
 import { logger } from '../log.js';
+import { withDeadline } from '../vm/deadline.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { findPlugins, loadCniNetwork, type CniConfigState, type CniNetwork, type CniNetworkList } from './cni-config.js';
 import { cniAdd, cniCheck, cniDel, versionAtLeast040, type CniAttachment } from './cni-invoke.js';
 import { parseCniResult, type PodAttachment } from './cni-result.js';
 import { createNetns, inNetns, isNetnsMounted, removeNetns } from './netns.js';
 import { cniArgs, runtimeConfigFor, type PodNetworkRequest } from './pod-runtime-config.js';
-import { createTap, disconnectTap, redirectTap } from './tap-redirect.js';
+import { TapHandoff } from './host-tap.js';
+import { createTap, disconnectTap, redirectTap, TAP_NAME } from './tap-redirect.js';
 
 const log = logger('network');
 
 /** The interface name CNI plugins create in the pod netns, as kubelet-era runtimes use. */
 const POD_IFNAME = 'eth0';
+/** How long CNI's redirects wait for a VM backend to move the tap into the pod netns (host-tap.ts). */
+const TAP_HANDOFF_MS = 120_000;
 const LOOPBACK_NETWORK: CniNetworkList = { cniVersion: '1.0.0', name: 'cni-loopback', plugins: [{ type: 'loopback' }] };
 
 export interface NetworkSettings {
@@ -30,11 +34,15 @@ export interface NetworkSettings {
   podCidr: () => string;
 }
 
-/** Made before the VM: the namespace QEMU starts in and the tap its NIC sits on (MAC: QEMU's, until the guest takes the CNI one). */
+/**
+ * Made before the VM: the namespace QEMU starts in and the tap its NIC sits on (MAC: QEMU's,
+ * until the guest takes the CNI one). With `handoff` the tap is not there yet: the VM backend
+ * makes it in the host netns, and reports through `handoff` once it moved it into `netns` as `name`.
+ */
 export interface PreparedNetwork {
   sandboxId: string;
   netns: string;
-  tap: { name: string; mac: string };
+  tap: { name: string; mac: string; handoff?: TapHandoff };
   network: CniNetwork;
 }
 
@@ -86,7 +94,7 @@ export class SandboxNetworks {
    * The config read here is the one `attach` uses. On any failure of this or
    * `attach` the caller runs `release`, which undoes whatever part was made.
    */
-  async prepare(sandboxId: string): Promise<PreparedNetwork | undefined> {
+  async prepare(sandboxId: string, opts: { vmMovesTapIn?: boolean } = {}): Promise<PreparedNetwork | undefined> {
     const state = this.state();
     if (!state.ready) {
       if (state.present) throw failedPrecondition(`pod network not ready: ${state.message}`);
@@ -94,8 +102,9 @@ export class SandboxNetworks {
     }
     const netns = this.netnsPath(sandboxId);
     await createNetns(netns);
-    const tap = await createTap(netns);
-    return { sandboxId, netns, tap: { name: tap, mac: randomLocalMac() }, network: state.network };
+    // A backend that opens the tap in the host netns (libvirt) brings it in itself, so the name must be free.
+    const tap = opts.vmMovesTapIn ? { name: TAP_NAME, handoff: new TapHandoff() } : { name: await createTap(netns) };
+    return { sandboxId, netns, tap: { ...tap, mac: randomLocalMac() }, network: state.network };
   }
 
   /** Loopback, CNI ADD on eth0 and the tap redirects: runs while the VM boots. */
@@ -111,6 +120,9 @@ export class SandboxNetworks {
     const result = await cniAdd(list, binaries, this.settings.binDirs, attachment);
     await writeFileAtomic(this.cachePath(sandboxId), JSON.stringify({ network: list, attachment, result } satisfies AttachmentRecord));
     const parsed = parseCniResult(result, POD_IFNAME, netns);
+    if (prepared.tap.handoff) {
+      await withDeadline(prepared.tap.handoff.placed, TAP_HANDOFF_MS, `the VM's tap did not reach the pod netns within ${TAP_HANDOFF_MS / 1000} s`);
+    }
     const link = await redirectTap(netns, POD_IFNAME);
     if (link.mac !== parsed.mac) log.warn({ sandbox: sandboxId, result: parsed.mac, link: link.mac }, 'CNI result MAC differs from the interface; using the interface');
     log.info({ sandbox: sandboxId, network: list.name, ips: parsed.addresses.map((a) => a.cidr) }, 'pod network attached');

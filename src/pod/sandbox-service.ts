@@ -93,7 +93,9 @@ export class SandboxService {
       // runs while the VM boots (the guest takes the CNI interface's MAC afterwards).
       undo.push(['release pod network', async () => this.ctx.network?.release(id)]);
       const tNet = performance.now();
-      const prepared = await this.ctx.network?.prepare(id);
+      const backend = this.ctx.vmBackend(profile.backend);
+      // A backend whose QEMU opens the tap in the host netns (libvirt) brings the tap into the pod netns itself.
+      const prepared = await this.ctx.network?.prepare(id, { vmMovesTapIn: backend.tapInHostNetns });
       const attaching = prepared ? this.ctx.network!.attach(prepared, networkRequest(id, config)) : Promise.resolve(undefined);
       const attachFailed = new Promise<never>((_, reject) => void attaching.catch(reject));
       attachFailed.catch(() => undefined); // observed in waitReady or below
@@ -110,7 +112,6 @@ export class SandboxService {
       let agent: GuestAgent | undefined;
       let qmpReady = 0;
       undo.push(['close agent connection', async () => agent?.close()]);
-      const backend = this.ctx.vmBackend(profile.backend);
       const launch = async (clone?: VmTemplate): Promise<PodVm> => {
         // The share first: QEMU connects to a virtio-fs helper at start-up (not hot-pluggable on microvm).
         // A clone's RAM is a private mapping of its template's, which virtiofsd cannot map: a clone takes
@@ -161,6 +162,7 @@ export class SandboxService {
         }
         return launch();
       })().catch(async (e) => {
+        prepared?.tap.handoff?.failed(e); // no VM to bring the tap in: the ADD waiting for it ends now
         await attaching.catch(() => undefined); // the network undo must not race a running ADD
         throw e;
       });

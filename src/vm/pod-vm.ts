@@ -1,7 +1,9 @@
+import type { TapHandoff } from '../network/host-tap.js';
 import type { QemuUsers } from './confinement.js';
 import type { DiskAddress, HotplugDiskRequest } from './disks.js';
 import type { QmpClient } from './qmp-client.js';
 import type { VmState, VmStopOptions } from './qmp-vm.js';
+import type { TapDevice } from './qemu-args.js';
 import type { RunDirPaths } from './run-dir.js';
 import type { VmExitInfo } from './vm-exit.js';
 import type { VmLaunchOptions } from './vm.js';
@@ -40,8 +42,14 @@ export interface PodVm {
 }
 
 /** Launch options as a backend takes them: the readiness hook sees the backend-neutral VM. */
-export type PodVmLaunchOptions = Omit<VmLaunchOptions, 'waitReady'> & {
+export type PodVmLaunchOptions = Omit<VmLaunchOptions, 'waitReady' | 'tap'> & {
   waitReady?: (vm: PodVm, deadline: number) => Promise<void>;
+  /**
+   * The pod's tap in `netns`. With `handoff` (backends with `tapInHostNetns`) it does not exist
+   * yet: the backend makes it in the host netns, moves it into `netns` as `name` and reports
+   * that (or its failure) through `handoff` (src/network/host-tap.ts).
+   */
+  tap?: TapDevice & { handoff?: TapHandoff };
 };
 
 export type VmBackendName = 'qemu' | 'libvirt';
@@ -49,6 +57,11 @@ export type VmBackendName = 'qemu' | 'libvirt';
 /** How pod VMs are started and found again; one per backend, chosen per runtime handler. */
 export interface VmBackend {
   readonly name: VmBackendName;
+  /**
+   * QEMU runs in the host netns (libvirt): the pod network must not make the tap in the pod
+   * netns, the backend brings its own in (PodVmLaunchOptions.tap.handoff).
+   */
+  readonly tapInHostNetns: boolean;
   launch(opts: PodVmLaunchOptions): Promise<PodVm>;
   /** Finds the VM an earlier podvisord started in `runDir`; NOT_FOUND when it is gone. */
   reattach(runDir: string, opts?: { timeoutMs?: number; users?: QemuUsers }): Promise<PodVm>;

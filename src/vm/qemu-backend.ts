@@ -1,3 +1,4 @@
+import { invalidArgument } from '../errors.js';
 import type { VmBackend } from './pod-vm.js';
 import { Vm } from './vm.js';
 
@@ -8,7 +9,12 @@ import { Vm } from './vm.js';
  */
 export const qemuBackend: VmBackend = {
   name: 'qemu',
-  launch: (opts) => Vm.launch(opts),
+  // QEMU starts inside the pod netns, on the tap the pod network made there.
+  tapInHostNetns: false,
+  launch: async (opts) => {
+    if (opts.tap?.handoff) throw invalidArgument('the qemu VM backend opens the tap inside the pod netns; it takes no tap handoff');
+    return Vm.launch(opts);
+  },
   reattach: (runDir, opts) => Vm.reattach(runDir, opts),
   killLeftover: (runDir) => Vm.killLeftover(runDir),
 };

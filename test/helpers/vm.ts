@@ -1,6 +1,8 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { locateGuestImage } from '../../src/vm/guest-image.js';
+import { QemuUsers } from '../../src/vm/confinement.js';
 import { withProfileDefaults, type VmProfile } from '../../src/vm/profile.js';
+import type { VmConfinement } from '../../src/vm/vm.js';
 
 /**
  * Shared pieces of the VM tests: the guest image built by hack/build-guest-image, a
@@ -40,4 +42,12 @@ export function qemuProcessesUsing(pathPart: string): number[] {
     }
   }
   return pids;
+}
+
+/**
+ * What the pod layer passes a VM launch for QEMU's own uid (from `podvisor-qemu`'s range,
+ * which hack/install-deps makes), without cgroup limits: for tests that launch directly.
+ */
+export function testConfinement(): VmConfinement {
+  return { users: new QemuUsers('podvisor-qemu'), cgroupParent: '', overheadMiB: 256, pidsMax: 4096 };
 }

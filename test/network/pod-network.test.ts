@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { unary } from '../helpers/daemon.js';
 import { containerConfig, rejectsWith, sandboxConfig, waitFor } from '../helpers/cri.js';
-import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
+import { startPodTestEnv, testVmBackend, type PodTestEnv } from '../helpers/pod-env.js';
 import { qemuProcessesUsing } from '../helpers/vm.js';
 import { createCniWorld, networksFor, type CniWorld } from './cni-fixture.js';
 
@@ -73,14 +73,17 @@ describe('pod networking through the CRI', () => {
     // The tap lives only in the pod's namespace: with no bind mount and no QEMU holding it, it is gone too.
     assert.deepEqual(mountsUnder(join(env.daemon.state, 'netns')), [], `${what}: no netns bind mount (and so no tap)`);
     assert.deepEqual(listDir(join(env.daemon.root, 'cni')), [], `${what}: no CNI attachment record`);
+    // The libvirt backend's taps start in the host netns (src/network/host-tap.ts): none may stay there.
+    assert.deepEqual(hostTapsOf(env.dir), [], `${what}: no tap of this daemon in the host netns`);
   };
 
   before(async () => {
     world = createCniWorld('pod');
     env = await startPodTestEnv({}, [
       `[cni]\nconf_dir = "${world.confDir}"\nbin_dirs = ["/usr/lib/cni"]\n`,
-      // A handler whose VM cannot start: RunPodSandbox then fails after the network is up.
-      '[runtimes.broken]\nkernel = "/nonexistent/vmlinux"\n',
+      // A handler whose VM cannot start: RunPodSandbox then fails after the network is up (on
+      // the libvirt backend: libvirt refuses the domain once the host tap exists).
+      `[runtimes.broken]\nkernel = "/nonexistent/vmlinux"\n${testVmBackend() === 'libvirt' ? 'backend = "libvirt"\n' : ''}`,
     ].join(''));
     await env.pull(env.busybox);
   });
@@ -119,6 +122,14 @@ describe('pod networking through the CRI', () => {
     assert.match(a.ips[0]!, new RegExp(`^${world.v4Prefix.replaceAll('.', '\\.')}\\.\\d+$`), 'ip is the IPv4 address');
     assert.ok(a.ips[1]?.startsWith(`${world.v6Prefix}:`), `additional_ips has the IPv6 address: ${a.ips}`);
     assert.notEqual(a.ips[0], b.ips[0]);
+    if (env.libvirtd) {
+      // On the libvirt backend: libvirt runs both VMs, and each one's tap was moved from the host netns into its pod's.
+      const domains = env.libvirtd.virsh('list', '--name');
+      for (const p of [a, b]) assert.ok(domains.includes(`podvisor-${p.id}`), `virsh list shows podvisor-${p.id}: ${domains}`);
+      assert.deepEqual(hostTapsOf(env.dir), [], 'no pod tap is left in the host netns');
+      const podLinks = execFileSync('nsenter', [`--net=${join(env.daemon.state, 'netns', a.id)}`, 'ip', '-br', 'link'], { encoding: 'utf8' });
+      assert.match(podLinks, /^tap0_pv\s+UP/m, `the pod netns holds the VM's tap: ${podLinks}`);
+    }
 
     const server = await startContainer('net-a', 'server', 'mkdir -p /www && echo hello-from-a > /www/index.html && exec httpd -f -p 8080 -h /www');
     const sidecar = await startContainer('net-a', 'sidecar', 'exec sleep 1000');
@@ -201,6 +212,12 @@ describe('pod networking through the CRI', () => {
     await waitFor('no QEMU of the half-made pod', async () => (qemuProcessesUsing(join(env.daemon.state, 'vms')).length === 0 ? true : undefined), 60_000);
   });
 });
+
+/** Host-netns links whose alias names a run directory under `dir` (host-tap.ts labels its taps so). */
+function hostTapsOf(dir: string): string[] {
+  const links = JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string; ifalias?: string }>;
+  return links.filter((l) => l.ifalias?.includes(dir)).map((l) => l.ifname);
+}
 
 /** Mount points below `dir` (the namespaces' bind mounts; `dir` itself may be a private bind of itself), from mountinfo. */
 function mountsUnder(dir: string): string[] {

@@ -50,6 +50,13 @@ describe('libvirt domain XML', () => {
     assert.match(x, /virtio-mmio.force-legacy=false/);
   });
 
+  test('a pod NIC: libvirt opens the named tap without managing it, virtio on its own virtio-mmio slot, the given MAC', () => {
+    const x = xml({ tap: { name: 'pvt0123456789ab', mac: '02:00:00:00:00:01' } });
+    assert.match(x, /<interface type='ethernet'><mac address='02:00:00:00:00:01'\/><target dev='pvt0123456789ab' managed='no'\/><model type='virtio'\/><address type='virtio-mmio'\/><\/interface>/);
+    assert.equal(x.match(/<address type='virtio-mmio'\/>/g)?.length, 4);
+    assert.doesNotMatch(xml(), /<interface/, 'no NIC without a tap');
+  });
+
   test('q35 leaves device addresses to libvirt', () => {
     const x = buildDomainXml({ name: 'n', profile: { ...profile, machine: 'q35' }, paths, accel: 'tcg', tscKhz: 1 });
     assert.match(x, /machine='q35'/);

@@ -21,6 +21,8 @@ export function createLibvirtBackend(uri: string, users?: QemuUsers): LibvirtBac
   const connection = new LibvirtConnection(uri);
   return {
     name: 'libvirt',
+    // libvirtd opens the tap in its own (the host's) netns; LibvirtVm.launch moves it into the pod's.
+    tapInHostNetns: true,
     connection,
     check: () => connection.check(),
     launch: (opts) => LibvirtVm.launch(connection, opts),

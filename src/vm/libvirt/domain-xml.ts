@@ -30,6 +30,8 @@ export interface DomainXmlInput {
   sharedFs?: SharedFs;
   /** The uid/gid QEMU runs as (libvirt's per-domain DAC label); without it, qemu.conf's user. */
   runAs?: QemuIdentity;
+  /** The pod NIC: a tap in libvirtd's (the host's) netns, by its host-side name (see tapInterfaceXml). */
+  tap?: { name: string; mac?: string };
 }
 
 /** libvirt domain names: what podvisor's VM ids allow, behind a prefix that says who made it. */
@@ -85,6 +87,7 @@ export function buildDomainXml(input: DomainXmlInput): string {
       `<target dir='${x(input.sharedFs.tag)}'/>${mmio}</filesystem>`,
     );
   }
+  if (input.tap) devices.push(tapInterfaceXml(input.tap, mmio));
   return [
     `<domain type='${input.accel === 'kvm' ? 'kvm' : 'qemu'}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>`,
     `<name>${x(input.name)}</name>`,
@@ -129,6 +132,18 @@ function memballoon(profile: VmProfile, mmio: string): string {
 function tcgFeature(input: DomainXmlInput): string {
   const mib = input.profile.tcgTbSizeMiB;
   return input.accel === 'tcg' && mib ? `<tcg><tb-cache unit='MiB'>${mib}</tb-cache></tcg>` : '';
+}
+
+/**
+ * The pod NIC as the QEMU launcher makes it (virtio-net on the tap, the given MAC): an
+ * existing tap that libvirt opens and hands to QEMU without creating, configuring or
+ * deleting it (`managed='no'`). podvisor moves it into the pod netns afterwards
+ * (src/network/host-tap.ts); QEMU's fd follows it there.
+ */
+export function tapInterfaceXml(tap: { name: string; mac?: string }, mmio: string): string {
+  const x = escapeXml;
+  return `<interface type='ethernet'>${tap.mac ? `<mac address='${x(tap.mac)}'/>` : ''}<target dev='${x(tap.name)}' managed='no'/>` +
+    `<model type='virtio'/>${mmio}</interface>`;
 }
 
 function escapeXml(s: string): string {

@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound, unimplemented } from '../../errors.js';
 import { logger } from '../../log.js';
+import { HostTapMove, newHostTapName, removeHostTap } from '../../network/host-tap.js';
 import { readJsonFile, writeJsonAtomicSync } from '../../util/atomic-file.js';
 import { ConsoleLog } from '../console-log.js';
 import { withDeadline } from '../deadline.js';
@@ -48,6 +49,8 @@ interface LibvirtVmRecord {
   gid?: number;
   /** Cgroup directories podvisor made for the limits (libvirt's own go with the domain). */
   cgroups?: string[];
+  /** The pod tap's host-side name, recorded before it exists: a launch cut short leaves it to remove. */
+  hostTap?: string;
 }
 
 const RECORD_FILE = 'libvirt-domain.json';
@@ -89,9 +92,9 @@ export class LibvirtVm extends QmpVm implements PodVm {
       throw invalidArgument(`VM id ${JSON.stringify(opts.id)} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
     }
     validateProfile(opts.profile);
-    if (opts.netns !== undefined || opts.tap) {
-      throw unimplemented('the libvirt VM backend cannot put a pod VM on its CNI network: libvirt starts QEMU in the host network namespace, ' +
-        "while podvisor's pod network hands the VM a tap inside the pod's namespace; use the qemu backend on nodes with a CNI network");
+    if ((opts.netns === undefined) !== (opts.tap === undefined)) {
+      throw unimplemented('the libvirt VM backend starts QEMU in the host network namespace: it takes a pod netns only together with the tap ' +
+        'it brings into it, and never a tap of the host netns');
     }
     if (opts.incomingDefer) throw unimplemented('the libvirt VM backend cannot restore a VM template (incoming migration); use the qemu backend');
     const jail = opts.confinement;
@@ -111,10 +114,12 @@ export class LibvirtVm extends QmpVm implements PodVm {
       jail.users.release(runAs.uid);
       throw e;
     }
+    // libvirtd opens the tap in the host netns under a name podvisor picks; it then moves into the pod netns.
+    const tap = opts.tap && opts.netns !== undefined ? new HostTapMove(newHostTapName(), opts.netns, opts.tap.name, opts.tap.handoff) : undefined;
     const recordFile = join(paths.dir, RECORD_FILE);
     const record: LibvirtVmRecord = {
       id: opts.id, domain: name, pid: 0, startTime: '', accel, launchedAt: new Date().toISOString(), state: 'launching', consoleMaxBytes,
-      uid: runAs.uid, gid: runAs.gid, cgroups: [],
+      uid: runAs.uid, gid: runAs.gid, cgroups: [], ...(tap ? { hostTap: tap.hostName } : {}),
     };
     let granted: GrantedStart | undefined;
     let qmp: QmpClient | undefined;
@@ -128,9 +133,13 @@ export class LibvirtVm extends QmpVm implements PodVm {
       granted = await grantStart(runAs, { profile: opts.profile, paths, sharedFs: opts.sharedFs });
       const xml = buildDomainXml({
         name, profile: granted.profile, paths: granted.paths, accel, tscKhz: opts.profile.tscKhz ?? hostTscKhz(), sharedFs: granted.sharedFs, runAs,
+        ...(tap ? { tap: { name: tap.hostName, mac: opts.tap?.mac } } : {}),
       });
       log.debug({ xml }, 'domain XML');
+      await tap?.create(paths.dir);
       const dom = await conn.createXML(xml);
+      // libvirtd handed QEMU the open tap; that fd keeps working once the link is in the pod netns.
+      await tap?.moveIn();
       // QEMU has opened everything it was handed: from here it reaches none of those paths.
       granted.done();
       record.uuid = await conn.uuid(dom).catch(() => undefined);
@@ -156,6 +165,7 @@ export class LibvirtVm extends QmpVm implements PodVm {
       qmp?.close();
       consoleLog?.close();
       await conn.destroy(name).catch((err) => log.warn({ err: messageOf(err) }, 'could not destroy the half-started domain'));
+      await tap?.undo(e).catch((err) => log.warn({ err: messageOf(err), tap: tap.hostName }, 'could not remove the pod tap'));
       removeVmCgroupSoon(record.cgroups ?? []);
       jail.users.release(runAs.uid);
       forget(paths);
@@ -211,6 +221,8 @@ export class LibvirtVm extends QmpVm implements PodVm {
     const record = readJsonFile<LibvirtVmRecord>(join(paths.dir, RECORD_FILE));
     const name = record?.domain ?? domainName(basename(runDir));
     const ended = await conn.destroy(name);
+    // A launch cut short before the tap reached the pod netns left it in the host's (the pod netns goes with the pod network).
+    if (record?.hostTap && await removeHostTap(record.hostTap)) logger('vm-libvirt').warn({ tap: record.hostTap, runDir }, 'removed a host tap left by a cut-short launch');
     if (ended) logger('vm-libvirt').warn({ domain: name, runDir }, 'destroyed a libvirt domain that could not be reattached');
     forget(paths);
     removeVmCgroupSoon(record?.cgroups ?? []);
