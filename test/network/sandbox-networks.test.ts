@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { HostTapMove, newHostTapName } from '../../src/network/host-tap.js';
 import { isNetnsMounted } from '../../src/network/netns.js';
 import type { PodNetworkRequest } from '../../src/network/pod-runtime-config.js';
 import { SandboxNetworks } from '../../src/network/sandbox-networks.js';
@@ -117,6 +118,34 @@ describe('sandbox networks with real CNI plugins', () => {
     assert.deepEqual(world.allocatedIps(), []);
     assert.deepEqual(world.bridgePorts(), []);
     world.writeConfig(world.conflist());
+  });
+
+  it('a tap the VM backend brings in (libvirt): ADD waits for it before the redirects, and fails with the VM\'s reason when it never comes', async () => {
+    const sid = id('h');
+    const prepared = await net.prepare(sid, { vmMovesTapIn: true });
+    assert.ok(prepared?.tap.handoff);
+    assert.doesNotMatch(inNs(prepared.netns, 'ip', '-br', 'link'), new RegExp(TAP_NAME), 'no tap in the pod netns before the VM brings one');
+    const attaching = net.attach(prepared, pod(sid));
+    // The backend's part (HostTapMove): a host-netns tap, moved in under the pod tap's name.
+    const move = new HostTapMove(newHostTapName(), prepared.netns, prepared.tap.name, prepared.tap.handoff);
+    await move.create(join(world.dir, 'vm-h'));
+    await move.moveIn();
+    const s = await attaching;
+    for (const [from, to] of [['eth0', TAP_NAME], [TAP_NAME, 'eth0']]) {
+      assert.match(inNs(s.netns, 'tc', 'filter', 'show', 'dev', from!, 'ingress'), new RegExp(`mirred \\(Egress Redirect to device ${to}\\)`));
+    }
+    await net.release(sid);
+    assert.deepEqual(world.allocatedIps(), []);
+
+    const failed = id('i');
+    const p2 = (await net.prepare(failed, { vmMovesTapIn: true }))!;
+    const attaching2 = net.attach(p2, pod(failed));
+    p2.tap.handoff!.failed(new Error('libvirt: cannot create the domain: test'));
+    await assert.rejects(attaching2, /cannot create the domain: test/);
+    await net.release(failed);
+    assert.deepEqual(world.allocatedIps(), []);
+    assert.deepEqual(world.bridgePorts(), []);
+    assert.equal(existsSync(net.netnsPath(failed)), false);
   });
 
   it('without any config file a sandbox gets no network (loopback only) rather than an error', async () => {
