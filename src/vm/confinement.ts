@@ -86,6 +86,16 @@ export class QemuUsers {
   }
 }
 
+/**
+ * The identity a VM's record names, marked taken again in `users` (a reattach): no second
+ * VM gets this uid while its QEMU runs. Undefined for an unconfined (root) QEMU.
+ */
+export function reclaimIdentity(record: { uid?: number; gid?: number }, users: QemuUsers | undefined): QemuIdentity | undefined {
+  if (record.uid === undefined || record.gid === undefined) return undefined;
+  users?.reserve(record.uid);
+  return { uid: record.uid, gid: record.gid };
+}
+
 /** Parses "name:start:count" lines; the first entry for `user` wins. */
 export function parseSubIdRange(text: string, user: string): IdRange | undefined {
   for (const line of text.split('\n')) {

@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition, internal, isPodvisorError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
+import { removeVmCgroupSoon } from './cgroup.js';
+import type { QemuUsers } from './confinement.js';
 import { ConsoleLog } from './console-log.js';
 import { withDeadline } from './deadline.js';
 import type { DiskAddress, DiskSet, HotplugDiskRequest } from './disks.js';
@@ -45,6 +47,11 @@ export interface QmpVmParts {
   diskSet: DiskSet;
   console?: ConsoleLog;
   log: Logger;
+  /** The uid QEMU runs as, from `users` (undefined: root); released when QEMU is gone. */
+  uid?: number;
+  users?: QemuUsers;
+  /** Cgroup directories podvisor made for the VM's limits; removed when QEMU is gone. */
+  cgroups?: string[];
 }
 
 export const DEFAULT_CONSOLE_MAX_BYTES = 2 * 1024 * 1024;
@@ -71,6 +78,7 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
   private panicked = false;
   private fatalStatus?: RunState;
   private pollTimer?: NodeJS.Timeout;
+  private readonly confinement: Pick<QmpVmParts, 'uid' | 'users' | 'cgroups'>;
 
   /** What the backend's own way to end QEMU does, for log lines ("quitting QEMU"). */
   protected abstract readonly endingQemu: string;
@@ -88,6 +96,7 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
     this.diskSet = parts.diskSet;
     this.console = parts.console;
     this.log = parts.log;
+    this.confinement = { uid: parts.uid, users: parts.users, cgroups: parts.cgroups };
     this.watch();
   }
 
@@ -109,6 +118,16 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
     return this.exitInfo;
   }
 
+  /** The uid QEMU runs as (undefined: root, an unconfined VM). */
+  get uid(): number | undefined {
+    return this.confinement.uid;
+  }
+
+  /** The VM's cgroup directories (empty when it has no limits). */
+  get cgroups(): string[] {
+    return this.confinement.cgroups ?? [];
+  }
+
   // ---------------------------------------------------------------- backend's own parts
 
   /** Asks QEMU to end the backend's own way, within `phaseMs`; the stop then waits for the process to go. */
@@ -117,7 +136,7 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
   /** How the QEMU process went, for the exit's detail ("killed by SIGKILL", "process gone"). */
   protected abstract howQemuEnded(stoppedByPodvisor: boolean): string;
 
-  /** Releases what the backend holds for the VM once its QEMU is gone (run files, uid, cgroups, records). */
+  /** Releases what the backend holds for the VM once its QEMU is gone (run files, records); the uid and cgroups go after it. */
   protected abstract releaseAfterExit(): void;
 
   /** The QEMU process, in error messages ("QEMU pid 42"). */
@@ -265,6 +284,8 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
     this.qmpClient.close();
     this.console?.close();
     this.releaseAfterExit();
+    removeVmCgroupSoon(this.cgroups);
+    if (this.uid !== undefined) this.confinement.users?.release(this.uid);
     this.log.info({ reason: this.exitInfo.reason, detail: this.exitInfo.detail }, 'QEMU exited');
     this.emit('exit', this.exitInfo);
   }

@@ -7,7 +7,7 @@ import { logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { withDeadline } from './deadline.js';
 import { createVmCgroup, enterCgroup, removeVmCgroup, removeVmCgroupSoon } from './cgroup.js';
-import type { QemuIdentity, QemuUsers } from './confinement.js';
+import { reclaimIdentity, type QemuIdentity, type QemuUsers } from './confinement.js';
 import { ConsoleLog } from './console-log.js';
 import { DiskSet } from './disks.js';
 import { diskOpenerFor } from './file-grant.js';
@@ -119,7 +119,6 @@ export class Vm extends QmpVm {
   protected readonly endingQemu = 'quitting QEMU';
   protected readonly fatalStopPhaseMs = FATAL_STOP_QUIT_MS;
   private readonly record: VmRecord;
-  private readonly users?: QemuUsers;
   private readonly child?: ChildProcess;
   private childExit?: { code: number | null; signal: NodeJS.Signals | null };
   private childGrace?: NodeJS.Timeout;
@@ -132,24 +131,14 @@ export class Vm extends QmpVm {
     super({
       id: record.id, pid: record.pid, startTime: record.startTime, accel: record.accel, paths, qmp, diskSet,
       console: extra.console, log: logger('vm', { sandbox: record.id, pid: record.pid }),
+      uid: record.uid, users: extra.users, cgroups: record.cgroups,
     });
     this.record = record;
     this.child = extra.child;
-    this.users = extra.users;
     this.child?.once('exit', (code, signal) => {
       this.childExit = { code, signal };
       this.checkAlive();
     });
-  }
-
-  /** The uid QEMU runs as (undefined: root, an unconfined VM). */
-  get uid(): number | undefined {
-    return this.record.uid;
-  }
-
-  /** The VM's cgroup directories (empty when it has no limits). */
-  get cgroups(): string[] {
-    return this.record.cgroups ?? [];
   }
 
   /** The saved state this VM was cloned from; undefined for a cold boot. */
@@ -340,8 +329,7 @@ export class Vm extends QmpVm {
     const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
       consoleMaxBytes: record.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES, timeoutMs: opts.timeoutMs, log: logger('vm', { sandbox: record.id }),
     });
-    const runAs = record.uid !== undefined && record.gid !== undefined ? { uid: record.uid, gid: record.gid } : undefined;
-    if (runAs) opts.users?.reserve(runAs.uid);
+    const runAs = reclaimIdentity(record, opts.users);
     const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), { console: consoleLog, users: opts.users });
     await vm.resumeWatching('reattached to running VM');
     return vm;
@@ -390,8 +378,6 @@ export class Vm extends QmpVm {
 
   protected override releaseAfterExit(): void {
     clearTimeout(this.childGrace);
-    removeVmCgroupSoon(this.cgroups);
-    if (this.record.uid !== undefined) this.users?.release(this.record.uid);
     removeRunFiles(this.paths, { keepLogs: true, removeDir: false });
   }
 

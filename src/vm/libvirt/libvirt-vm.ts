@@ -8,7 +8,7 @@ import { readJsonFile, writeJsonAtomicSync } from '../../util/atomic-file.js';
 import { ConsoleLog } from '../console-log.js';
 import { withDeadline } from '../deadline.js';
 import { removeVmCgroupSoon } from '../cgroup.js';
-import type { QemuIdentity, QemuUsers } from '../confinement.js';
+import { reclaimIdentity, type QemuIdentity, type QemuUsers } from '../confinement.js';
 import { DiskSet } from '../disks.js';
 import { diskOpenerFor } from '../file-grant.js';
 import { hostTscKhz, resolveAccel } from '../host.js';
@@ -66,23 +66,19 @@ export class LibvirtVm extends QmpVm implements PodVm {
 
   private constructor(
     private readonly conn: LibvirtConnection,
-    private readonly record: LibvirtVmRecord,
+    record: LibvirtVmRecord,
     paths: RunDirPaths,
     qmp: QmpClient,
     diskSet: DiskSet,
     console?: ConsoleLog,
-    private readonly users?: QemuUsers,
+    users?: QemuUsers,
   ) {
     super({
       id: record.id, pid: record.pid, startTime: record.startTime, accel: record.accel, paths, qmp, diskSet, console,
       log: logger('vm-libvirt', { sandbox: record.id, domain: record.domain, pid: record.pid }),
+      uid: record.uid, users, cgroups: record.cgroups,
     });
     this.domain = record.domain;
-  }
-
-  /** The uid the domain's QEMU runs as. */
-  get uid(): number | undefined {
-    return this.record.uid;
   }
 
   // ---------------------------------------------------------------- launch
@@ -206,9 +202,7 @@ export class LibvirtVm extends QmpVm implements PodVm {
     const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
       consoleMaxBytes: record.consoleMaxBytes, timeoutMs: opts.timeoutMs, log: logger('vm-libvirt', { sandbox: record.id }),
     });
-    const runAs = record.uid !== undefined && record.gid !== undefined ? { uid: record.uid, gid: record.gid } : undefined;
-    // Taken again before anything can allocate: no second VM gets this QEMU's uid while it runs.
-    if (runAs) opts.users?.reserve(runAs.uid);
+    const runAs = reclaimIdentity(record, opts.users);
     const vm = new LibvirtVm(conn, { ...record, pid, startTime: stat?.startTime ?? record.startTime }, paths, qmp,
       DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), consoleLog, opts.users);
     await vm.resumeWatching('reattached to the libvirt domain', { libvirtState: state });
@@ -241,8 +235,6 @@ export class LibvirtVm extends QmpVm implements PodVm {
 
   protected override releaseAfterExit(): void {
     forget(libvirtRunPaths(this.paths.dir));
-    removeVmCgroupSoon(this.record.cgroups ?? []);
-    if (this.record.uid !== undefined) this.users?.release(this.record.uid);
   }
 
   /** libvirt's destroy; with libvirtd unreachable, QMP quit (the stop then goes on to SIGKILL). */
