@@ -16,6 +16,9 @@ import { libvirtUnavailable, startPrivateLibvirtd } from '../test/helpers/libvir
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { sandboxConfig } from '../test/helpers/cri.js';
 import { createCniWorld, networksFor } from '../test/network/cni-fixture.js';
+import { HostTapMove, newHostTapName } from '../src/network/host-tap.js';
+import { createNetns, removeNetns } from '../src/network/netns.js';
+import { createTap, TAP_NAME } from '../src/network/tap-redirect.js';
 
 const cni = process.argv.includes('--cni');
 const positional = process.argv.slice(2).filter((a) => a !== '--cni');
@@ -73,9 +76,40 @@ try {
   }
   console.log(`  libvirt / qemu: RunPodSandbox ${(median(runp.libvirt) / median(runp.qemu)).toFixed(2)}x, idle PSS ${(median(pss.libvirt) / median(pss.qemu)).toFixed(2)}x`);
   if (daemonUsage) console.log(`  libvirtd itself (once per node): PSS ${(daemonUsage.pssBytes / MiB).toFixed(1)} MiB`);
+  if (world) await tapSetupCost(world.dir);
 } finally {
   // The network first, while the daemon's folders (attachment records, netns files) are still there.
   await world?.cleanup([networksFor(world, join(env.dir, 'state', 'netns'), join(env.dir, 'root', 'cni'))]);
   await env.dispose();
   await libvirtd.stop();
+}
+
+/**
+ * The part of the pod network that differs between the backends, without a VM (so without the
+ * boot's noise): the QEMU backend's tap made inside the pod netns, against the libvirt
+ * backend's host-netns tap moved into it (host-tap.ts); rounds alternate, medians of 10.
+ */
+async function tapSetupCost(dir: string): Promise<void> {
+  const ms: Record<'inNetns' | 'moved', number[]> = { inNetns: [], moved: [] };
+  for (let i = 0; i < 10; i++) {
+    for (const kind of i % 2 ? (['moved', 'inNetns'] as const) : (['inNetns', 'moved'] as const)) {
+      const ns = join(dir, `tapbench-${kind}`);
+      await createNetns(ns);
+      try {
+        const t = performance.now();
+        if (kind === 'inNetns') {
+          await createTap(ns);
+        } else {
+          const move = new HostTapMove(newHostTapName(), ns, TAP_NAME);
+          await move.create(ns);
+          await move.moveIn();
+        }
+        ms[kind].push(performance.now() - t);
+      } finally {
+        await removeNetns(ns);
+      }
+    }
+  }
+  console.log(`  pod tap set-up, no VM (median of 10): in the pod netns (qemu) ${median(ms.inNetns).toFixed(1)} ms, ` +
+    `host netns + move (libvirt) ${median(ms.moved).toFixed(1)} ms`);
 }
