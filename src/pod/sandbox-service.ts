@@ -327,13 +327,18 @@ export class SandboxService {
 
   private async stopLocked(record: SandboxRecord): Promise<void> {
     const rt = this.ctx.runtimes.get(record.id);
+    // How long each step took (the "sandbox stopped" line; bench/pod-stop.ts reads it).
+    let split: { killMs: number; vmStopMs: number } | undefined;
     if (rt) {
       rt.stopping = true;
       const live = this.ctx.index.containersOf(record.id).filter((c) => c.state === 'running' || c.state === 'unknown');
+      const t0 = performance.now();
       // SIGKILL first so that exit codes are the real ones, not "the VM vanished".
       await Promise.all(live.map((c) => rt.agent.signalContainer(c.id, SIGKILL).catch(() => undefined)));
       await Promise.all(live.map((c) => this.waitExit(c.id, CONTAINER_KILL_WAIT_MS)));
+      const t1 = performance.now();
       await rt.vm.stop({ graceful: () => rt.agent.shutdown(), timeoutMs: VM_STOP_PHASE_MS });
+      split = { killMs: Math.round(t1 - t0), vmStopMs: Math.round(performance.now() - t1) };
       rt.agent.close();
       this.ctx.runtimes.delete(record.id);
     }
@@ -351,7 +356,7 @@ export class SandboxService {
     if (record.state !== 'notready' || rt) {
       record.state = 'notready';
       await this.ctx.store.saveSandbox(record);
-      log.info({ sandbox: record.id }, 'sandbox stopped');
+      log.info({ sandbox: record.id, ...split }, 'sandbox stopped');
     }
     // CNI DEL once QEMU no longer holds the tap; idempotent, and also after a restart (the attachment is on disk).
     await this.ctx.network?.detach(record.id);
