@@ -86,9 +86,10 @@ export function agentServer(deps: AgentDeps): TtrpcServer {
     WatchVolumes: (req) => watchVolumes(req),
     Shutdown: async () => {
       log.info('shutdown requested');
+      // Only processes need ending (so that nothing writes to a shared folder during the power-off):
+      // everything else lives in guest RAM, and `poweroff -f` in the guest's init syncs.
       shells.killAll();
-      await containers.deleteAll();
-      await run('sync', []);
+      containers.killAll();
       await writeFile('/run/podvisor/poweroff', '');
       // Give the reply time to leave before the process exits.
       setTimeout(deps.powerOff, 50);
