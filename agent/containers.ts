@@ -163,7 +163,7 @@ export class ContainerManager {
     // Only the container's first process is a namespace init, whose unhandled signals the kernel drops.
     const pid = c.init?.pid;
     if (!req.execId && pid && req.signal !== SIGKILL && req.signal !== SIGSTOP && signalDisposition(pid, req.signal) === 'default') {
-      void redeliverOnceHandled(pid, req.signal, send).catch((e: Error) => log.warn({ container: c.id, err: e.message }, 'signal redelivery failed'));
+      void redeliverOnceHandled(pid, req.signal, send, { until: c.init!.exited }).catch((e: Error) => log.warn({ container: c.id, err: e.message }, 'signal redelivery failed'));
     }
   }
 

@@ -260,10 +260,11 @@ describe('pod and container lifecycle', () => {
 
   test('a stop signal sent before the first process handles it is delivered again once it does', async () => {
     // PID 1 of the container is `sh` (no TERM handler: the kernel drops SIGTERM to a namespace init)
-    // until it execs `top`, which handles TERM. Stopping straight after start lands in that gap.
+    // until it execs `top`, which handles TERM. Stopping straight after start lands in that gap, and
+    // the gap outlasts the 5 s the agent used to watch for (critest's `sh -c top` under load did).
     const { container_id: id } = await unary(rt(), 'CreateContainer', {
       pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg,
-      config: containerConfig('late-handler', env.busybox, ['sh', '-c', 'sleep 1; exec top -b']),
+      config: containerConfig('late-handler', env.busybox, ['sh', '-c', 'sleep 7; exec top -b']),
     });
     await unary(rt(), 'StartContainer', { container_id: id });
     await unary(rt(), 'StopContainer', { container_id: id, timeout: 60 });

@@ -35,3 +35,18 @@ test('sends again once the handler appears; gives up for ignored or gone process
   assert.equal(await redeliverOnceHandled(1, 15, async () => { sent++; }, { pollMs: 1, windowMs: 20, disposition: () => 'default' }), false);
   assert.equal(sent, 1);
 });
+
+test('keeps watching past the first seconds (a slow start under emulation) and stops once the process has ended', async () => {
+  // The handler appears only after 60 polls; the old fixed 5 s window would have given up on a slow guest.
+  let polls = 0;
+  let sent = 0;
+  assert.equal(await redeliverOnceHandled(1, 15, async () => { sent++; }, { pollMs: 1, maxPollMs: 1, disposition: () => (++polls > 60 ? 'caught' : 'default') }), true);
+  assert.equal(sent, 1);
+  // The container's exit ends the watch (its pid could be reused): nothing is sent.
+  let exited!: () => void;
+  const until = new Promise<void>((r) => { exited = r; });
+  const watching = redeliverOnceHandled(1, 15, async () => { sent++; }, { until, pollMs: 1, maxPollMs: 1, disposition: () => 'default' });
+  setTimeout(exited, 20);
+  assert.equal(await watching, false);
+  assert.equal(sent, 1);
+});
