@@ -13,17 +13,28 @@ export function parseKmsg(record: string, bootTimeMs: number): { level: string; 
   return { level: KERNEL_LEVELS[Number(prio) & 7] ?? 'info', message: text, timeUnixNanos: Math.round((bootTimeMs + Number(usec) / 1000) * 1e6) };
 }
 
-/** Forwards the kernel log (from the start of the ring buffer) as GuestLog events. */
+/** Boot messages below this severity (info, debug) stay in the guest's ring buffer. */
+const BACKLOG_LEVELS = new Set(['emerg', 'alert', 'crit', 'err', 'warning', 'notice']);
+
+/**
+ * Forwards the kernel log as GuestLog events: everything logged from now on, and of what the
+ * ring buffer already holds (the boot), the notices, warnings and errors. The boot's info lines
+ * (about 200 under `quiet`) went out one event each just as the host's first calls (NIC, mounts,
+ * containers) needed the channel and the emulated vCPU: they arrived over tens of seconds, and a
+ * NIC set-up that took 3.7 s in the guest took 9.7 s on the host. `dmesg` in the guest still has them.
+ */
 export function forwardKernelLog(hub: EventHub, uptimeSeconds: () => number): void {
   const log = logger('agent-kmsg');
   try {
     // /dev/kmsg is pollable: the same evented handle as the agent port.
     const socket = openCharDevice('/dev/kmsg');
-    const bootTimeMs = Date.now() - uptimeSeconds() * 1000;
+    const nowMs = Date.now();
+    const bootTimeMs = nowMs - uptimeSeconds() * 1000;
+    const backlogBeforeNanos = nowMs * 1e6;
     socket.on('data', (chunk: Buffer) => {
       // Each read returns exactly one record.
       const rec = parseKmsg(chunk.toString('utf8'), bootTimeMs);
-      if (rec) hub.publish({ log: { source: 'KERNEL', ...rec } });
+      if (rec && (rec.timeUnixNanos >= backlogBeforeNanos || BACKLOG_LEVELS.has(rec.level))) hub.publish({ log: { source: 'KERNEL', ...rec } });
     });
     socket.on('error', (err) => log.warn({ err: err.message }, 'kernel log forwarding stopped'));
   } catch (err) {

@@ -5,7 +5,7 @@ import { constants as osConstants } from 'node:os';
 import { failedPrecondition, invalidArgument } from '../src/errors.js';
 import { logger } from '../src/log.js';
 import type { EventHub } from './events.js';
-import { run } from './run.js';
+import { run, shellQuote } from './run.js';
 
 const log = logger('agent-process');
 /** How long a host's PauseOutput holds unless renewed. */
@@ -233,7 +233,3 @@ export class GuestProcess {
   }
 }
 
-/** Quotes one word for `sh -c` (ids and paths are validated, but quote anyway). */
-function shellQuote(word: string): string {
-  return `'${word.replaceAll("'", "'\\''")}'`;
-}

@@ -33,3 +33,8 @@ export function run(cmd: string, args: string[], options: { input?: string; code
     }
   });
 }
+
+/** Quotes one word for `sh -c` (ids and paths are validated, but quote anyway). */
+export function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}

@@ -95,6 +95,9 @@ test('network setup: NIC found by MAC, renamed, MTU, address, routes, neighbour;
   assert.match(out, /ping-ok/);
   await assert.rejects(guest.agent.configureNetwork({ interfaces: [{ mac: '02:00:00:00:00:99', name: 'eth0' }] }), (e) => isPodvisorError(e, 'NOT_FOUND'));
   await assert.rejects(guest.agent.configureNetwork({ routes: [{ destination: 'not-a-cidr' }] }), (e) => isPodvisorError(e, 'INVALID_ARGUMENT'));
+  // A step the kernel refuses ends the set-up with the step's name and ip's own reason.
+  await assert.rejects(guest.agent.configureNetwork({ routes: [{ destination: '10.124.0.0/16', gateway: '10.250.0.1' }] }),
+    (e) => isPodvisorError(e, 'INVALID_ARGUMENT') && /adding route 10\.124\.0\.0\/16: .*unreachable/i.test((e as Error).message));
 });
 
 test('agent and kernel logs reach the host as events', async () => {
