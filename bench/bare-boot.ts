@@ -8,6 +8,8 @@
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { AgentClient } from '../src/agent-client/index.js';
+import { loadConfig } from '../src/config/config.js';
+import { sizePodVm, vmProfileFor } from '../src/pod/vm-sizing.js';
 import { agentPortOpened } from '../src/vm/agent-port.js';
 import type { VmProfile } from '../src/vm/profile.js';
 import { Vm } from '../src/vm/vm.js';
@@ -31,6 +33,12 @@ export interface AgentReadyBoot {
 export function initMarker(consoleLog: string): number | undefined {
   const m = /podvisor-init: reached \/init at ([\d.]+)s/.exec(consoleLog);
   return m ? Number(m[1]) : undefined;
+}
+
+/** The VM profile a default sandbox gets (handler "", default config, no pod resources). */
+export function defaultPodProfile(): VmProfile {
+  const profile = loadConfig(undefined).runtimes['']!;
+  return vmProfileFor(profile, sizePodVm(profile));
 }
 
 function withArgs(profile: VmProfile, extra: string[]): VmProfile {

@@ -14,6 +14,7 @@ import { REPO_ROOT, unary } from '../test/helpers/daemon.js';
 import { sandboxConfig } from '../test/helpers/cri.js';
 import { startPodTestEnv, type PodTestEnv } from '../test/helpers/pod-env.js';
 import { createCniWorld } from '../test/network/cni-fixture.js';
+import { median, seconds } from './figures.js';
 
 const baselineDir = process.argv[2] ? resolve(process.argv[2]) : undefined;
 const rounds = Number(process.argv[3] ?? 3);
@@ -23,11 +24,6 @@ if (!baselineDir || !existsSync(join(baselineDir, 'system.erofs'))) {
 }
 const currentDir = join(REPO_ROOT, 'out/guest');
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 interface Split { runMs: number; healthMs: number; nicMs: number; restMs: number }
 type Side = { name: string; env: PodTestEnv; splits: Split[] };
@@ -56,14 +52,14 @@ try {
       side.splits.push({ runMs, healthMs: j.phasesMs, nicMs: j.nicMs, restMs: j.setupMs - j.nicMs });
       await unary(rt, 'RemovePodSandbox', { pod_sandbox_id: id });
       const s = side.splits.at(-1)!;
-      console.log(`round ${i + 1}/${rounds} ${side.name.padEnd(8)}: RunPodSandbox ${fmt(s.runMs)}, health ${fmt(s.healthMs)}, guest NIC ${fmt(s.nicMs)}, rest of set-up ${fmt(s.restMs)}`);
+      console.log(`round ${i + 1}/${rounds} ${side.name.padEnd(8)}: RunPodSandbox ${seconds(s.runMs)}, health ${seconds(s.healthMs)}, guest NIC ${seconds(s.nicMs)}, rest of set-up ${seconds(s.restMs)}`);
     }
   }
   const [base, cur] = sides as [Side, Side];
   const row = (label: string, pick: (s: Split) => number) => {
     const b = median(base.splits.map(pick));
     const c = median(cur.splits.map(pick));
-    console.log(`  ${label.padEnd(34)} ${fmt(b).padStart(8)} ${fmt(c).padStart(8)}   ${(c / b).toFixed(2)}`);
+    console.log(`  ${label.padEnd(34)} ${seconds(b).padStart(8)} ${seconds(c).padStart(8)}   ${(c / b).toFixed(2)}`);
   };
   console.log(`\nguest set-up A/B (${rounds} rounds each, medians; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')})`);
   console.log(`  baseline ${baselineDir}\n  current  ${currentDir}`);

@@ -4,25 +4,16 @@
 //
 //   node --import tsx bench/pod-lifecycle.ts [rounds=3]
 import { join } from 'node:path';
-import { loadConfig } from '../src/config/config.js';
-import { sizePodVm, vmProfileFor } from '../src/pod/vm-sizing.js';
-import { bootToAgentReady } from './bare-boot.js';
+import { bootToAgentReady, defaultPodProfile } from './bare-boot.js';
 import { unary } from '../test/helpers/daemon.js';
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
 import { containerConfig, sandboxConfig } from '../test/helpers/cri.js';
+import { median, seconds } from './figures.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-const bareProfile = (() => {
-  const profile = loadConfig(undefined).runtimes['']!;
-  return vmProfileFor(profile, sizePodVm(profile));
-})();
+const bareProfile = defaultPodProfile();
 const bareBoot = async (i: number) => (await bootToAgentReady(bareProfile, `${i}`)).ms;
 
 const env = await startPodTestEnv({ logLevel: 'info' });
@@ -48,13 +39,13 @@ try {
     start.push(performance.now() - t);
     await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
     if (i % 2 === 1) bare.push(await bareBoot(i));
-    console.log(`round ${i + 1}/${rounds}: bare boot ${fmt(bare[i]!)}, RunPodSandbox ${fmt(runp[i]!)}, CreateContainer ${fmt(create[i]!)}, StartContainer ${fmt(start[i]!)}`);
+    console.log(`round ${i + 1}/${rounds}: bare boot ${seconds(bare[i]!)}, RunPodSandbox ${seconds(runp[i]!)}, CreateContainer ${seconds(create[i]!)}, StartContainer ${seconds(start[i]!)}`);
   }
   console.log(`\npod lifecycle (${rounds} rounds, medians; TCG unless /dev/kvm is usable)`);
-  console.log(`  bare boot to agent ready   ${fmt(median(bare))}`);
-  console.log(`  RunPodSandbox              ${fmt(median(runp))}  (${(median(runp) / median(bare)).toFixed(2)}x bare boot)`);
-  console.log(`  CreateContainer            ${fmt(median(create))}  (first container of a pod: includes the image disk hot-plug)`);
-  console.log(`  StartContainer             ${fmt(median(start))}`);
+  console.log(`  bare boot to agent ready   ${seconds(median(bare))}`);
+  console.log(`  RunPodSandbox              ${seconds(median(runp))}  (${(median(runp) / median(bare)).toFixed(2)}x bare boot)`);
+  console.log(`  CreateContainer            ${seconds(median(create))}  (first container of a pod: includes the image disk hot-plug)`);
+  console.log(`  StartContainer             ${seconds(median(start))}`);
 } finally {
   await env.dispose();
 }

@@ -10,26 +10,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { AgentClient } from '../src/agent-client/index.js';
-import { loadConfig } from '../src/config/config.js';
-import { sizePodVm, vmProfileFor } from '../src/pod/vm-sizing.js';
 import { agentPortOpened } from '../src/vm/agent-port.js';
 import { Vm } from '../src/vm/vm.js';
 import { unary } from '../test/helpers/daemon.js';
+import { defaultPodProfile } from './bare-boot.js';
 import { containerConfig, sandboxConfig } from '../test/helpers/cri.js';
 import { startPodTestEnv } from '../test/helpers/pod-env.js';
+import { median, seconds } from './figures.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-const bareProfile = (() => {
-  const profile = loadConfig(undefined).runtimes['']!;
-  return vmProfileFor(profile, sizePodVm(profile));
-})();
+const bareProfile = defaultPodProfile();
 
 /** Boots a bare VM to agent-ready (as bench/bare-boot.ts) and times QMP `quit` until QEMU is gone. */
 async function qmpQuit(tag: string): Promise<number> {
@@ -84,14 +76,14 @@ try {
     }
     await unary(rt, 'RemovePodSandbox', { pod_sandbox_id: id });
     if (i % 2 === 1) quits.push(await qmpQuit(`${i}`));
-    console.log(`round ${i + 1}/${rounds}: StopPodSandbox ${fmt(stops[i]!)} (${endings[i]}), QMP quit of a bare VM ${fmt(quits[i]!)}`);
+    console.log(`round ${i + 1}/${rounds}: StopPodSandbox ${seconds(stops[i]!)} (${endings[i]}), QMP quit of a bare VM ${seconds(quits[i]!)}`);
   }
   console.log(`\npod stop (${rounds} rounds, medians; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; TCG unless /dev/kvm is usable)`);
-  console.log(`  QMP quit of a bare VM at agent-ready   ${fmt(median(quits))}`);
-  console.log(`  StopPodSandbox, 1 running container    ${fmt(median(stops))}  (${(median(stops) / median(quits)).toFixed(2)}x QMP quit)`);
+  console.log(`  QMP quit of a bare VM at agent-ready   ${seconds(median(quits))}`);
+  console.log(`  StopPodSandbox, 1 running container    ${seconds(median(stops))}  (${(median(stops) / median(quits)).toFixed(2)}x QMP quit)`);
   if (splits.length) {
-    console.log(`    container SIGKILL + exit reported    ${fmt(median(splits.map((s) => s.killMs)))}`);
-    console.log(`    VM stop (agent Shutdown to QEMU gone) ${fmt(median(splits.map((s) => s.vmStopMs)))}`);
+    console.log(`    container SIGKILL + exit reported    ${seconds(median(splits.map((s) => s.killMs)))}`);
+    console.log(`    VM stop (agent Shutdown to QEMU gone) ${seconds(median(splits.map((s) => s.vmStopMs)))}`);
   }
   const graceful = endings.filter((e) => /guest-shutdown/.test(e) && !/graceful stop failed/.test(e)).length;
   console.log(`  VMs that ended by the guest's own power-off: ${graceful} of ${rounds}`);
