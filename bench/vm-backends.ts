@@ -47,6 +47,8 @@ const backends = { qemu: '', libvirt: 'libvirt' } as const;
 type Name = keyof typeof backends;
 const runp: Record<Name, number[]> = { qemu: [], libvirt: [] };
 const pss: Record<Name, number[]> = { qemu: [], libvirt: [] };
+/** QEMU's own CPU seconds from its start to RunPodSandbox's answer: the same work, or less CPU handed to it? */
+const bootCpu: Record<Name, number[]> = { qemu: [], libvirt: [] };
 try {
   const rt = env.daemon.client.runtime;
   for (let i = 0; i < rounds; i++) {
@@ -59,20 +61,23 @@ try {
       const status = await unary(rt, 'PodSandboxStatus', { pod_sandbox_id, verbose: true });
       if (world && !status.status?.network?.ip) throw new Error(`the ${name} pod got no CNI address`);
       const info = JSON.parse(status.info.info!);
+      const atReady = vmProcessUsage(info.vm.pid);
+      if (atReady) bootCpu[name].push(atReady.cpuSeconds);
       await sleep(idleSeconds * 1000);
       const usage = vmProcessUsage(info.vm.pid);
       if (!usage) throw new Error(`the ${name} pod's QEMU (pid ${info.vm.pid}) is gone`);
       pss[name].push(usage.pssBytes);
       await unary(rt, 'RemovePodSandbox', { pod_sandbox_id });
-      console.log(`round ${i + 1}/${rounds} ${name.padEnd(7)}: RunPodSandbox ${(runp[name].at(-1)! / 1000).toFixed(2)} s, idle PSS ${(usage.pssBytes / MiB).toFixed(1)} MiB` +
+      console.log(`round ${i + 1}/${rounds} ${name.padEnd(7)}: RunPodSandbox ${(runp[name].at(-1)! / 1000).toFixed(2)} s ` +
+        `(QEMU CPU ${bootCpu[name].at(-1)?.toFixed(1) ?? '?'} s), idle PSS ${(usage.pssBytes / MiB).toFixed(1)} MiB` +
         (world ? `, pod IP ${status.status!.network!.ip}` : ''));
     }
   }
   const daemonUsage = libvirtd.pid() ? vmProcessUsage(libvirtd.pid()!) : undefined;
   console.log(`\nVM backends (${rounds} rounds, medians; ${world ? 'pods on a CNI bridge' : 'loopback-only pods'}; idle = ${idleSeconds} s after RunPodSandbox; TCG unless /dev/kvm is usable)`);
-  console.log('  backend   RunPodSandbox   idle QEMU PSS');
+  console.log('  backend   RunPodSandbox   QEMU CPU in it   idle QEMU PSS');
   for (const name of ['qemu', 'libvirt'] as const) {
-    console.log(`  ${name.padEnd(8)}  ${(median(runp[name]) / 1000).toFixed(2).padStart(9)} s   ${(median(pss[name]) / MiB).toFixed(1).padStart(9)} MiB`);
+    console.log(`  ${name.padEnd(8)}  ${(median(runp[name]) / 1000).toFixed(2).padStart(9)} s   ${median(bootCpu[name]).toFixed(1).padStart(10)} s   ${(median(pss[name]) / MiB).toFixed(1).padStart(9)} MiB`);
   }
   console.log(`  libvirt / qemu: RunPodSandbox ${(median(runp.libvirt) / median(runp.qemu)).toFixed(2)}x, idle PSS ${(median(pss.libvirt) / median(pss.qemu)).toFixed(2)}x`);
   if (daemonUsage) console.log(`  libvirtd itself (once per node): PSS ${(daemonUsage.pssBytes / MiB).toFixed(1)} MiB`);
