@@ -245,6 +245,7 @@ export async function watchVolumes(req: WatchVolumesRequest): Promise<WatchVolum
   const reads: ReadVolumeResponse[] = [];
   const readIds: string[] = [];
   let bytes = 0;
+  let entries = 0;
   for (const id of changed) {
     const known = req.known?.find((k) => k.volumeId === id);
     if (!known) continue;
@@ -255,8 +256,10 @@ export async function watchVolumes(req: WatchVolumesRequest): Promise<WatchVolum
       continue; // the host's own ReadVolume hears why
     }
     const size = res.entries.reduce((n, e) => n + (e.data?.length ?? 0) + e.path.length + 64, 0);
-    if (bytes + size > MAX_READ_BYTES) break;
+    // The host decodes at most two full manifests' worth of entries per answer (src/agent-client/client.ts).
+    if (bytes + size > MAX_READ_BYTES || entries + res.entries.length > 2 * MAX_ENTRIES) break;
     bytes += size;
+    entries += res.entries.length;
     reads.push(res);
     readIds.push(id);
   }

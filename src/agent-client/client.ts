@@ -50,6 +50,19 @@ const MAX_REPLY_BYTES: Partial<Record<AgentMethod, number>> = {
 };
 const DEFAULT_MAX_REPLY_BYTES = 64 << 10;
 
+/**
+ * The most fields the host decodes per method, counted on the wire first (field-count.ts): a
+ * reply's cost is the objects it decodes to, not its bytes (4 MiB of empty entries: ~680 MiB and
+ * ~25 s of the event loop). A copied volume's manifest lists at most 4096 entries of 5 fields
+ * (agent/volume-copies.ts MAX_ENTRIES, the host's COPY_LIMITS); a long-poll answer carries at most
+ * two manifests' worth, plus the ids of the volumes that changed.
+ */
+const VOLUME_MANIFEST_FIELDS = 4097 * 6 + 16;
+const MAX_REPLY_FIELDS: Partial<Record<AgentMethod, number>> = {
+  ReadVolume: VOLUME_MANIFEST_FIELDS,
+  WatchVolumes: 2 * VOLUME_MANIFEST_FIELDS + 8192,
+};
+
 /** A guest that drops its channel over and over gets one warning per this many ms; the rest are counted. */
 const DROP_WARN_INTERVAL_MS = 60_000;
 /** The longest one Health probe waits (the first waits probeTimeoutMs; each miss doubles it). */
@@ -209,6 +222,16 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     callObserver?.(method, (performance.now() - started) / 1000);
     const limit = MAX_REPLY_BYTES[method] ?? DEFAULT_MAX_REPLY_BYTES;
     if (payload.length > limit) throw internal(`agent ${method}: reply of ${payload.length} bytes is over the ${limit}-byte limit for this call`);
+    const maxFields = MAX_REPLY_FIELDS[method];
+    let fields = 0;
+    try {
+      if (maxFields !== undefined) fields = response.countFields(payload, maxFields);
+    } catch (err) {
+      throw internal(`agent ${method}: undecodable reply: ${capMessage(messageOf(err))}`);
+    }
+    if (maxFields !== undefined && fields > maxFields) {
+      throw internal(`agent ${method}: reply holds more than ${maxFields} fields, more than any answer of this call; not decoded (the pod's guest may be compromised)`);
+    }
     try {
       return response.decode(payload);
     } catch (err) {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
+import { countFields } from './field-count.js';
 
 /**
  * The agent API schema (proto/agent.proto), loaded once for host and guest.
@@ -28,6 +29,8 @@ export interface MessageCodec<T> {
   encode(value: T): Uint8Array;
   /** Throws on malformed bytes. */
   decode(bytes: Uint8Array): T;
+  /** Fields the bytes hold at every depth, counted without decoding (stops past `limit`; see field-count.ts). */
+  countFields(bytes: Uint8Array, limit: number): number;
 }
 
 const toObjectOptions = { longs: Number, enums: String, defaults: true, arrays: true, oneofs: true } as const;
@@ -37,6 +40,7 @@ export function codec<T>(messageName: string): MessageCodec<T> {
   return {
     encode: (value) => type.encode(type.fromObject(value as Record<string, unknown>)).finish(),
     decode: (bytes) => type.toObject(type.decode(bytes), toObjectOptions) as T,
+    countFields: (bytes, limit) => countFields(type, bytes, limit),
   };
 }
 

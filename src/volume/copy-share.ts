@@ -4,7 +4,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GUEST_VOLUMES_DIR } from '../agent-protocol/guest-paths.js';
 import type { ReadVolumeRequest, ReadVolumeResponse, VolumeEntry, WatchVolumesRequest, WatchVolumesResponse, WriteVolumeRequest } from '../agent-protocol/types.js';
-import { messageOf } from '../errors.js';
+import { isPodvisorError, messageOf } from '../errors.js';
 import { logger } from '../log.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { COPY_LIMITS, hostManifest, readHostFile, removeBack, writeBack, type Manifest } from './host-tree.js';
@@ -176,6 +176,7 @@ export class CopyShare {
    */
   private async watchGuest(agent: VolumeCopyAgent): Promise<void> {
     let nextAt = 0;
+    let lastRefusal: string | undefined;
     while (this.agent === agent) {
       const wait = nextAt - performance.now();
       if (wait > 0) await sleep(wait);
@@ -197,7 +198,11 @@ export class CopyShare {
         if (ids.length === 0) await sleep(SYNC_INTERVAL_MS);
       } catch (e) {
         if (this.agent !== agent) return;
-        log.debug({ dir: this.dir, err: messageOf(e) }, 'watching the guest copies failed; trying again');
+        // An answer the host refused (INTERNAL: undecodable, too big, too many fields) is the guest's doing: said once.
+        const msg = messageOf(e);
+        if (isPodvisorError(e, 'INTERNAL') && msg !== lastRefusal) log.warn({ dir: this.dir, err: msg }, 'the guest\'s answer to the volume long poll was refused; trying again');
+        else log.debug({ dir: this.dir, err: msg }, 'watching the guest copies failed; trying again');
+        if (isPodvisorError(e, 'INTERNAL')) lastRefusal = msg;
         await sleep(1000);
         continue;
       }
@@ -396,69 +401,76 @@ export class CopyShare {
    * Guest -> host: files and directories the guest changed or removed since the last pull.
    * `read` is the volume's manifest when WatchVolumes already brought it (made against the same
    * stamps: pulls of a volume run one at a time, in the pull chain). The answer is checked whole
-   * (write-back-plan.ts) before anything is written. `tally.bytes` grows by what is written, also
-   * when a later step fails (the long poll's pace counts it either way).
+   * (write-back-plan.ts) before anything is written. What the host holds is recorded as each step
+   * lands (stamps and sizes), also when a later step fails: a refused answer leaves nothing the next
+   * pull does not count or cannot remove. `tally.bytes` grows by what is written (the long poll's pace).
    */
   private async pull(agent: VolumeCopyAgent, v: CopiedVolume, read?: ReadVolumeResponse, tally = { bytes: 0 }): Promise<void> {
     const s = this.sync.get(v.id) ?? {};
-    const seen = s.pulled ?? new Map<string, string>();
+    this.sync.set(v.id, s);
+    const held = (s.pulled ??= new Map<string, string>());
+    const sizes = (s.sizes ??= new Map<string, number>());
     const t0 = performance.now();
     // The manifest, with the data of files the host has not seen as they are now (as much as one answer holds).
     const res = read ?? await agent.readVolume({ volumeId: v.id, paths: [], known: this.knownOf(v.id), withData: true });
     if (!res.exists) throw new Error(`the guest has no copy of ${v.hostPath}`);
-    const plan = planWriteBack(v.hostPath, res.entries, { stamps: seen, sizes: s.sizes ?? new Map() });
-    // Removals first: the host then never holds what the guest removed beside what it wrote since (both within the bound).
-    const removed = [...seen.keys()].filter((p) => p !== '' && !plan.next.has(p)).sort((a, b) => b.length - a.length);
-    for (const p of removed) await removeBack(v.hostPath, p);
-    const checked = new Set<string>();
-    for (const e of [...plan.dirs, ...plan.files]) {
-      await writeBack(v.hostPath, e, checked);
-      tally.bytes += e.data?.length ?? 0;
-    }
-    // File contents in batches the agent can answer in one message (sizes as the stamps claim; what arrives is held to the bounds).
-    let total = plan.heldBytes;
-    const claimed = new Map(plan.fetch.map((f) => [f.path, f.size]));
-    const old = s.sizes ?? new Map<string, number>();
-    const fetched = new Set<string>();
-    let paths: string[] = [];
-    let bytes = 0;
-    const fetch = async () => {
-      if (paths.length === 0) return;
-      const got = checkFetched(v.hostPath, new Set(paths), (await agent.readVolume({ volumeId: v.id, paths })).entries);
-      for (const e of got) {
-        const size = e.data?.length ?? 0;
-        const before = old.get(e.path) ?? 0;
-        total += Math.max(size, before) - Math.max(claimed.get(e.path)!, before);
-        if (total > COPY_LIMITS.volumeBytes) throw overVolumeBytes(v.hostPath, total);
-        await writeBack(v.hostPath, e, checked);
-        tally.bytes += size;
-        fetched.add(e.path);
-        plan.next.set(e.path, e.stamp ?? '');
-        plan.sizes.set(e.path, size);
-      }
-      paths = [];
-      bytes = 0;
+    const plan = planWriteBack(v.hostPath, res.entries, { stamps: held, sizes });
+    const old = new Map(sizes);
+    const landed = (e: VolumeEntry) => {
+      held.set(e.path, e.stamp ?? '');
+      if (e.kind === 'file') sizes.set(e.path, e.data?.length ?? 0);
+      else sizes.delete(e.path);
     };
-    for (const f of plan.fetch) {
-      if (bytes + f.size > BATCH_BYTES) await fetch();
-      paths.push(f.path);
-      bytes += f.size;
-    }
-    await fetch();
-    // A file gone between the manifest and its read is taken as removed (the next pull sees it if it is back).
-    for (const f of plan.fetch) {
-      if (fetched.has(f.path)) continue;
-      plan.next.delete(f.path);
-      plan.sizes.delete(f.path);
-    }
-    s.pulled = plan.next;
-    s.sizes = plan.sizes;
-    s.pulls = (s.pulls ?? 0) + 1;
-    s.lastError = undefined;
-    this.sync.set(v.id, s);
-    const files = plan.files.length + plan.fetch.length;
-    if (files + removed.length > 0) {
-      log.debug({ volume: v.hostPath, files, removed: removed.length, ms: Math.round(performance.now() - t0) }, 'guest changes written back');
+    try {
+      // Removals first: the host then never holds what the guest removed beside what it wrote since (both within the bound).
+      const removed = [...held.keys()].filter((p) => p !== '' && !plan.next.has(p)).sort((a, b) => b.length - a.length);
+      for (const p of removed) {
+        await removeBack(v.hostPath, p);
+        held.delete(p);
+        sizes.delete(p);
+      }
+      const checked = new Set<string>();
+      for (const e of [...plan.dirs, ...plan.files]) {
+        await writeBack(v.hostPath, e, checked);
+        landed(e);
+        tally.bytes += e.data?.length ?? 0;
+      }
+      // File contents in batches the agent can answer in one message (sizes as the stamps claim; what arrives is held to the bounds).
+      let total = plan.heldBytes;
+      const claimed = new Map(plan.fetch.map((f) => [f.path, f.size]));
+      let paths: string[] = [];
+      let bytes = 0;
+      const fetch = async () => {
+        if (paths.length === 0) return;
+        const got = checkFetched(v.hostPath, new Set(paths), (await agent.readVolume({ volumeId: v.id, paths })).entries);
+        for (const e of got) {
+          const size = e.data?.length ?? 0;
+          const before = old.get(e.path) ?? 0;
+          total += Math.max(size, before) - Math.max(claimed.get(e.path)!, before);
+          if (total > COPY_LIMITS.volumeBytes) throw overVolumeBytes(v.hostPath, total);
+          await writeBack(v.hostPath, e, checked);
+          landed(e);
+          tally.bytes += size;
+        }
+        paths = [];
+        bytes = 0;
+      };
+      for (const f of plan.fetch) {
+        if (bytes + f.size > BATCH_BYTES) await fetch();
+        paths.push(f.path);
+        bytes += f.size;
+      }
+      await fetch();
+      // Links (never written, listed so the host keeps its own) and what was unchanged. A file gone between
+      // the manifest and its read keeps what the host had; the next pull sees whether it is back.
+      for (const [p, stamp] of plan.next) if (!claimed.has(p)) held.set(p, stamp);
+      s.lastError = undefined;
+      const files = plan.files.length + plan.fetch.length;
+      if (files + removed.length > 0) {
+        log.debug({ volume: v.hostPath, files, removed: removed.length, ms: Math.round(performance.now() - t0) }, 'guest changes written back');
+      }
+    } finally {
+      s.pulls = (s.pulls ?? 0) + 1;
     }
   }
 
