@@ -32,7 +32,10 @@ const log = logger('volume-copy');
  *   container using it exits (so kubelet finds the termination log).
  *   A change made on the host side after the copy is not seen in the guest.
  * Bounds (src/volume/host-tree.ts COPY_LIMITS): entries, bytes per file and per
- * volume; a volume over them is refused at CreateContainer.
+ * volume; a volume over them is refused at CreateContainer. The guest is held to
+ * the same bounds on the way back (write-back-plan.ts: its answers are checked
+ * whole before anything is written), and the long poll is paced, so root in the
+ * guest answering anything, as fast as it likes, costs the host a bounded amount.
  * Volumes are keyed by host path, so containers of a pod that mount the same
  * emptyDir share one guest copy.
  */

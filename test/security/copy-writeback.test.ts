@@ -50,13 +50,20 @@ function treeOf(dir: string): string {
   return out.join('\n');
 }
 
-/** Files and bytes below a directory. */
+/** Files and bytes below a directory (podvisord may be writing it meanwhile: what vanishes under the walk is not counted). */
 function usage(dir: string): { entries: number; bytes: number } {
   let entries = 0;
   let bytes = 0;
   const visit = (p: string) => {
-    for (const n of readdirSync(p)) {
-      const st = lstatSync(join(p, n));
+    let names: string[] = [];
+    try {
+      names = readdirSync(p);
+    } catch {
+      return; // removed under the walk
+    }
+    for (const n of names) {
+      const st = lstatSafe(join(p, n));
+      if (!st) continue;
       entries++;
       if (st.isFile()) bytes += st.size;
       if (st.isDirectory()) visit(join(p, n));
@@ -207,6 +214,7 @@ describe('a hostile guest against copy-mode volume write-back', () => {
 
   // A test that fails half-way must not leave the guest lying to the next one.
   afterEach(() => {
+    if (!proxy) return;
     proxy.before = undefined;
     proxy.after = undefined;
   });
@@ -278,7 +286,6 @@ describe('a hostile guest against copy-mode volume write-back', () => {
 
   test('a manifest over the entry bound, or files over the byte bounds, are refused with RESOURCE_EXHAUSTED', async () => {
     await settle();
-    const own = treeOf(dirOf('hostile', 'empty'));
     const many = Array.from({ length: COPY_LIMITS.entries + 10 }, (_, i) => file(`f${i}`, ''));
     forgeWatch(() => manifest(many));
     await forgedAnswers(2);
@@ -310,13 +317,12 @@ describe('a hostile guest against copy-mode volume write-back', () => {
       return { payload: readResponse.encode({ exists: true, entries: req.paths.map((p) => ({ path: p, kind: 'file', mode: 0o644, data: Buffer.alloc(p === 'liar' ? fileLimit : 2 * MiB, 1), stamp: 'x' })) }) };
     };
     await waitLogged('the liar refused', new RegExp(`holds at least ${honest * 2 * MiB + fileLimit} bytes, more than the ${COPY_LIMITS.volumeBytes} a copied volume may hold`));
-    await forgedAnswers(3);
+    await forgedAnswers(2);
     proxy.before = undefined;
     const u = hostileBounded();
     console.log(`after the byte floods the hostile volume holds ${u.entries} entries, ${(u.bytes / MiB).toFixed(1)} MiB on the host`);
     assert.ok(!existsSync(join(dirOf('hostile', 'empty'), 'liar')), 'the file that brought more than it claimed was not written');
     for (const n of ['huge', 'big0', 'f0']) assert.ok(!existsSync(join(dirOf('hostile', 'empty'), n)), `${n}: refused answers wrote nothing`);
-    assert.ok(own.length > 0);
     await othersUntouched();
   });
 
@@ -422,7 +428,10 @@ describe('a hostile guest against copy-mode volume write-back', () => {
   test('the real agent over the bounds: the host stops at the volume and file bounds, and resumes once the pod shrinks', async () => {
     const root = dirOf('hostile', 'empty');
     const count = Math.floor(COPY_LIMITS.volumeBytes / (2 * MiB)) + 4;
-    const r = await exec(hostileApp, `mkdir -p /data/big && i=0; while [ $i -lt ${count} ]; do dd if=/dev/zero of=/data/big/$i bs=1048576 count=2 2>/dev/null || exit 1; i=$((i+1)); done`);
+    // Written aside (the agent never lists its own .podvisor-tmp- names) and moved in at once: the host meets the whole
+    // volume in one answer instead of carrying 64 MiB over the TCG channel first (the forged liar above covers that).
+    const stage = '/data/.podvisor-tmp-stage';
+    const r = await exec(hostileApp, `mkdir -p ${stage} && i=0; while [ $i -lt ${count} ]; do dd if=/dev/zero of=${stage}/$i bs=1048576 count=2 2>/dev/null || exit 1; i=$((i+1)); done; mv ${stage} /data/big`);
     assert.equal(r.code, 0, r.err);
     await waitLogged('the volume bound refusal', new RegExp(`holds at least \\d+ bytes, more than the ${COPY_LIMITS.volumeBytes} a copied volume may hold`));
     const u = hostileBounded();
