@@ -72,9 +72,9 @@ export async function readCriLog(path: string): Promise<LogRecord[]> {
 }
 
 /** Runs a short container to completion and returns its status and log. */
-export async function runToExit(client: CriClient, sandboxId: string, sandboxCfg: object, config: object) {
+export async function runToExit(client: CriClient, sandboxId: string, sandboxCfg: object, config: object, timeoutMs?: number) {
   const { container_id } = await unary(client.runtime, 'CreateContainer', { pod_sandbox_id: sandboxId, config, sandbox_config: sandboxCfg });
   await unary(client.runtime, 'StartContainer', { container_id });
-  const status = await waitContainerState(client, container_id, 'CONTAINER_EXITED');
+  const status = await waitContainerState(client, container_id, 'CONTAINER_EXITED', timeoutMs);
   return { id: container_id, status, log: await readCriLog(status.log_path) };
 }

@@ -129,7 +129,7 @@ describe('pod and container lifecycle', () => {
     const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('hog', env.busybox,
       ['sh', '-c', 'x=$(head -c 300000000 /dev/zero | tr "\\0" a); echo survived'], {
         linux: { resources: { memory_limit_in_bytes: 32 * 1024 * 1024 } },
-      }));
+      }), 240_000); // TCG on a loaded host: alone this took 62 s (qemu) and 72 s (libvirt) at load 12, past the default 60 s wait
     assert.equal(r.status.reason, 'OOMKilled');
     assert.notEqual(r.status.exit_code, 0);
     assert.ok(!r.log.some((l) => l.text === 'survived'));
