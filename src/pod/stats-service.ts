@@ -1,4 +1,4 @@
-import { failedPrecondition, messageOf } from '../errors.js';
+import { failedPrecondition, messageOf, unavailable } from '../errors.js';
 import { logger } from '../log.js';
 import { filterContainers, filterSandboxes, type ContainerFilter, type SandboxFilter } from './filters.js';
 import type { GuestContainerStats, GuestStats } from './guest-agent.js';
@@ -87,7 +87,10 @@ export class StatsService {
     if (s.state !== 'ready' || !this.ctx.runtimes.has(s.id)) {
       throw failedPrecondition(`sandbox ${s.id} is not ready; stats exist only for running pods`);
     }
-    return (await this.sandboxStatsFor([s]))[0]!;
+    const [view] = await this.sandboxStatsFor([s]);
+    // A guest that misses the stats deadline gives no sample (list calls drop it); here that is an answer too.
+    if (!view) throw unavailable(`the guest of sandbox ${s.id} did not report its stats within ${this.guestDeadlineMs} ms`);
+    return view;
   }
 
   async listSandboxStats(filter: SandboxFilter): Promise<SandboxStatsView[]> {
