@@ -172,6 +172,10 @@ export class SandboxService {
       // A clone's first call: its own clock and RNG before anything in the guest draws on them.
       if (template) await agent.renewIdentity();
       const t1 = performance.now();
+      // The boot is done: the next sandbox may boot while this guest sets itself up (NIC, hostname,
+      // mounts: a few RPCs, seconds under emulation). A failure from here on releases it again (no-op).
+      releaseSlot();
+      log.info({ sandbox: id, bootMs: Math.round(t1 - t0) }, 'sandbox VM booted; launch slot released');
       const marks = { launchStarted: t0, qmpReady, agentReady: t1 };
       const phases = template ? recordClonePhases(marks, vm.restoreMs ?? 0) : await recordBootPhases(agent, marks);
       const tPhases = performance.now();
@@ -204,8 +208,6 @@ export class SandboxService {
       await this.ctx.store.saveSandbox(record);
       this.ctx.index.addSandbox(record);
       this.attach(record, vm, agent);
-      // Held until here: the guest's own set-up (NIC, hostname, mounts) is CPU under emulation too.
-      releaseSlot();
       log.info({
         sandbox: id, pod: `${config.metadata.namespace}/${config.metadata.name}`, handler: runtimeHandler, pid: vm.pid, ...size,
         boot: template ? 'template' : 'cold', ...(vm.restoreMs !== undefined ? { restoreMs: Math.round(vm.restoreMs) } : {}),

@@ -9,8 +9,8 @@ import { sandboxConfig } from '../helpers/cri.js';
 /**
  * Many RunPodSandbox calls at once through the real CRI socket: all succeed, and no more
  * VMs boot at once than `[vm] max_parallel_launches` allows. "Booting" is seen from outside:
- * a QEMU of this daemon whose sandbox ListPodSandbox does not show yet (a sandbox is listed
- * only once it is ready, and its launch slot is given back only after that).
+ * a QEMU of this daemon whose sandbox has not yet logged "launch slot released" (given back
+ * once its agent answered, before the guest's own set-up) nor is listed by ListPodSandbox.
  * A caller whose deadline passes while it waits gets DEADLINE_EXCEEDED and leaves nothing.
  */
 const LIMIT = 2;
@@ -65,10 +65,11 @@ describe('concurrent RunPodSandbox with bounded VM launches', () => {
     let polling = true;
     const poller = (async () => {
       while (polling) {
-        // /proc first, then the list: a VM that turns ready in between is not counted as booting.
+        // /proc first, then the log and the list: a VM that finishes booting in between is not counted as booting.
         const qemus = liveQemuIds();
+        const booted = new Set(daemon.output().split('\n').filter((l) => l.includes('launch slot released')).map((l) => (JSON.parse(l) as { sandbox: string }).sandbox));
         const ready = new Set((await unary(rt(), 'ListPodSandbox', {})).items.map((s) => s.id));
-        peakBooting = Math.max(peakBooting, qemus.filter((id) => !ready.has(id)).length);
+        peakBooting = Math.max(peakBooting, qemus.filter((id) => !ready.has(id) && !booted.has(id)).length);
         peakQemus = Math.max(peakQemus, qemus.length);
         samples++;
         await new Promise((r) => setTimeout(r, 100));
