@@ -16,6 +16,11 @@ export function parseKmsg(record: string, bootTimeMs: number): { level: string; 
 /** Boot messages below this severity (info, debug) stay in the guest's ring buffer. */
 const BACKLOG_LEVELS = new Set(['emerg', 'alert', 'crit', 'err', 'warning', 'notice']);
 
+/** Whether a kernel record goes to the host: all from `backlogBeforeNanos` on, notices and worse before. */
+export function forwardable(rec: { level: string; timeUnixNanos: number }, backlogBeforeNanos: number): boolean {
+  return rec.timeUnixNanos >= backlogBeforeNanos || BACKLOG_LEVELS.has(rec.level);
+}
+
 /**
  * Forwards the kernel log as GuestLog events: everything logged from now on, and of what the
  * ring buffer already holds (the boot), the notices, warnings and errors. The boot's info lines
@@ -34,7 +39,7 @@ export function forwardKernelLog(hub: EventHub, uptimeSeconds: () => number): vo
     socket.on('data', (chunk: Buffer) => {
       // Each read returns exactly one record.
       const rec = parseKmsg(chunk.toString('utf8'), bootTimeMs);
-      if (rec && (rec.timeUnixNanos >= backlogBeforeNanos || BACKLOG_LEVELS.has(rec.level))) hub.publish({ log: { source: 'KERNEL', ...rec } });
+      if (rec && forwardable(rec, backlogBeforeNanos)) hub.publish({ log: { source: 'KERNEL', ...rec } });
     });
     socket.on('error', (err) => log.warn({ err: err.message }, 'kernel log forwarding stopped'));
   } catch (err) {

@@ -8,7 +8,7 @@ import { agentCodecs, eventCodec } from '../../src/agent-protocol/api.js';
 import { isPodvisorError } from '../../src/errors.js';
 import { findPort } from '../../agent/channel.js';
 import { EventHub } from '../../agent/events.js';
-import { parseKmsg } from '../../agent/guest-log.js';
+import { forwardable, parseKmsg } from '../../agent/guest-log.js';
 import { cgroupStats } from '../../agent/stats.js';
 import { checkGuestPath, checkId } from '../../agent/validate.js';
 
@@ -117,6 +117,15 @@ test('kmsg records parse into level, first line and wall-clock time', () => {
   assert.deepEqual(rec, { level: 'info', message: 'Linux version 6.1.0', timeUnixNanos: Math.round((1_000_000 + 5140.9) * 1e6) });
   assert.equal(parseKmsg('3,1,0,-;oops', 0)?.level, 'err');
   assert.equal(parseKmsg('garbage without separator', 0), undefined);
+});
+
+test('of the kernel log already in the ring buffer only notices and worse are forwarded; everything after', () => {
+  const start = 5_000_000_000;
+  assert.equal(forwardable({ level: 'info', timeUnixNanos: start - 1 }, start), false);
+  assert.equal(forwardable({ level: 'debug', timeUnixNanos: start - 1 }, start), false);
+  for (const level of ['notice', 'warning', 'err', 'crit', 'alert', 'emerg']) assert.equal(forwardable({ level, timeUnixNanos: start - 1 }, start), true, level);
+  assert.equal(forwardable({ level: 'info', timeUnixNanos: start }, start), true);
+  assert.equal(forwardable({ level: 'debug', timeUnixNanos: start + 1 }, start), true);
 });
 
 test('cgroup v2 files become stats; missing controllers read as zero', () => {
