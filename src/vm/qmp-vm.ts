@@ -239,7 +239,9 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
 
   private watch(): void {
     this.qmpClient.on('event', (ev) => {
-      if (ev.event === 'SHUTDOWN') this.lastShutdown = ev as QmpEvent<'SHUTDOWN'>;
+      // libvirt runs QEMU with -no-shutdown: a guest power-off pauses QEMU, and libvirt then ends it
+      // with a signal, a second SHUTDOWN (host-signal). The guest's own event says why the VM ended.
+      if (ev.event === 'SHUTDOWN' && !this.lastShutdown?.data.guest) this.lastShutdown = ev as QmpEvent<'SHUTDOWN'>;
       if (ev.event === 'GUEST_PANICKED') this.panicked = true;
       if (ev.event === 'SHUTDOWN' || ev.event === 'GUEST_PANICKED' || ev.event === 'STOP' || ev.event === 'RESUME') {
         this.log.info({ event: ev.event, data: ev.data }, 'VM event');
