@@ -376,7 +376,8 @@ describe('pod and container lifecycle', () => {
     assert.equal(st.exit_code, 137);
     assert.ok(!existsSync(`/proc/${pid}`), 'QEMU is gone');
     // A healthy pod ends by its guest's own power-off (the agent's Shutdown), not by QMP quit or SIGKILL.
-    const vmLines = env.daemon.output().split('\n').filter((l) => l.includes(sandboxId) && l.includes('"component":"vm"'));
+    // Both VM backends log as "vm" (podvisor's launcher) or "vm-libvirt".
+    const vmLines = env.daemon.output().split('\n').filter((l) => l.includes(sandboxId) && /"component":"vm(-libvirt)?"/.test(l));
     const shutdown = vmLines.map((l) => JSON.parse(l) as { msg: string; event?: string; data?: { guest?: boolean; reason?: string }; detail?: string });
     assert.deepEqual(shutdown.find((l) => l.event === 'SHUTDOWN')?.data, { guest: true, reason: 'guest-shutdown' }, 'QEMU saw the guest power off');
     assert.equal(shutdown.find((l) => l.msg === 'QEMU exited')?.detail, 'stopped by podvisor (guest-shutdown)');
