@@ -101,6 +101,8 @@ function readyPhases(from: number): Array<Record<string, number>> {
     try {
       const j = JSON.parse(line) as Record<string, unknown>;
       const phases = (j.bootPhases ?? {}) as Record<string, number>;
+      // Cold boots only: a template clone's split has other phases (template_restore, no kernel boot).
+      if (phases.kernel === undefined) continue;
       out.push({
         netns: Number(j.netnsMs), qemuToQmp: phases.launch! * 1000, kernelAndInit: phases.kernel! * 1000, agentStart: phases.agent_ready! * 1000,
         boot: Number(j.bootMs), cniWait: Number(j.cniWaitMs), setup: Number(j.setupMs), record: Number(j.recordMs),
@@ -187,7 +189,7 @@ try {
   const phases = readyPhases(logFrom);
   if (phases.length > 0) {
     const keys = Object.keys(phases[0]!);
-    console.log(`\nwhere a RunPodSandbox's time goes (daemon log, medians of ${phases.length}): ` +
+    console.log(`\nwhere a cold RunPodSandbox's time goes (daemon log, medians of ${phases.length}): ` +
       keys.map((k) => `${k} ${fmt(median(phases.map((p) => p[k]!)))}`).join(', '));
     console.log('  (netns: namespace + tap before QEMU; boot = qemuToQmp + kernelAndInit + agentStart; cniWait: CNI ADD still running after the agent answered; setup: guest NIC + hostname/DNS; record: state on disk)');
   }
