@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { failedPrecondition } from '../errors.js';
 import { mustRun, runCommand } from './host-command.js';
+import { inNetns } from './netns.js';
 
 /**
  * A pod tap for a VM backend whose QEMU cannot start inside the pod's network namespace
@@ -68,7 +69,7 @@ export async function createHostTap(name: string, owner: string): Promise<void> 
 export async function moveTapIntoNetns(name: string, netns: string, podName: string): Promise<void> {
   assertHostTapName(name);
   await mustRun('ip', ['link', 'set', 'dev', name, 'netns', netns, 'name', podName], `moving tap ${name} into ${netns} as ${podName}`);
-  await mustRun('nsenter', [`--net=${netns}`, 'ip', 'link', 'set', 'dev', podName, 'up'], `bringing the pod tap ${podName} up`);
+  await inNetns(netns, 'ip', ['link', 'set', 'dev', podName, 'up'], `bringing the pod tap ${podName} up`);
 }
 
 /** Deletes the host tap `name` if it is still in the host namespace (and is a tap); true if one was deleted. */

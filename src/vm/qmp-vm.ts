@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
+import { chmodSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { failedPrecondition, internal, isPodvisorError, messageOf } from '../errors.js';
+import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { removeVmCgroupSoon } from './cgroup.js';
 import type { QemuUsers } from './confinement.js';
@@ -408,4 +409,27 @@ export async function reconnectMonitors(
     opts.log.warn({ err: messageOf(e) }, 'cannot reconnect to the console; its output is dropped');
     return { qmp };
   }
+}
+
+const VM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** What every backend's launch checks first: the id names the VM's process, domain and run directory. */
+export function checkVmId(id: string): void {
+  if (!VM_ID_PATTERN.test(id)) {
+    throw invalidArgument(`VM id ${JSON.stringify(id)} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+}
+
+/** Said once per launch under TCG, whatever the backend: operators must not mistake it for isolation. */
+export function warnIfEmulated(accel: 'kvm' | 'tcg', log: Logger): void {
+  if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
+}
+
+/**
+ * A freshly started QEMU's sockets are root's alone (0600) before podvisor connects its console
+ * reader, which keeps the serial output on the host from then on.
+ */
+export async function lockSocketsAndOpenConsole(paths: RunDirPaths, consoleMaxBytes: number): Promise<ConsoleLog> {
+  for (const sock of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket]) chmodSync(sock, 0o600);
+  return ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, consoleMaxBytes);
 }

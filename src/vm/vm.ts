@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, chmodSync, closeSync, constants, openSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound } from '../errors.js';
@@ -8,7 +8,7 @@ import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { withDeadline } from './deadline.js';
 import { createVmCgroup, enterCgroup, removeVmCgroup, removeVmCgroupSoon } from './cgroup.js';
 import { reclaimIdentity, type QemuIdentity, type QemuUsers } from './confinement.js';
-import { ConsoleLog } from './console-log.js';
+import type { ConsoleLog } from './console-log.js';
 import { DiskSet } from './disks.js';
 import { diskOpenerFor } from './file-grant.js';
 import { hostTscKhz, qemuHasSandbox, resolveAccel } from './host.js';
@@ -19,7 +19,7 @@ import { loadVmState, MIGRATION_FD, openStateForRestore, saveVmState } from './v
 import { DEFAULT_QEMU_BINARY, validateProfile, type VmProfile } from './profile.js';
 import { buildQemuArgs, type SharedFs, type TapDevice } from './qemu-args.js';
 import { QmpClient } from './qmp-client.js';
-import { DEFAULT_CONSOLE_MAX_BYTES, QmpVm, reconnectMonitors } from './qmp-vm.js';
+import { checkVmId, DEFAULT_CONSOLE_MAX_BYTES, lockSocketsAndOpenConsole, QmpVm, reconnectMonitors, warnIfEmulated } from './qmp-vm.js';
 import { looksLikeOurQemu, prepareRunDir, readPidFile, removeRunFiles, runDirPaths, tail, type RunDirPaths } from './run-dir.js';
 
 /**
@@ -107,7 +107,6 @@ interface VmRecord {
   restoredFrom?: string;
 }
 
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const CHILD_EXIT_GRACE_MS = 200;
 /** qemu.log is QEMU's stderr; some of its messages a guest can provoke. Checked on every 4th poll. */
 const QEMU_LOG_MAX_BYTES = 1024 * 1024;
@@ -149,9 +148,7 @@ export class Vm extends QmpVm {
   // ---------------------------------------------------------------- launch
 
   static async launch(opts: VmLaunchOptions): Promise<Vm> {
-    if (!ID_PATTERN.test(opts.id)) {
-      throw invalidArgument(`VM id ${JSON.stringify(opts.id)} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
-    }
+    checkVmId(opts.id);
     validateProfile(opts.profile);
     checkReadable('kernel', opts.profile.kernel);
     if (opts.profile.initrd) checkReadable('initrd', opts.profile.initrd);
@@ -198,7 +195,7 @@ export class Vm extends QmpVm {
       }
       createdDir = prepareRunDir(paths);
       const [command, args] = inNetns(opts.netns, qemuBinary, qemuArgs);
-      if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
+      warnIfEmulated(accel, log);
       log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, netns: opts.netns, uid: runAs?.uid }, 'launching QEMU');
       log.debug({ command, args }, 'QEMU command line');
 
@@ -242,8 +239,7 @@ export class Vm extends QmpVm {
       const pid = readPidFile(paths.pidFile) ?? child.pid;
       const stat = pid === undefined ? undefined : readProcStat(pid);
       if (pid === undefined || !stat) throw internal(`QEMU answered QMP but its pid is unknown (${paths.pidFile})`);
-      for (const sock of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket]) chmodSync(sock, 0o600);
-      consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, consoleMaxBytes);
+      consoleLog = await lockSocketsAndOpenConsole(paths, consoleMaxBytes);
       Object.assign(record, { pid, startTime: stat.startTime, state: 'running' });
       const status = await qmp.execute('query-status');
       writeJsonAtomicSync(paths.stateFile, record);

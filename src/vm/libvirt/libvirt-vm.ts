@@ -1,11 +1,11 @@
-import { chmodSync, readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf, notFound, unimplemented } from '../../errors.js';
+import { failedPrecondition, internal, isPodvisorError, messageOf, notFound, unimplemented } from '../../errors.js';
 import { logger } from '../../log.js';
 import { HostTapMove, newHostTapName, removeHostTap } from '../../network/host-tap.js';
 import { readJsonFile, writeJsonAtomicSync } from '../../util/atomic-file.js';
-import { ConsoleLog } from '../console-log.js';
+import type { ConsoleLog } from '../console-log.js';
 import { withDeadline } from '../deadline.js';
 import { removeVmCgroupSoon } from '../cgroup.js';
 import { reclaimIdentity, type QemuIdentity, type QemuUsers } from '../confinement.js';
@@ -16,7 +16,7 @@ import { isProcessAlive, readCmdline, readProcStat } from '../proc.js';
 import { validateProfile } from '../profile.js';
 import type { PodVm, PodVmLaunchOptions } from '../pod-vm.js';
 import { QmpClient } from '../qmp-client.js';
-import { DEFAULT_CONSOLE_MAX_BYTES, QmpVm, reconnectMonitors } from '../qmp-vm.js';
+import { checkVmId, DEFAULT_CONSOLE_MAX_BYTES, lockSocketsAndOpenConsole, QmpVm, reconnectMonitors, warnIfEmulated } from '../qmp-vm.js';
 import { prepareRunDir, removeRunFiles, type RunDirPaths } from '../run-dir.js';
 import type { LibvirtConnection } from './binding.js';
 import { buildDomainXml, domainName } from './domain-xml.js';
@@ -54,7 +54,6 @@ interface LibvirtVmRecord {
 }
 
 const RECORD_FILE = 'libvirt-domain.json';
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 /** Each stop phase's deadline when QEMU paused the VM on an error (libvirt's destroy takes longer than a QMP quit). */
 const FATAL_STOP_PHASE_MS = 2000;
 const PID_LOOKUP_MS = 10_000;
@@ -84,9 +83,7 @@ export class LibvirtVm extends QmpVm implements PodVm {
   // ---------------------------------------------------------------- launch
 
   static async launch(conn: LibvirtConnection, opts: PodVmLaunchOptions): Promise<LibvirtVm> {
-    if (!ID_PATTERN.test(opts.id)) {
-      throw invalidArgument(`VM id ${JSON.stringify(opts.id)} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
-    }
+    checkVmId(opts.id);
     validateProfile(opts.profile);
     if ((opts.netns === undefined) !== (opts.tap === undefined)) {
       throw unimplemented('the libvirt VM backend starts QEMU in the host network namespace: it takes a pod netns only together with the tap ' +
@@ -124,7 +121,7 @@ export class LibvirtVm extends QmpVm implements PodVm {
     try {
       // Before the domain exists: a daemon that dies from here on leaves a record that says to destroy it.
       writeJsonAtomicSync(recordFile, record);
-      if (accel === 'tcg') log.warn('this pod VM runs under TCG emulation, which is not a security boundary: do not run untrusted pods on this node');
+      warnIfEmulated(accel, log);
       log.info({ accel, machine: opts.profile.machine, vcpus: opts.profile.vcpus, memoryMiB: opts.profile.memoryMiB, uri: conn.uri, uid: runAs.uid }, 'creating libvirt domain');
       granted = await grantStart(runAs, { profile: opts.profile, paths, sharedFs: opts.sharedFs });
       const xml = buildDomainXml({
@@ -149,8 +146,7 @@ export class LibvirtVm extends QmpVm implements PodVm {
         });
       }
       qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: opts.startTimeoutMs ?? 30_000 });
-      for (const sock of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket]) chmodSync(sock, 0o600);
-      consoleLog = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, consoleMaxBytes);
+      consoleLog = await lockSocketsAndOpenConsole(paths, consoleMaxBytes);
       Object.assign(record, { pid, startTime: stat.startTime, state: 'running' });
       writeJsonAtomicSync(recordFile, record);
       vm = new LibvirtVm(conn, record, paths, qmp, DiskSet.create(paths.disksFile, diskOpenerFor(runAs)), consoleLog, jail.users);
