@@ -41,15 +41,21 @@ export function hostCgroupLayout(): CgroupLayout | null {
   return layout;
 }
 
+/** The host's cgroup layout for per-VM limits; fails closed when there is none. */
+export function requireCgroupLayout(): CgroupLayout {
+  const l = hostCgroupLayout();
+  if (!l) {
+    throw failedPrecondition('this host has no writable memory and pids cgroups for per-VM limits; set [vm] cgroup_parent = "" to run VMs without them');
+  }
+  return l;
+}
+
 /**
  * Makes the VM's cgroup(s) under `parent` with the limits and returns their directories.
  * Refuses (fail closed) when the host has no usable memory and pids cgroups.
  */
 export function createVmCgroup(parent: string, id: string, limits: VmLimits): string[] {
-  const l = hostCgroupLayout();
-  if (!l) {
-    throw failedPrecondition('this host has no writable memory and pids cgroups for per-VM limits; set [vm] cgroup_parent = "" to run VMs without them');
-  }
+  const l = requireCgroupLayout();
   const made: string[] = [];
   try {
     if (l.kind === 'v2') {

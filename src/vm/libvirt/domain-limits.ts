@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { failedPrecondition, messageOf } from '../../errors.js';
-import { hostCgroupLayout, removeVmCgroup, type VmLimits } from '../cgroup.js';
+import { removeVmCgroup, requireCgroupLayout, type VmLimits } from '../cgroup.js';
 
 /**
  * The memory and pids limits of a QEMU libvirt started: the QEMU backend's figures (guest
@@ -24,10 +24,7 @@ import { hostCgroupLayout, removeVmCgroup, type VmLimits } from '../cgroup.js';
 
 /** Applies the limits to QEMU `pid`; returns the cgroup directories podvisor made (removed when the VM ends). */
 export function limitDomainQemu(pid: number, opts: { parent: string; id: string; limits: VmLimits }): string[] {
-  const layout = hostCgroupLayout();
-  if (!layout) {
-    throw failedPrecondition('this host has no writable memory and pids cgroups for per-VM limits; set [vm] cgroup_parent = "" to run VMs without them');
-  }
+  const layout = requireCgroupLayout();
   const placed = procCgroups(pid);
   const made: string[] = [];
   try {
