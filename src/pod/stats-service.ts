@@ -29,7 +29,11 @@ export interface SandboxStatsView {
 export class StatsService {
   private readonly lastCpu = new Map<string, { atMs: number; usage: bigint }>();
 
-  constructor(private readonly ctx: PodContext, private readonly guestDeadlineMs = STATS_DEADLINE_MS) {}
+  constructor(
+    private readonly ctx: PodContext,
+    private readonly guestDeadlineMs = STATS_DEADLINE_MS,
+    private readonly oneGuestDeadlineMs = ONE_GUEST_DEADLINE_MS,
+  ) {}
 
   /** CPU samples kept for rates; entries of removed containers and sandboxes are dropped (L11). */
   get trackedSamples(): number {
@@ -53,8 +57,8 @@ export class StatsService {
   async containerStats(query: string): Promise<ContainerStatsView> {
     const c = this.ctx.index.container(query);
     if (c.state !== 'running') throw failedPrecondition(`container ${c.id} is ${c.state.toUpperCase()}; stats exist only for running containers`);
-    const [view] = await this.statsFor([c], ONE_GUEST_DEADLINE_MS);
-    if (!view) throw unavailable(`no stats for container ${c.id}: its pod's guest did not answer within ${ONE_GUEST_DEADLINE_MS} ms, or has no cgroup for it`);
+    const [view] = await this.statsFor([c], this.oneGuestDeadlineMs);
+    if (!view) throw unavailable(`no stats for container ${c.id}: its pod's guest did not answer within ${this.oneGuestDeadlineMs} ms, or has no cgroup for it`);
     return view;
   }
 
@@ -87,9 +91,9 @@ export class StatsService {
     if (s.state !== 'ready' || !this.ctx.runtimes.has(s.id)) {
       throw failedPrecondition(`sandbox ${s.id} is not ready; stats exist only for running pods`);
     }
-    const [view] = await this.sandboxStatsFor([s], ONE_GUEST_DEADLINE_MS);
+    const [view] = await this.sandboxStatsFor([s], this.oneGuestDeadlineMs);
     // A guest that misses the deadline gives no sample (list calls drop it); here that is an answer too.
-    if (!view) throw unavailable(`the guest of sandbox ${s.id} did not report its stats within ${ONE_GUEST_DEADLINE_MS} ms`);
+    if (!view) throw unavailable(`the guest of sandbox ${s.id} did not report its stats within ${this.oneGuestDeadlineMs} ms`);
     return view;
   }
 

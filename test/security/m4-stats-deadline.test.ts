@@ -31,6 +31,28 @@ test('M4: one silent guest does not hold the node\'s stats', async () => {
   }
 });
 
+test('M4: stats of one container or one pod wait for that guest alone, and a silent one is UNAVAILABLE', async () => {
+  const pods = await podSetup();
+  try {
+    const { record, guest } = await pods.sandbox();
+    const c = await pods.runningContainer(record.id, 'slow');
+    // Slower than the node-wide lists' bound, inside the one-pod bound: a one-pod call still gets its sample.
+    guest.statsDelayMs = 600;
+    const stats = new StatsService(pods.ctx, 300, 2_000);
+    assert.equal((await stats.containerStats(c.id)).container.id, c.id);
+    assert.equal((await stats.sandboxStats(record.id)).sandbox.id, record.id);
+    guest.statsDelayMs = 60_000;
+    const t0 = Date.now();
+    await assert.rejects(stats.containerStats(c.id), (e: { code?: string; message: string }) =>
+      e.code === 'UNAVAILABLE' && /did not answer within 2000 ms/.test(e.message));
+    await assert.rejects(stats.sandboxStats(record.id), (e: { code?: string; message: string }) =>
+      e.code === 'UNAVAILABLE' && /did not report its stats within 2000 ms/.test(e.message));
+    assert.ok(Date.now() - t0 < 15_000, `answered in ${Date.now() - t0} ms`);
+  } finally {
+    await pods.cleanup();
+  }
+});
+
 test('L11: CPU samples of removed containers are dropped', async () => {
   const pods = await podSetup();
   try {
