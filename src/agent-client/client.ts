@@ -223,14 +223,16 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const limit = MAX_REPLY_BYTES[method] ?? DEFAULT_MAX_REPLY_BYTES;
     if (payload.length > limit) throw internal(`agent ${method}: reply of ${payload.length} bytes is over the ${limit}-byte limit for this call`);
     const maxFields = MAX_REPLY_FIELDS[method];
-    let fields = 0;
-    try {
-      if (maxFields !== undefined) fields = response.countFields(payload, maxFields);
-    } catch (err) {
-      throw internal(`agent ${method}: undecodable reply: ${capMessage(messageOf(err))}`);
-    }
-    if (maxFields !== undefined && fields > maxFields) {
-      throw internal(`agent ${method}: reply holds more than ${maxFields} fields, more than any answer of this call; not decoded (the pod's guest may be compromised)`);
+    if (maxFields !== undefined) {
+      let fields: number;
+      try {
+        fields = response.countFields(payload, maxFields);
+      } catch (err) {
+        throw internal(`agent ${method}: undecodable reply: ${capMessage(messageOf(err))}`);
+      }
+      if (fields > maxFields) {
+        throw internal(`agent ${method}: reply holds more than ${maxFields} fields, more than any answer of this call; not decoded (the pod's guest may be compromised)`);
+      }
     }
     try {
       return response.decode(payload);
