@@ -18,6 +18,13 @@ export const MAX_LOG_LINE = 16 * 1024;
  * never holds the daemon's thread for long (H2).
  */
 export const TURN_INPUT_BYTES = 16 << 10;
+/**
+ * Formatted records allowed to wait for the file before the backlog stops
+ * formatting. Formatting can outrun the disk (one newline becomes a ~40-byte
+ * record), so without this a paused guest's last few MiB of input could still
+ * turn into a hundred MiB of host memory.
+ */
+export const FORMAT_AHEAD_BYTES = 1 << 20;
 
 const NEWLINE = 0x0a;
 const CR = 0x0d;
@@ -66,6 +73,8 @@ export class CriLogWriter {
   /** Input left over from earlier turns, in order; `end` marks an endStream. */
   private readonly backlog: Array<{ stream: LogStream; data?: Buffer }> = [];
   private backlogDone: Promise<void> | undefined;
+  /** Input bytes in `backlog` (counted in `queued` too). */
+  private backlogBytes = 0;
   private slab: Slab | undefined;
   private slabUsed = 0;
   private slabFlushed = 0;
@@ -153,9 +162,18 @@ export class CriLogWriter {
 
   private defer(item: { stream: LogStream; data?: Buffer }): void {
     this.backlog.push(item);
-    if (item.data) this.count(item.data.length);
+    if (item.data) {
+      this.backlogBytes += item.data.length;
+      this.count(item.data.length);
+    }
     this.backlogDone ??= new Promise<void>((resolve) => {
       const turn = () => {
+        if (this.queued - this.backlogBytes > FORMAT_AHEAD_BYTES) {
+          // The disk is behind: format more once the writes queued so far are done.
+          this.scheduleFlush();
+          void this.chain.then(() => setImmediate(turn));
+          return;
+        }
         let budget = TURN_INPUT_BYTES;
         while (this.backlog.length > 0 && budget > 0) {
           const next = this.backlog[0]!;
@@ -169,6 +187,7 @@ export class CriLogWriter {
           if (next.data.length === 0) this.backlog.shift();
           budget -= piece.length;
           this.format(next.stream, piece);
+          this.backlogBytes -= piece.length;
           this.uncount(piece.length);
         }
         if (this.backlog.length > 0) {
