@@ -162,8 +162,15 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     });
   }
 
+  /**
+   * Closes the connection and settles at once what waits on it (commands, event waiters and
+   * their timers), rather than at the socket's later 'close': a caller letting go of a VM
+   * leaves no timer behind it.
+   */
   close(): void {
-    if (!this.closed) this.socket.destroy();
+    if (this.closed) return;
+    this.socket.destroy();
+    this.onClose();
   }
 
   private onData(chunk: string): void {

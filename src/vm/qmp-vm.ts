@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { failedPrecondition, internal, invalidArgument, isPodvisorError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { removeVmCgroupSoon } from './cgroup.js';
-import type { QemuUsers } from './confinement.js';
+import { reclaimIdentity, type QemuIdentity, type QemuUsers } from './confinement.js';
 import { ConsoleLog } from './console-log.js';
 import { withDeadline } from './deadline.js';
 import type { DiskAddress, DiskSet, HotplugDiskRequest } from './disks.js';
@@ -216,14 +216,57 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
   }
 
   /**
-   * The rest of a reattach, once the VM object exists: the disk list is matched with QEMU's,
-   * and a VM QEMU paused on an error while nobody watched is ended now.
+   * The end of a reattach, alike for both backends: builds the VM on the monitors
+   * `reconnectMonitors` gave (the uid its record names marked taken again), matches its disk
+   * list with QEMU's, and ends a VM QEMU paused on an error while nobody watched.
+   *
+   * A failure at any step lets go of everything the attempt holds (the poll timer, QMP and what
+   * waits on it, the console, the uid reservation) and leaves QEMU itself running: the caller
+   * (src/pod/recovery.ts) then ends it with the backend's `killLeftover`, which also removes its
+   * cgroups, or finds it gone. The uid goes back at once because recovery runs before the CRI
+   * socket is served: no launch can be handed it before that QEMU is ended.
    */
-  protected async resumeWatching(message: string, fields: Record<string, unknown> = {}): Promise<void> {
-    await this.diskSet.reconcile(this.qmpClient, 10_000);
-    const status = await this.qmpClient.execute('query-status');
-    this.log.info({ status: status.status, ...fields, disks: this.diskSet.list().length }, message);
-    if (isFatalRunState(status.status)) this.onFatalStop(status.status);
+  protected static async adopt<V extends QmpVm>(
+    monitors: { qmp: QmpClient; console?: ConsoleLog },
+    identity: { record: { uid?: number; gid?: number }; users?: QemuUsers },
+    build: (runAs: QemuIdentity | undefined) => V,
+    message: string,
+    fields: Record<string, unknown> = {},
+  ): Promise<V> {
+    let runAs: QemuIdentity | undefined;
+    let vm: V;
+    try {
+      runAs = reclaimIdentity(identity.record, identity.users);
+      vm = build(runAs);
+    } catch (e) {
+      monitors.qmp.close();
+      monitors.console?.close();
+      if (runAs) identity.users?.release(runAs.uid);
+      throw e;
+    }
+    try {
+      await vm.diskSet.reconcile(vm.qmpClient, 10_000);
+      const status = await vm.qmpClient.execute('query-status');
+      vm.log.info({ status: status.status, ...fields, disks: vm.diskSet.list().length }, message);
+      if (isFatalRunState(status.status)) vm.onFatalStop(status.status);
+    } catch (e) {
+      await vm.abandonReattach(e);
+      throw e;
+    }
+    return vm;
+  }
+
+  /**
+   * A reattach that failed once the VM object existed: what it holds is let go, QEMU is not
+   * touched. A stop already under way (QEMU paused itself on an error meanwhile) is let finish,
+   * bounded by its own phases: it releases everything itself when QEMU is gone.
+   */
+  private async abandonReattach(cause: unknown): Promise<void> {
+    this.log.warn({ err: messageOf(cause) }, 'reattach failed; letting go of the VM (QEMU left running for the caller to end)');
+    if (this.stopPromise) await this.stopPromise.catch(() => undefined);
+    if (this.exitInfo) return;
+    this.letGo();
+    if (this.uid !== undefined) this.confinement.users?.release(this.uid);
   }
 
   // ---------------------------------------------------------------- state
@@ -358,12 +401,21 @@ export abstract class QmpVm extends EventEmitter<VmEvents> {
    */
   detach(): void {
     if (this.vmState !== 'running') return;
+    this.letGo();
+  }
+
+  /**
+   * Stops watching QEMU and closes what the VM holds of it, leaving QEMU running. QMP closes
+   * before its listeners go, so commands and event waiters still pending settle (their timers
+   * with them) instead of running out their deadlines.
+   */
+  private letGo(): void {
+    this.vmState = 'detached';
     clearInterval(this.pollTimer);
-    this.qmpClient.removeAllListeners();
     this.qmpClient.close();
+    this.qmpClient.removeAllListeners();
     // QEMU drops console output while nobody reads; the next daemon reconnects (reattach).
     this.console?.close();
-    this.vmState = 'detached';
   }
 
   /** Stops the VM if needed and removes its whole run directory, logs included. */

@@ -7,7 +7,7 @@ import { logger } from '../log.js';
 import { readJsonFile, writeJsonAtomicSync } from '../util/atomic-file.js';
 import { withDeadline } from './deadline.js';
 import { createVmCgroup, enterCgroup, removeVmCgroup, removeVmCgroupSoon } from './cgroup.js';
-import { reclaimIdentity, type QemuIdentity, type QemuUsers } from './confinement.js';
+import type { QemuIdentity, QemuUsers } from './confinement.js';
 import type { ConsoleLog } from './console-log.js';
 import { DiskSet } from './disks.js';
 import { diskOpenerFor } from './file-grant.js';
@@ -322,13 +322,12 @@ export class Vm extends QmpVm {
       removeRunFiles(paths, { keepLogs: true, removeDir: false });
       throw notFound(`VM ${record.id} is not running: QEMU pid ${pid} is gone`);
     }
-    const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
+    const monitors = await reconnectMonitors(paths, {
       consoleMaxBytes: record.consoleMaxBytes ?? DEFAULT_CONSOLE_MAX_BYTES, timeoutMs: opts.timeoutMs, log: logger('vm', { sandbox: record.id }),
     });
-    const runAs = reclaimIdentity(record, opts.users);
-    const vm = new Vm({ ...record, pid }, paths, qmp, DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), { console: consoleLog, users: opts.users });
-    await vm.resumeWatching('reattached to running VM');
-    return vm;
+    return QmpVm.adopt(monitors, { record, users: opts.users }, (runAs) => new Vm(
+      { ...record, pid }, paths, monitors.qmp, DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), { console: monitors.console, users: opts.users },
+    ), 'reattached to running VM');
   }
 
   /**
@@ -421,9 +420,9 @@ function describeExit(e: { code: number | null; signal: NodeJS.Signals | null })
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
 }
 
-/** Kills a QEMU that no record owns (its launch never finished) and waits for it to go. */
+/** Kills a QEMU no VM object watches (its launch never finished, or its reattach failed) and waits for it to go. */
 async function killOrphan(pid: number, paths: RunDirPaths): Promise<void> {
-  logger('vm').warn({ pid, runDir: paths.dir }, 'killing a QEMU whose launch never finished (podvisord died during it)');
+  logger('vm').warn({ pid, runDir: paths.dir }, 'killing a QEMU no podvisord can watch (its launch never finished, or it could not be reattached)');
   try {
     process.kill(pid, 'SIGKILL');
   } catch {

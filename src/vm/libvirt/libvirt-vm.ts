@@ -8,7 +8,7 @@ import { readJsonFile, writeJsonAtomicSync } from '../../util/atomic-file.js';
 import type { ConsoleLog } from '../console-log.js';
 import { withDeadline } from '../deadline.js';
 import { removeVmCgroupSoon } from '../cgroup.js';
-import { reclaimIdentity, type QemuIdentity, type QemuUsers } from '../confinement.js';
+import type { QemuIdentity, QemuUsers } from '../confinement.js';
 import { DiskSet } from '../disks.js';
 import { diskOpenerFor } from '../file-grant.js';
 import { hostTscKhz, resolveAccel } from '../host.js';
@@ -195,14 +195,13 @@ export class LibvirtVm extends QmpVm implements PodVm {
       ? record.pid
       : await findDomainQemu(record.domain, 2000);
     const stat = readProcStat(pid);
-    const { qmp, console: consoleLog } = await reconnectMonitors(paths, {
+    const monitors = await reconnectMonitors(paths, {
       consoleMaxBytes: record.consoleMaxBytes, timeoutMs: opts.timeoutMs, log: logger('vm-libvirt', { sandbox: record.id }),
     });
-    const runAs = reclaimIdentity(record, opts.users);
-    const vm = new LibvirtVm(conn, { ...record, pid, startTime: stat?.startTime ?? record.startTime }, paths, qmp,
-      DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), consoleLog, opts.users);
-    await vm.resumeWatching('reattached to the libvirt domain', { libvirtState: state });
-    return vm;
+    return QmpVm.adopt(monitors, { record, users: opts.users }, (runAs) => new LibvirtVm(
+      conn, { ...record, pid, startTime: stat?.startTime ?? record.startTime }, paths, monitors.qmp,
+      DiskSet.load(paths.disksFile, diskOpenerFor(runAs)), monitors.console, opts.users,
+    ), 'reattached to the libvirt domain', { libvirtState: state });
   }
 
   /** Destroys the domain that serves `runDir`, by its record or else by the sandbox id the directory is named after. */
