@@ -10,6 +10,15 @@ import { run, shellQuote } from './run.js';
 const log = logger('agent-process');
 /** How long a host's PauseOutput holds unless renewed. */
 const HOST_PAUSE_MS = 30_000;
+/** After an exit, how often the pipes are checked for output still coming (see drainThenReport). */
+const OUTPUT_QUIET_MS = 10;
+/**
+ * The most an exit waits for its pipes to go quiet while output flows. Only a background
+ * process that keeps writing reaches it (the exited process's own output is read in one loop
+ * turn); it bounds what such a process can delay the exit by, and is the fixed wait the agent
+ * had before, so no exit is reported later than it used to be.
+ */
+const OUTPUT_DRAIN_MAX_MS = 1000;
 
 export interface ExitStatus {
   exitCode: number;
@@ -57,6 +66,8 @@ export class GuestProcess {
   /** Set by the host while its streaming client is slow (see pauseOutput). */
   private hostPaused = false;
   private hostPauseTimer: NodeJS.Timeout | undefined;
+  /** Bytes of output read so far; drainThenReport watches it to see the pipes go quiet. */
+  private outputBytes = 0;
 
   constructor(private readonly opts: GuestProcessOptions) {
     this.containerId = opts.containerId;
@@ -97,15 +108,11 @@ export class GuestProcess {
         this.finish(resolve, exitCode);
       };
       // 'close' comes after the last output, so the exit event follows it. A
-      // background process of an exec may keep the pipes open after crun has
-      // gone: then the exit is reported a moment after 'exit' regardless.
+      // process the container left in the background (`sleep 100 &` in an exec)
+      // may hold the pipes open, and then 'close' never comes: the exit is
+      // reported once what was written before it has been read.
       this.child.on('close', settle);
-      // (While output is held back by backpressure, 'close' is simply later.)
-      const fallback = (code: number | null, signal: NodeJS.Signals | null) => {
-        if (opts.hub.congested || this.hostPaused) setTimeout(() => fallback(code, signal), 1000).unref();
-        else settle(code, signal);
-      };
-      this.child.on('exit', (code, signal) => setTimeout(() => fallback(code, signal), 1000).unref());
+      this.child.on('exit', (code, signal) => this.drainThenReport(() => settle(code, signal)));
     });
     this.pidKnown = this.waitForPid();
   }
@@ -187,6 +194,7 @@ export class GuestProcess {
   private pump(stream: 'STDOUT' | 'STDERR', source: NodeJS.ReadableStream): void {
     this.outputs.push(source);
     source.on('data', (data: Buffer) => {
+      this.outputBytes += data.length;
       if (stream === 'STDERR' && this.stderrHead.length < 2048) this.stderrHead += data.toString('utf8').slice(0, 2048);
       const { hub } = this.opts;
       hub.publish({ output: { containerId: this.containerId, execId: this.execId, stream, data } });
@@ -222,6 +230,39 @@ export class GuestProcess {
     // A short process in a busy guest can run to completion between two polls: its pid file says it started.
     if (await this.readPidFile()) return this.pid;
     return 0;
+  }
+
+  /**
+   * Reports an exit whose pipes may stay open. What the process wrote before it exited is
+   * already in the pipes (the kernel's buffers) and is read in the event loop's next poll
+   * phase, so each check runs from setImmediate after a timer: a poll phase lies between the
+   * two. The exit is reported at the first check that finds no new output, at most
+   * OUTPUT_DRAIN_MAX_MS of flowing output after the exit; what a background process writes
+   * after that follows the exit event. While output is held back (backpressure from the host)
+   * nothing is read and the wait does not count: a host pause lapses by itself (pauseOutput).
+   */
+  private drainThenReport(report: () => void): void {
+    let flowingMs = 0;
+    let lastCheck = Date.now();
+    let seen = this.outputBytes;
+    const check = () => {
+      if (this.exitStatus) return; // 'close' came first
+      const now = Date.now();
+      if (this.opts.hub.congested || this.hostPaused) {
+        // Resumed sources are read in a later poll phase: the next check must not count as quiet.
+        seen = -1;
+        lastCheck = now;
+        return later();
+      }
+      const quiet = this.outputBytes === seen;
+      seen = this.outputBytes;
+      flowingMs += now - lastCheck;
+      lastCheck = now;
+      if (quiet || flowingMs >= OUTPUT_DRAIN_MAX_MS) report();
+      else later();
+    };
+    const later = () => setTimeout(() => setImmediate(check), OUTPUT_QUIET_MS).unref();
+    later();
   }
 
   private finish(resolve: (s: ExitStatus) => void, exitCode: number): void {

@@ -8,6 +8,7 @@ import { agentCodecs, eventCodec } from '../../src/agent-protocol/api.js';
 import { isPodvisorError } from '../../src/errors.js';
 import { findPort } from '../../agent/channel.js';
 import { EventHub } from '../../agent/events.js';
+import { GuestProcess } from '../../agent/process.js';
 import { forwardable, parseKmsg } from '../../agent/guest-log.js';
 import { cgroupStats } from '../../agent/stats.js';
 import { checkGuestPath, checkId } from '../../agent/validate.js';
@@ -176,5 +177,30 @@ test('the agent port is found by its virtio-serial name', () => {
     assert.throws(() => findPort('missing', sys), (e) => isPodvisorError(e, 'NOT_FOUND'));
   } finally {
     rmSync(sys, { recursive: true, force: true });
+  }
+});
+
+test('a process exit is reported while a background process it left holds the pipes, after all it wrote', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'podvisor-process-'));
+  const hub = new EventHub();
+  const events: AgentEvent[] = [];
+  hub.subscribe((e) => { events.push(e); return 'ok'; });
+  // 60000 bytes stay in the pipe when the shell exits (the guest's pipes hold 64 KiB); sleep keeps stdout open.
+  const script = `echo $$ > ${join(dir, 'pid')}; echo before; head -c 60000 /dev/zero | tr '\\0' x; echo; sleep 100 & echo $! > ${join(dir, 'bg')}; exit 3`;
+  const proc = new GuestProcess({
+    containerId: 'c', execId: 'e', crunArgs: [], command: ['sh', '-c', script], cwd: dir, pidFile: join(dir, 'pid'),
+    stdin: false, tty: false, hub, oomKills: () => 0,
+  });
+  try {
+    const status = await proc.exited;
+    assert.equal(status.exitCode, 3);
+    const background = Number(readFileSync(join(dir, 'bg'), 'utf8'));
+    assert.doesNotThrow(() => process.kill(background, 0), 'the background sleep still holds the pipe when the exit is reported');
+    const stdout = events.filter((e) => e.output).map((e) => Buffer.from(e.output!.data).toString()).join('');
+    assert.equal(stdout, `before\n${'x'.repeat(60000)}\n`);
+    assert.ok(events.at(-1)?.exit, 'the exit event follows the output');
+    process.kill(background, 'SIGKILL');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,5 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { GUEST_POD_PID_NAMESPACE } from '../../src/agent-protocol/guest-paths.js';
 import { isPodvisorError } from '../../src/errors.js';
 import { bootGuest, busyboxRootfsDisk, busyboxSpec, collectProcess, type BootedGuest } from '../helpers/guest.js';
 
@@ -195,4 +196,48 @@ test('a recursive read-only bind ("rro") is read-only below its submounts; a pla
   assert.deepEqual(rro.out, ['top=ro', 'sub=ro'], rro.out.join(' | '));
   await guest.agent.unmount({ path: `${vol}/sub` });
   await guest.agent.unmount({ path: vol, removeDir: true });
+});
+
+/** A container in the pod's shared PID namespace (PID mode POD): what it starts outlives its own process. */
+async function runInPodPidNamespace(id: string, args: string[]) {
+  const root = await rootfs();
+  const spec = JSON.parse(Buffer.from(busyboxSpec(root, args)).toString()) as { linux: { namespaces: Array<{ type: string; path?: string }> } };
+  spec.linux.namespaces = spec.linux.namespaces.map((n) => (n.type === 'pid' ? { type: 'pid', path: GUEST_POD_PID_NAMESPACE } : n));
+  await guest.agent.createContainer({ containerId: id, ociSpecJson: Buffer.from(JSON.stringify(spec)) });
+  const io = collectProcess(guest.agent, id);
+  await guest.agent.startContainer(id);
+  return { io, root };
+}
+
+test('an exit is reported while a background process it left holds stdout, after all output written before it', async () => {
+  // 60000 bytes are still in the pipe when the shell exits; the background sleep keeps stdout open.
+  const filler = "head -c 60000 /dev/zero | tr '\\0' x; echo";
+  const sleeps = 'for f in /proc/[0-9]*; do [ "$(tr "\\0" " " < $f/cmdline)" = "sleep 100 " ] && echo ${f#/proc/}; done';
+  const held = await runInPodPidNamespace('held', ['sh', '-c', `echo before; ${filler}; sleep 100 & exit 4`]);
+  assert.equal((await guest.agent.waitProcess({ containerId: 'held' })).exitCode, 4);
+  assert.equal((await held.io.exit).exitCode, 4);
+  assert.equal(held.io.stdout, `before\n${'x'.repeat(60000)}\n`, 'the output before the exit is all there');
+
+  const look = await runInPodPidNamespace('look', ['sh', '-c', 'echo up; while :; do sleep 1; done']);
+  await look.io.waitFor('up');
+  const countSleeps = async (execId: string) => {
+    const ps = collectProcess(guest.agent, 'look', execId);
+    await guest.agent.execProcess({ containerId: 'look', execId, args: ['sh', '-c', `${sleeps} | wc -l`] });
+    await ps.exit;
+    return Number(ps.stdout.trim());
+  };
+  // A container's processes end with it (its cgroup goes): its pipes close, so only an exec can leave them held.
+  assert.equal(await countSleeps('ps1'), 0);
+
+  const exec = collectProcess(guest.agent, 'look', 'bg');
+  await guest.agent.execProcess({ containerId: 'look', execId: 'bg', args: ['sh', '-c', `echo exec; ${filler}; sleep 100 & exit 5`] });
+  assert.equal((await guest.agent.waitProcess({ containerId: 'look', execId: 'bg' })).exitCode, 5);
+  assert.equal((await exec.exit).exitCode, 5);
+  assert.equal(exec.stdout, `exec\n${'x'.repeat(60000)}\n`, 'the output before the exit is all there');
+  assert.equal(await countSleeps('ps2'), 1, 'the exec\'s background sleep still holds its stdout: the exit did not wait for it');
+
+  await guest.agent.signalProcess({ containerId: 'look', signal: 9 });
+  await guest.agent.waitProcess({ containerId: 'look' });
+  await cleanup('look', look.root);
+  await cleanup('held', held.root);
 });
