@@ -4,9 +4,14 @@ import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { QemuUsers } from '../../src/vm/confinement.js';
+import { createLibvirtBackend } from '../../src/vm/libvirt/backend.js';
+import type { VmBackend } from '../../src/vm/pod-vm.js';
+import { isProcessAlive } from '../../src/vm/proc.js';
+import { qemuBackend } from '../../src/vm/qemu-backend.js';
 import { SCSI_BUS } from '../../src/vm/qemu-args.js';
 import { QmpCommandError } from '../../src/vm/qmp-client.js';
-import { Vm } from '../../src/vm/vm.js';
+import type { QmpVm } from '../../src/vm/qmp-vm.js';
+import { libvirtUnavailable, startPrivateLibvirtd, type PrivateLibvirtd } from '../helpers/libvirtd.js';
 import { cleanupOnSignal } from '../helpers/signal-cleanup.js';
 import { guestProfile, qemuProcessesUsing, scratchRoot, testConfinement } from '../helpers/vm.js';
 
@@ -14,11 +19,11 @@ import { guestProfile, qemuProcessesUsing, scratchRoot, testConfinement } from '
  * A reattach (podvisord restarted, src/pod/recovery.ts) that fails lets go of everything it took
  * on the host (poll timer, QMP and console sockets, the console log's descriptor, the uid
  * reservation) and leaves the QEMU itself for recovery's killLeftover, against a real confined
- * QEMU. Both backends reattach through QmpVm.adopt; this drives it through the QEMU backend.
+ * QEMU, through each backend's reattach (both end in QmpVm.adopt): podvisor's own launcher, and
+ * libvirt with a libvirtd of the test's own where it can run.
  */
 
 const root = scratchRoot('reattach-fail');
-const runDir = join(root.dir, 'vm');
 const ID = 'reattach-fail';
 
 function killStrays(): number[] {
@@ -65,7 +70,7 @@ function trackVmResources(): { stop(): Promise<{ made: string[]; open: string[] 
 }
 
 /** Descriptors of this process on files in the run directory (the console log). */
-function fdsInRunDir(): string[] {
+function fdsIn(runDir: string): string[] {
   const found: string[] = [];
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
@@ -86,71 +91,96 @@ function freshUsers(): QemuUsers {
 }
 
 /** Runs a reattach that must fail; returns what it left open. */
-async function failedReattach(users: QemuUsers, expected: (e: unknown) => boolean) {
+async function failedReattach(backend: VmBackend, runDir: string, users: QemuUsers, expected: (e: unknown) => boolean) {
   const tracked = trackVmResources();
-  await assert.rejects(Vm.reattach(runDir, { users, timeoutMs: 10_000 }), expected);
+  await assert.rejects(backend.reattach(runDir, { users, timeoutMs: 10_000 }), expected);
   const { made, open } = await tracked.stop();
-  return { made, open, fds: fdsInRunDir() };
+  return { made, open, fds: fdsIn(runDir) };
 }
 
-describe('a VM reattach that fails', () => {
-  let pid: number;
-  let uid: number;
+const libvirtSkip = await libvirtUnavailable();
 
-  before(async () => {
-    const vm = await Vm.launch({ id: ID, profile: guestProfile(), runDir, confinement: testConfinement() });
-    pid = vm.pid;
-    assert.ok(vm.uid !== undefined, 'the test QEMU runs as its own uid');
-    uid = vm.uid;
-    vm.detach();
-  });
+for (const name of ['qemu', 'libvirt'] as const) {
+  describe(`a VM reattach that fails (${name} backend)`, { skip: name === 'libvirt' ? libvirtSkip : undefined }, () => {
+    const runDir = join(root.dir, name);
+    let libvirtd: PrivateLibvirtd | undefined;
+    let closeConnection = async (): Promise<void> => {};
+    let backend: VmBackend;
+    let pid: number;
+    let uid: number;
+    let disksFile: string;
 
-  after(() => {
-    const stray = killStrays();
-    root.remove();
-    dropSignalCleanup();
-    assert.deepEqual(stray, [], 'no QEMU process may outlive the tests');
-  });
+    before(async () => {
+      if (name === 'libvirt') {
+        libvirtd = await startPrivateLibvirtd();
+        const libvirt = createLibvirtBackend(libvirtd.uri);
+        closeConnection = () => libvirt.connection.close();
+        backend = libvirt;
+      } else {
+        backend = qemuBackend;
+      }
+      const vm = await backend.launch({ id: ID, profile: guestProfile(), runDir, confinement: testConfinement() }) as QmpVm;
+      pid = vm.pid;
+      assert.ok(vm.uid !== undefined, 'the test QEMU runs as its own uid');
+      uid = vm.uid;
+      disksFile = vm.paths.disksFile;
+      vm.detach();
+    });
 
-  it('before the VM object exists (a torn disk record): QMP, console and uid are let go, QEMU left running', async () => {
-    const saved = readFileSync(join(runDir, 'disks.json'));
-    writeFileSync(join(runDir, 'disks.json'), '[{"torn');
-    try {
+    after(async () => {
+      await backend?.killLeftover(runDir).catch(() => false);
+      await closeConnection();
+      await libvirtd?.stop();
+    });
+
+    it('before the VM object exists (a torn disk record): QMP, console and uid are let go, QEMU left running', async () => {
+      const saved = readFileSync(disksFile);
+      writeFileSync(disksFile, '[{"torn');
+      try {
+        const users = freshUsers();
+        const left = await failedReattach(backend, runDir, users, (e) => e instanceof SyntaxError);
+        assert.ok(left.made.some((r) => r.startsWith('PIPEWRAP')), `the attempt connected QMP and the console: ${left.made.join('; ')}`);
+        assert.deepEqual(left.open, [], 'no timer or socket of the attempt stays open');
+        assert.deepEqual(left.fds, [], 'no descriptor on the run directory stays open');
+        const again = users.allocate(ID);
+        assert.equal(again.uid, uid, 'the uid reserved for the VM went back');
+        users.release(again.uid);
+        assert.ok(isProcessAlive(pid), 'the failed reattach left QEMU to its caller');
+      } finally {
+        writeFileSync(disksFile, saved);
+      }
+    });
+
+    it('after the VM object exists (disk reconcile fails): poll timer, QMP, console and uid are let go; killLeftover ends QEMU', async () => {
+      // A block node named like podvisor's own disks but held by a device podvisor does not know:
+      // reconcile sees a stray disk and cannot remove its node (QEMU: in use).
+      const live = await backend.reattach(runDir);
+      const qmp = live.qmp.execute.bind(live.qmp) as (command: string, args: Record<string, unknown>) => Promise<unknown>;
+      await qmp('blockdev-add', { driver: 'null-co', 'node-name': 'hd5' });
+      await qmp('device_add', { driver: 'scsi-hd', id: 'not-podvisors', bus: SCSI_BUS, 'scsi-id': 5, lun: 0, drive: 'hd5' });
+      live.detach();
+
       const users = freshUsers();
-      const left = await failedReattach(users, (e) => e instanceof SyntaxError);
-      assert.ok(left.made.some((r) => r.startsWith('PIPEWRAP')), `the attempt connected QMP and the console: ${left.made.join('; ')}`);
+      const left = await failedReattach(backend, runDir, users, (e) => e instanceof QmpCommandError && e.command === 'blockdev-del');
+      assert.ok(left.made.some((r) => r.startsWith('Timeout') && r.includes('qmp-vm')), `the VM object was built (its poll timer): ${left.made.join('; ')}`);
       assert.deepEqual(left.open, [], 'no timer or socket of the attempt stays open');
       assert.deepEqual(left.fds, [], 'no descriptor on the run directory stays open');
+      assert.ok(isProcessAlive(pid), 'the failed reattach left QEMU to its caller');
+
+      // What recovery does next.
+      assert.equal(await backend.killLeftover(runDir), true);
+      for (let i = 0; i < 200 && isProcessAlive(pid); i++) await new Promise((r) => setTimeout(r, 25));
+      assert.equal(isProcessAlive(pid), false, 'killLeftover ended QEMU');
       const again = users.allocate(ID);
       assert.equal(again.uid, uid, 'the uid reserved for the VM went back');
       users.release(again.uid);
-      assert.deepEqual(qemuProcessesUsing(runDir), [pid], 'the failed reattach left QEMU to its caller');
-    } finally {
-      writeFileSync(join(runDir, 'disks.json'), saved);
-    }
+    });
   });
+}
 
-  it('after the VM object exists (disk reconcile fails): poll timer, QMP, console and uid are let go; killLeftover ends QEMU', async () => {
-    // A block node named like podvisor's own disks but held by a device podvisor does not know:
-    // reconcile sees a stray disk and cannot remove its node (QEMU: in use).
-    const live = await Vm.reattach(runDir);
-    const qmp = live.qmp.execute.bind(live.qmp) as (command: string, args: Record<string, unknown>) => Promise<unknown>;
-    await qmp('blockdev-add', { driver: 'null-co', 'node-name': 'hd5' });
-    await qmp('device_add', { driver: 'scsi-hd', id: 'not-podvisors', bus: SCSI_BUS, 'scsi-id': 5, lun: 0, drive: 'hd5' });
-    live.detach();
-
-    const users = freshUsers();
-    const left = await failedReattach(users, (e) => e instanceof QmpCommandError && e.command === 'blockdev-del');
-    assert.ok(left.made.some((r) => r.startsWith('Timeout') && r.includes('qmp-vm')), `the VM object was built (its poll timer): ${left.made.join('; ')}`);
-    assert.deepEqual(left.open, [], 'no timer or socket of the attempt stays open');
-    assert.deepEqual(left.fds, [], 'no descriptor on the run directory stays open');
-    assert.deepEqual(qemuProcessesUsing(runDir), [pid], 'the failed reattach left QEMU to its caller');
-
-    // What recovery does next.
-    assert.equal(await Vm.killLeftover(runDir), true);
-    assert.deepEqual(qemuProcessesUsing(runDir), []);
-    const again = users.allocate(ID);
-    assert.equal(again.uid, uid, 'the uid reserved for the VM went back');
-    users.release(again.uid);
-  });
+after(() => {
+  const stray = killStrays();
+  root.remove();
+  dropSignalCleanup();
+  assert.deepEqual(stray, [], 'no QEMU process may outlive the tests');
 });
