@@ -219,6 +219,7 @@ export class VmTemplates {
       await vm.saveState(stateFile);
       await vm.destroy({ timeoutMs: 5000 });
       chmodSync(ramFile, 0o600);
+      digZeroPages(key, ramFile);
       const record: TemplateRecord = { key, inputs, createdAt: new Date().toISOString(), buildMs: Math.round(performance.now() - t0), stateBytes: statSync(stateFile).size };
       writeJsonAtomicSync(join(dir, 'template.json'), record);
       log.info({ key, buildMs: record.buildMs, stateBytes: record.stateBytes }, 'VM template ready');
@@ -315,6 +316,26 @@ function qemuVersion(binary: string): string {
     qemuVersions.set(binary, v);
   }
   return v;
+}
+
+/**
+ * Turns the all-zero pages of a template's RAM file into holes (`fallocate --dig-holes`):
+ * about a sixth of what a booted guest touched is zeroes again (measured: 26 of 148 MiB), and
+ * every clone and the template directory itself would otherwise keep them in memory. A clone
+ * reading such a page gets zeroes, as before. Best effort: a file left as it was is still a
+ * good template.
+ */
+function digZeroPages(key: string, ramFile: string): void {
+  const before = statSync(ramFile).blocks * 512;
+  const t = performance.now();
+  try {
+    execFileSync('fallocate', ['--dig-holes', ramFile], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
+  } catch (e) {
+    log.warn({ key, err: messageOf(e) }, 'could not turn the zero pages of the template RAM file into holes; it keeps them');
+    return;
+  }
+  const after = statSync(ramFile).blocks * 512;
+  log.info({ key, residentBefore: before, residentAfter: after, ms: Math.round(performance.now() - t) }, 'template RAM file: zero pages made holes');
 }
 
 async function waitForConsole(vm: Vm, pattern: RegExp, timeoutMs: number): Promise<void> {

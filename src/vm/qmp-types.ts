@@ -55,6 +55,8 @@ export interface QmpCommands {
   'migrate-set-capabilities': { args: { capabilities: MigrationCapabilityStatus[] }; ret: Record<string, never> };
   'migrate-incoming': { args: { uri: string }; ret: Record<string, never> };
   migrate: { args: { uri: string }; ret: Record<string, never> };
+  /** An HMP command (e.g. `info jit`, read by bench/clone-memory.ts); its text output. */
+  'human-monitor-command': { args: { 'command-line': string }; ret: string };
 }
 
 export type QmpCommand = keyof QmpCommands;
