@@ -110,13 +110,13 @@ const templates = new VmTemplates({
 const live: Vm[] = [];
 let seq = 0;
 
-async function startClone(template: VmTemplate, tbSize: number): Promise<{ vm: Vm; ms: number; cpu: number }> {
+async function startClone(template: VmTemplate): Promise<{ vm: Vm; ms: number; cpu: number }> {
   let agent: AgentClient | undefined;
   const t = performance.now();
   const vm = await Vm.launch({
     id: `bench-clone-${process.pid}-${seq++}`,
     runDir: join(runs, String(seq)),
-    profile: { ...template.cloneProfile, tcgTbSizeMiB: tbSize },
+    profile: template.cloneProfile,
     restoreFrom: template.stateFile,
     readyTimeoutMs: 300_000,
     waitReady: async (v, deadline) => {
@@ -135,16 +135,16 @@ async function startClone(template: VmTemplate, tbSize: number): Promise<{ vm: V
 try {
   console.log(`load average at start: ${loadavg()}`);
   for (const { v8, tb } of variants) {
-    const profile = { ...basePodProfile, kernelArgs: [...basePodProfile.kernelArgs.filter((a) => !a.startsWith('podvisor.agent_v8=')), `podvisor.agent_v8=${v8}`] };
+    const profile = { ...basePodProfile, kernelArgs: basePodProfile.kernelArgs.filter((a) => !a.startsWith('podvisor.agent_v8=')) };
     const t0 = performance.now();
     // One handler per flag set: a template of another handler with the same size is not superseded.
-    const template = await templates.forSandbox({ handler: `bench-${v8}`, profile, nic: false });
+    const template = await templates.forSandbox({ handler: `bench-${v8}`, profile, nic: false, tuning: { agentV8: v8, cloneTcgTbSizeMiB: tb } });
     if (!template) throw new Error('the template could not be built (see the log)');
     const ramFile = (template.cloneProfile.memory as { memPath: string }).memPath;
     const fileBefore = statSync(ramFile).blocks * 512;
     console.log(`\ntemplate (V8 ${v8}, tb-size ${profile.tcgTbSizeMiB ?? 'default'}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; RAM file ${mib(fileBefore)} MiB resident of ${profile.memoryMiB} MiB`);
     const starts: Array<{ vm: Vm; ms: number; cpu: number }> = [];
-    for (let i = 0; i < idle; i++) starts.push(await startClone(template, tb));
+    for (let i = 0; i < idle; i++) starts.push(await startClone(template));
     const jitReady = await Promise.all(starts.map((s) => jitInfo(s.vm)));
     const cpuReady = starts.map((s) => cpuSeconds(s.vm.pid));
     await new Promise((r) => setTimeout(r, settleMs));

@@ -34,7 +34,15 @@ export interface RuntimeProfileConfig {
   tcgTbSizeMiB: number;
   /** Free-page reporting through a virtio-balloon device; see VmProfile.freePageReporting. */
   freePageReporting: boolean;
+  /** TCG translation cache of this handler's template clones, MiB (0: QEMU's default); see README "Start-up, memory and density". */
+  cloneTcgTbSizeMiB: number;
+  /** The guest agent's V8 flag set in this handler's VM template, so in its clones (images/guest/agent-v8-variants). */
+  templateAgentV8: TemplateAgentV8;
 }
+
+/** The agent V8 flag sets the guest image builds (images/guest/agent-v8-variants); a template boots with one. */
+export const AGENT_V8_FLAG_SETS = ['default', 'semi1', 'lite', 'jitless'] as const;
+export type TemplateAgentV8 = (typeof AGENT_V8_FLAG_SETS)[number];
 
 export interface PodvisorConfig {
   /** The file it came from, or undefined for built-in defaults. */
@@ -127,6 +135,9 @@ export interface ConfigOverrides {
 /** Defaults of the pod VM's memory knobs, chosen by bench/ measurements (README). */
 const DEFAULT_TCG_TB_SIZE_MIB = 32;
 const DEFAULT_FREE_PAGE_REPORTING = false;
+/** Template clones (bench/clone-memory.ts): 16 MiB and a jitless agent cost no more CPU at start than 32 MiB with V8's JIT. */
+const DEFAULT_CLONE_TCG_TB_SIZE_MIB = 16;
+const DEFAULT_TEMPLATE_AGENT_V8: TemplateAgentV8 = 'jitless';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
@@ -312,6 +323,8 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     // Both chosen by measurement (README, "Memory per idle sandbox").
     tcgTbSizeMiB: t.int('tcg_tb_size_mib', DEFAULT_TCG_TB_SIZE_MIB, { min: 0, max: 4096 }),
     freePageReporting: t.bool('free_page_reporting', DEFAULT_FREE_PAGE_REPORTING),
+    cloneTcgTbSizeMiB: t.int('clone_tcg_tb_size_mib', DEFAULT_CLONE_TCG_TB_SIZE_MIB, { min: 0, max: 4096 }),
+    templateAgentV8: t.oneOf('template_agent_v8', DEFAULT_TEMPLATE_AGENT_V8, AGENT_V8_FLAG_SETS),
   };
   if (profile.template && profile.backend === 'libvirt') {
     t.fail('template', 'is the qemu backend\'s: the libvirt backend cannot restore a VM template (no incoming migration into a libvirt domain); remove template or use backend = "qemu"');

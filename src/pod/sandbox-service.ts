@@ -22,7 +22,7 @@ import { abortError } from './launch-slots.js';
 import { guestNic, networkRequest } from './sandbox-network.js';
 import type { SandboxConfig, SandboxRecord } from './records.js';
 import { SIGKILL } from './signals.js';
-import { podResources, profileForHandler, sizePodVm, vmProfileFor } from './vm-sizing.js';
+import { podResources, profileForHandler, sizePodVm, templateTuningFor, vmProfileFor } from './vm-sizing.js';
 import type { VmTemplate } from './vm-templates.js';
 
 const log = logger('pod-sandboxes');
@@ -105,7 +105,7 @@ export class SandboxService {
       // Waits for the template's build on first use; undefined (logged) means a cold boot. Templates
       // are podvisor's own QEMU launcher's (a libvirt-started VM cannot be restored from one).
       const clonable = profile.template && (profile.backend ?? 'qemu') === 'qemu';
-      let template = clonable ? await this.ctx.templates.forSandbox({ handler: runtimeHandler, profile: vmProfile, nic: !!prepared }) : undefined;
+      let template = clonable ? await this.ctx.templates.forSandbox({ handler: runtimeHandler, profile: vmProfile, nic: !!prepared, tuning: templateTuningFor(profile) }) : undefined;
       const t0 = performance.now();
       let share: SandboxShare | undefined;
       undo.push(['remove volume share', async () => share?.destroy()]);

@@ -3,6 +3,7 @@ import { sizeVm, type VmSize } from '../vm/sizing.js';
 import type { RuntimeProfileConfig } from '../config/config.js';
 import type { VmProfile } from '../vm/profile.js';
 import type { LinuxResources, SandboxConfig } from './records.js';
+import type { TemplateTuning } from './vm-templates.js';
 
 /** The runtime handler's profile; "" and "kata" always exist, others come from the config. */
 export function profileForHandler(handler: string, runtimes: Record<string, RuntimeProfileConfig>): RuntimeProfileConfig {
@@ -81,5 +82,13 @@ export function vmProfileFor(p: RuntimeProfileConfig, size: { vcpus: number; mem
     memory: { kind: 'anonymous' },
     ...(p.tcgTbSizeMiB > 0 ? { tcgTbSizeMiB: p.tcgTbSizeMiB } : {}),
     ...(p.freePageReporting ? { freePageReporting: true } : {}),
+  };
+}
+
+/** What a handler's VM template and its clones run with instead of its cold VMs' profile. */
+export function templateTuningFor(p: RuntimeProfileConfig): TemplateTuning {
+  return {
+    ...(p.cloneTcgTbSizeMiB > 0 ? { cloneTcgTbSizeMiB: p.cloneTcgTbSizeMiB } : {}),
+    agentV8: p.templateAgentV8,
   };
 }

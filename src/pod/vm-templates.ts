@@ -46,7 +46,25 @@ export interface TemplateRequest {
   profile: VmProfile;
   /** Whether the sandbox has a NIC (pod network): the device set must match. */
   nic: boolean;
+  /** How the template and its clones differ from a cold VM of the same profile. */
+  tuning?: TemplateTuning;
 }
+
+/**
+ * What a template and its clones run with instead of the sandbox profile's (README "Start-up,
+ * memory and density"). A clone re-translates the running guest's code into an empty TCG cache
+ * and an idle one keeps the whole cache: a smaller one than a cold boot needs is most of the
+ * per-clone memory saved, and a jitless agent (no V8 machine code for TCG to translate again
+ * each time V8 rewrites it) keeps the CPU of a start with that cache where 32 MiB was.
+ */
+export interface TemplateTuning {
+  /** The clones' TCG translation cache, MiB; unset or 0: the profile's. Not part of the saved state. */
+  cloneTcgTbSizeMiB?: number;
+  /** The agent's V8 flag set (kernel argument podvisor.agent_v8), unless the profile's kernel arguments name one. */
+  agentV8?: string;
+}
+
+const AGENT_V8_ARG = 'podvisor.agent_v8=';
 
 /** A usable template: what a clone launch needs. */
 export interface VmTemplate {
@@ -109,16 +127,17 @@ export class VmTemplates {
   async forSandbox(req: TemplateRequest): Promise<VmTemplate | undefined> {
     let key = '';
     try {
-      const inputs = await templateInputs(req);
+      const profile = templateProfile(req);
+      const inputs = await templateInputs(req, profile);
       key = templateKey(inputs);
       const failed = this.failedAt.get(key);
       if (failed !== undefined && Date.now() - failed < RETRY_AFTER_MS) return undefined;
       this.lastUsed.set(key, Date.now());
-      const ready = this.load(key, req.profile);
+      const ready = this.load(key, profile, req.tuning);
       if (ready) return ready;
       let build = this.building.get(key);
       if (!build) {
-        build = this.build(key, inputs, req).finally(() => this.building.delete(key));
+        build = this.build(key, inputs, req, profile).finally(() => this.building.delete(key));
         this.building.set(key, build);
       }
       return await build;
@@ -165,7 +184,8 @@ export class VmTemplates {
     return join(this.opts.root, key);
   }
 
-  private load(key: string, profile: VmProfile): VmTemplate | undefined {
+  /** `profile`: the template VM's (templateProfile). */
+  private load(key: string, profile: VmProfile, tuning: TemplateTuning | undefined): VmTemplate | undefined {
     const dir = this.dir(key);
     const record = readJsonFile<TemplateRecord>(join(dir, 'template.json'));
     if (!record) return undefined;
@@ -181,10 +201,12 @@ export class VmTemplates {
       rmSync(dir, { recursive: true, force: true });
       return undefined;
     }
-    return { key, createdAt: record.createdAt, stateFile, cloneProfile: { ...profile, memory: { kind: 'file', memPath: ramFile, share: false } } };
+    const cloneProfile: VmProfile = { ...profile, memory: { kind: 'file', memPath: ramFile, share: false } };
+    if (tuning?.cloneTcgTbSizeMiB) cloneProfile.tcgTbSizeMiB = tuning.cloneTcgTbSizeMiB;
+    return { key, createdAt: record.createdAt, stateFile, cloneProfile };
   }
 
-  private async build(key: string, inputs: TemplateInputs, req: TemplateRequest): Promise<VmTemplate> {
+  private async build(key: string, inputs: TemplateInputs, req: TemplateRequest, profile: VmProfile): Promise<VmTemplate> {
     this.prepareRoot();
     this.makeRoom(key, inputs);
     const dir = this.dir(key);
@@ -193,7 +215,7 @@ export class VmTemplates {
     const ramFile = join(dir, 'ram');
     const stateFile = join(dir, 'state');
     const t0 = performance.now();
-    log.info({ key, handler: req.handler, vcpus: req.profile.vcpus, memoryMiB: req.profile.memoryMiB, nic: req.nic }, 'building VM template');
+    log.info({ key, handler: req.handler, vcpus: profile.vcpus, memoryMiB: profile.memoryMiB, nic: req.nic, kernelArgs: profile.kernelArgs }, 'building VM template');
     let vm: Vm | undefined;
     try {
       // Unconfined (root, still under seccomp): only a root QEMU can reach the socket its
@@ -201,7 +223,7 @@ export class VmTemplates {
       // image and no tenant input; it is stopped right after the save.
       vm = await Vm.launch({
         id: `template-${key.slice(0, 12)}`,
-        profile: { ...req.profile, memory: { kind: 'file', memPath: ramFile, share: true } },
+        profile: { ...profile, memory: { kind: 'file', memPath: ramFile, share: true } },
         runDir: join(dir, 'run'),
         placeholderNic: req.nic,
         ...this.opts.launch,
@@ -223,7 +245,7 @@ export class VmTemplates {
       const record: TemplateRecord = { key, inputs, createdAt: new Date().toISOString(), buildMs: Math.round(performance.now() - t0), stateBytes: statSync(stateFile).size };
       writeJsonAtomicSync(join(dir, 'template.json'), record);
       log.info({ key, buildMs: record.buildMs, stateBytes: record.stateBytes }, 'VM template ready');
-      const ready = this.load(key, req.profile);
+      const ready = this.load(key, profile, req.tuning);
       if (!ready) throw failedPrecondition(`VM template ${key} was built but cannot be loaded`);
       return ready;
     } catch (e) {
@@ -268,9 +290,15 @@ export class VmTemplates {
   }
 }
 
+/** The template VM's profile: the sandbox's, with the tuning's agent V8 flag set on the kernel command line. */
+function templateProfile(req: TemplateRequest): VmProfile {
+  const v8 = req.tuning?.agentV8;
+  if (!v8 || req.profile.kernelArgs.some((a) => a.startsWith(AGENT_V8_ARG))) return req.profile;
+  return { ...req.profile, kernelArgs: [...req.profile.kernelArgs, `${AGENT_V8_ARG}${v8}`] };
+}
+
 /** What names a template: everything that decides the saved guest and the devices around it. */
-async function templateInputs(req: TemplateRequest): Promise<TemplateInputs> {
-  const p = req.profile;
+async function templateInputs(req: TemplateRequest, p: VmProfile): Promise<TemplateInputs> {
   return {
     format: TEMPLATE_FORMAT,
     handler: req.handler,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -101,6 +101,13 @@ describe('sandboxes cloned from a VM template', () => {
     assert.ok(!existsSync(join(dir, 'run')), 'the template VM is gone once saved');
     ramHash = await sha256(join(dir, 'ram'));
     assert.match(env.daemon.output(), /"boot":"template"/);
+    // The handler's default template tuning: clones run with a 16 MiB TCG cache, the template
+    // (so every clone) with the jitless agent; the RAM file's zero pages were made holes.
+    const argv = readFileSync(`/proc/${ia.vm.pid}/cmdline`, 'utf8').split('\0');
+    const accel = argv[argv.indexOf('-accel') + 1];
+    if (accel !== 'kvm') assert.equal(accel, 'tcg,tb-size=16', 'the clone runs with the clone TCG cache size');
+    assert.match(argv[argv.indexOf('-append') + 1] ?? '', /(^| )podvisor\.agent_v8=jitless( |$)/);
+    assert.match(env.daemon.output(), /template RAM file: zero pages made holes/);
   });
 
   test('each clone is its own machine: clock, RNG output, boot_id, MAC, hostname', async () => {
