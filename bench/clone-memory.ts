@@ -11,10 +11,15 @@
 // memory, and file mappings (binary, libraries). No daemon, CNI or confinement: the same QEMU
 // and guest as a sandbox clone, without the pod around it.
 //
-//   node --import tsx bench/clone-memory.ts [idle=3] [variants=default:32,default:16] [settle-seconds=10]
+//   node --import tsx bench/clone-memory.ts [idle=3] [variants=default:32,default:16] [settle-seconds=10] [ksm-seconds=0]
 //
-// A variant is <V8 flag set>:<clone tb-size MiB>; the template itself runs at the configured size.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+// ksm-seconds > 0: after each variant's measurement, KSM (host-wide: /sys/kernel/mm/ksm/run) is
+// switched on for that long, the clones are measured again with ksmd's CPU seconds, and KSM is
+// switched off with every merged page unmerged again (run=2, then 0), as before the bench.
+//
+// A variant is <V8 flag set>[+<kernel argument>...]:<clone tb-size MiB>, e.g. jitless+init_on_free=1:16;
+// the template itself runs at the configured size.
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AgentClient } from '../src/agent-client/index.js';
@@ -26,10 +31,27 @@ import { defaultPodProfile } from './bare-boot.js';
 
 const idle = Number(process.argv[2] ?? 3);
 const variants = (process.argv[3] ?? 'default:32,default:16').split(',').map((v) => {
-  const [v8, tb] = v.split(':');
-  return { v8: v8!, tb: Number(tb) };
+  const [guest, tb] = v.split(':');
+  const [v8, ...kernelArgs] = guest!.split('+');
+  return { v8: v8!, kernelArgs, tb: Number(tb) };
 });
 const settleMs = Number(process.argv[4] ?? 10) * 1000;
+const ksmMs = Number(process.argv[5] ?? 0) * 1000;
+const KSM = '/sys/kernel/mm/ksm';
+const ksmRead = (f: string) => Number(readFileSync(join(KSM, f), 'utf8').trim());
+const ksmWrite = (f: string, v: number) => writeFileSync(join(KSM, f), String(v));
+/** ksmd's CPU seconds (a kernel thread: its /proc/<pid>/stat). */
+function ksmdCpu(): number {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'ksmd') return cpuSeconds(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  return NaN;
+}
 const KB = 1024;
 const MiB = 1024 * 1024;
 const mib = (b: number) => (b / MiB).toFixed(1);
@@ -134,15 +156,15 @@ async function startClone(template: VmTemplate): Promise<{ vm: Vm; ms: number; c
 
 try {
   console.log(`load average at start: ${loadavg()}`);
-  for (const { v8, tb } of variants) {
-    const profile = { ...basePodProfile, kernelArgs: basePodProfile.kernelArgs.filter((a) => !a.startsWith('podvisor.agent_v8=')) };
+  for (const { v8, kernelArgs, tb } of variants) {
+    const profile = { ...basePodProfile, kernelArgs: [...basePodProfile.kernelArgs.filter((a) => !a.startsWith('podvisor.agent_v8=')), ...kernelArgs] };
     const t0 = performance.now();
     // One handler per flag set: a template of another handler with the same size is not superseded.
-    const template = await templates.forSandbox({ handler: `bench-${v8}`, profile, nic: false, tuning: { agentV8: v8, cloneTcgTbSizeMiB: tb } });
+    const template = await templates.forSandbox({ handler: `bench-${[v8, ...kernelArgs].join('-').replace(/[^A-Za-z0-9-]/g, '')}`, profile, nic: false, tuning: { agentV8: v8, cloneTcgTbSizeMiB: tb } });
     if (!template) throw new Error('the template could not be built (see the log)');
     const ramFile = (template.cloneProfile.memory as { memPath: string }).memPath;
     const fileBefore = statSync(ramFile).blocks * 512;
-    console.log(`\ntemplate (V8 ${v8}, tb-size ${profile.tcgTbSizeMiB ?? 'default'}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; RAM file ${mib(fileBefore)} MiB resident of ${profile.memoryMiB} MiB`);
+    console.log(`\ntemplate (V8 ${v8}${kernelArgs.map((a) => ` ${a}`).join('')}, tb-size ${profile.tcgTbSizeMiB ?? 'default'}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; RAM file ${mib(fileBefore)} MiB resident of ${profile.memoryMiB} MiB`);
     const starts: Array<{ vm: Vm; ms: number; cpu: number }> = [];
     for (let i = 0; i < idle; i++) starts.push(await startClone(template));
     const jitReady = await Promise.all(starts.map((s) => jitInfo(s.vm)));
@@ -154,11 +176,24 @@ try {
     const rows = starts.map((s) => split(s.vm.pid, ramFile));
     const m = (f: (r: Split) => number) => median(rows.map(f));
     const total = (r: Split) => r.tcg + r.ownRam + r.heap + r.otherAnon + r.files + share;
-    console.log(`V8 ${v8}, clone tb-size ${tb} MiB, N=${idle} clones (load average ${loadavg()}); template RAM file ${mib(fileBefore)} -> ${mib(share * idle)} MiB resident while they ran:`);
+    console.log(`V8 ${v8}${kernelArgs.map((a) => ` ${a}`).join('')}, clone tb-size ${tb} MiB, N=${idle} clones (load average ${loadavg()}); template RAM file ${mib(fileBefore)} -> ${mib(share * idle)} MiB resident while they ran:`);
     console.log(`  clone start to agent + new identity: median ${(median(starts.map((s) => s.ms)) / 1000).toFixed(2)} s (all ${starts.map((s) => (s.ms / 1000).toFixed(2)).join(', ')}); QEMU CPU in it median ${median(starts.map((s) => s.cpu)).toFixed(2)} s`);
     console.log(`  idle ${settleMs / 1000} s: QEMU CPU median ${median(idleCpu).toFixed(2)} s`);
     console.log(`  info jit at ready: TBs ${jitReady.map((j) => j.tbs).join('/')}, code ${jitReady.map((j) => mib(j.codeBytes)).join('/')} MiB, flushes ${jitReady.map((j) => j.flushes).join('/')}; after idle: TBs ${jit.map((j) => j.tbs).join('/')}, code ${jit.map((j) => mib(j.codeBytes)).join('/')} MiB, flushes ${jit.map((j) => j.flushes).join('/')}`);
     console.log(`  PSS per clone median ${mib(m(total))} MiB: TCG ${mib(m((r) => r.tcg))}, own guest RAM ${mib(m((r) => r.ownRam))}, template share ${mib(share)}, heap ${mib(m((r) => r.heap))}, other anon ${mib(m((r) => r.otherAnon))}, files ${mib(m((r) => r.files))} (template pages' own Pss in the mapping, replaced by the share: ${mib(m((r) => r.templatePss))})`);
+    if (ksmMs > 0 && ksmRead('run') === 0) {
+      const cpu0 = ksmdCpu();
+      ksmWrite('run', 1);
+      try {
+        await new Promise((r) => setTimeout(r, ksmMs));
+        const after = starts.map((s) => split(s.vm.pid, ramFile));
+        const ma = (f: (r: Split) => number) => median(after.map(f));
+        console.log(`  KSM on for ${ksmMs / 1000} s (load average ${loadavg()}): ksmd CPU ${(ksmdCpu() - cpu0).toFixed(2)} s, pages_sharing ${ksmRead('pages_sharing')} pages_shared ${ksmRead('pages_shared')} ksm_zero_pages ${ksmRead('ksm_zero_pages')} (host-wide); PSS per clone median ${mib(ma(total))} MiB: TCG ${mib(ma((r) => r.tcg))}, own guest RAM ${mib(ma((r) => r.ownRam))}, heap ${mib(ma((r) => r.heap))}, other anon ${mib(ma((r) => r.otherAnon))}`);
+      } finally {
+        ksmWrite('run', 2);
+        ksmWrite('run', 0);
+      }
+    }
     for (const s of starts.splice(0)) {
       await s.vm.destroy({ timeoutMs: 5000 }).catch(() => undefined);
       live.splice(live.indexOf(s.vm), 1);

@@ -34,7 +34,7 @@ export interface RuntimeProfileConfig {
   tcgTbSizeMiB: number;
   /** Free-page reporting through a virtio-balloon device; see VmProfile.freePageReporting. */
   freePageReporting: boolean;
-  /** TCG translation cache of this handler's template clones, MiB (0: QEMU's default); see README "Start-up, memory and density". */
+  /** TCG translation cache of this handler's template clones, MiB (0: tcgTbSizeMiB's); see README "Start-up, memory and density". */
   cloneTcgTbSizeMiB: number;
   /** The guest agent's V8 flag set in this handler's VM template, so in its clones (images/guest/agent-v8-variants). */
   templateAgentV8: TemplateAgentV8;
