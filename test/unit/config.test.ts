@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/config.js';
+import { templateTuningFor } from '../../src/pod/vm-sizing.js';
 import { isPodvisorError } from '../../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pvcfg-'));
@@ -46,6 +47,17 @@ describe('config', () => {
     assert.equal(c.runtimes.kata!.freePageReporting, true);
     assert.match(refusal('[vm]\nmax_parallel_launches = 0\n'), /max_parallel_launches/);
     assert.match(refusal('[runtimes.kata]\ntcg_tb_size_mib = -1\n'), /tcg_tb_size_mib/);
+  });
+
+  test('template clone tuning per handler: clone TCG cache and the template agent\'s V8 flag set', () => {
+    const d = loadConfig(undefined).runtimes['']!;
+    assert.equal(d.cloneTcgTbSizeMiB, 16);
+    assert.equal(d.templateAgentV8, 'jitless');
+    assert.deepEqual(templateTuningFor(d), { cloneTcgTbSizeMiB: 16, agentV8: 'jitless' });
+    const c = loadConfig(file('[runtimes.kata]\nclone_tcg_tb_size_mib = 0\ntemplate_agent_v8 = "default"\n')).runtimes.kata!;
+    assert.deepEqual(templateTuningFor(c), { agentV8: 'default' }, '0: clones keep tcg_tb_size_mib');
+    assert.match(refusal('[runtimes.kata]\nclone_tcg_tb_size_mib = -1\n'), /clone_tcg_tb_size_mib/);
+    assert.match(refusal('[runtimes.kata]\ntemplate_agent_v8 = "turbo"\n'), /template_agent_v8/);
   });
 
   test('[streaming]: loopback and a chosen port by default; TLS needs both files; wildcards and names refused', () => {
