@@ -3,6 +3,7 @@ import { hub } from './log-setup.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import { agentCodecs, eventCodec } from '../src/agent-protocol/api.js';
+import { prepareAllTypes } from '../src/agent-protocol/schema.js';
 import { logger } from '../src/log.js';
 import { servePort } from './channel.js';
 import { ContainerManager } from './containers.js';
@@ -54,6 +55,7 @@ if (v8.startupSnapshot?.isBuildingSnapshot()) {
   // Parse the agent proto now so the snapshot carries the codecs.
   agentCodecs();
   eventCodec();
+  prepareAllTypes();
   v8.startupSnapshot.setDeserializeMainFunction(main);
 } else {
   main();
