@@ -34,12 +34,15 @@ const CONTAINER_ID = /^[0-9a-f]{64}$/;
  */
 export async function recover(ctx: PodContext, sandboxes: SandboxService, containers: ContainerService, deadlineMs = SANDBOX_RECOVERY_MS): Promise<void> {
   const { sandboxes: loaded, orphans } = await ctx.store.loadAll();
+  // The daemon's uid allocator: a reattached QEMU's uid is taken in it again, and goes back when
+  // that QEMU ends (or its reattach fails), as a launched one's does.
+  const users = ctx.settings.vmLaunch?.confinement?.users;
   for (const id of orphans) {
     log.warn({ sandbox: id }, 'removing a sandbox left half-made by an earlier podvisord');
     // No record says which backend started it: each is asked about the run directory.
     for (const backend of ctx.allVmBackends()) {
       try {
-        const vm = await backend.reattach(sandboxes.runDir(id), { timeoutMs: 5_000 });
+        const vm = await backend.reattach(sandboxes.runDir(id), { timeoutMs: 5_000, users });
         await vm.destroy({ timeoutMs: 5_000 });
       } catch {
         // Not reattachable (QMP gone or never up): its QEMU may still run; kill it before its run directory goes.
@@ -68,7 +71,7 @@ export async function recover(ctx: PodContext, sandboxes: SandboxService, contai
     try {
       // Logs first: the agent replays the output it queued while no daemon listened as soon as we subscribe.
       for (const c of ctx.index.containersOf(sandbox.id)) if (c.state === 'running') await containers.openLog(c);
-      const vm = await ctx.vmBackend(sandbox.vm?.backend).reattach(sandboxes.runDir(sandbox.id));
+      const vm = await ctx.vmBackend(sandbox.vm?.backend).reattach(sandboxes.runDir(sandbox.id), { users });
       let agent;
       try {
         agent = await ctx.connectAgent(vm.agentSocket, Date.now() + AGENT_RECONNECT_MS);
