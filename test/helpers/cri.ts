@@ -3,6 +3,9 @@ import { readFile } from 'node:fs/promises';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { unary } from './daemon.js';
 import type { CriClient } from '../../src/cri/client.js';
+import { waitFor } from './wait.js';
+
+export { waitFor };
 
 /** Small helpers for driving the CRI from the pod e2e tests. */
 
@@ -30,17 +33,6 @@ export async function rejectsWith(p: Promise<unknown>, code: keyof typeof grpcSt
     return err.details ?? '';
   }
   assert.fail(`expected the call to fail with ${code}`);
-}
-
-/** Polls until `check` returns a value (not undefined); fails after `timeoutMs` with the last value seen. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 export async function containerState(client: CriClient, id: string) {
