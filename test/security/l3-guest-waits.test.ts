@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { AgentClient } from '../../src/agent-client/client.js';
 import { codec } from '../../src/agent-protocol/schema.js';
 import { AgentAdapter } from '../../src/pod/agent-adapter.js';
+import { waitFor } from '../helpers/wait.js';
 import { HostileAgent } from './hostile-agent.js';
 
 /**
@@ -13,12 +14,14 @@ import { HostileAgent } from './hostile-agent.js';
  */
 test('L3: ExecSync without a timeout fails with UNAVAILABLE once the agent channel is gone', async () => {
   const execReply = codec<object>('ExecProcessResponse');
-  const agent = await new HostileAgent({ ExecProcess: async () => execReply.encode({ pid: 7 }) }).listen();
+  let execs = 0;
+  const agent = await new HostileAgent({ ExecProcess: async () => { execs++; return execReply.encode({ pid: 7 }); } }).listen();
   const client = await AgentClient.connect(agent.socketPath, { deadlineMs: 1000 });
   const adapter = new AgentAdapter(client);
   try {
     const exec = adapter.execSync({ containerId: 'c'.repeat(64), argv: ['sleep', 'inf'], timeoutMs: 0 });
-    await new Promise((r) => setTimeout(r, 200));
+    // The process is started (the agent answered ExecProcess): from here only an exit event would end the wait.
+    await waitFor('ExecProcess to reach the agent', () => (execs > 0 ? true : undefined), 60_000, 20);
     await agent.close(); // the VM went away: no exit event will ever come, and no reconnect succeeds
     await assert.rejects(exec, { code: 'UNAVAILABLE' });
   } finally {
