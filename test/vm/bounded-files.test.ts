@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -23,18 +24,22 @@ describe('console ring', () => {
     const { mkdirSync } = await import('node:fs');
     mkdirSync(paths.dir);
     const cap = 256 * 1024;
-    let peer: Socket | undefined;
-    const server = createServer((s) => (peer = s));
+    // The console reader's peer, handed to the feed that connected (not whichever connection came last).
+    let accepted: (s: Socket) => void = () => undefined;
+    const server = createServer((s) => accepted(s));
     await new Promise<void>((r) => server.listen(paths.consoleSocket, r));
     const feed = async (bytes: number, fill: string) => {
+      const peerAccepted = new Promise<Socket>((r) => (accepted = r));
       const c = await ConsoleLog.connect(paths.consoleSocket, paths.consoleLog, paths.consoleLogOld, cap);
-      await new Promise((r) => setTimeout(r, 50));
+      const peer = await peerAccepted;
       const chunk = Buffer.alloc(64 * 1024, fill);
       for (let sent = 0; sent < bytes; sent += chunk.length) {
-        if (!peer!.write(chunk)) await new Promise((r) => peer!.once('drain', r));
+        if (!peer.write(chunk)) await new Promise((r) => peer.once('drain', r));
       }
-      await new Promise<void>((r) => peer!.end(r));
-      await new Promise((r) => setTimeout(r, 100));
+      // The reader closes its end once it has read everything up to our end: then all of it is on disk.
+      const readToTheEnd = once(peer, 'close');
+      peer.end();
+      await readToTheEnd;
       c.close();
       return c;
     };
