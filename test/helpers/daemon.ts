@@ -49,8 +49,12 @@ export function daemonArgs(dir: string, opts: DaemonOptions = {}): string[] {
   return args.concat(opts.extraArgs ?? []);
 }
 
-/** Runs podvisord to completion (for start-up failures) and returns its exit code and output. */
-export async function runDaemonToExit(dir: string, opts: DaemonOptions = {}, timeoutMs = 20_000): Promise<{ code: number | null; output: string }> {
+/**
+ * Runs podvisord to completion (for start-up failures) and returns its exit code and output.
+ * The bound only stops a daemon that never exits: as generous as startDaemon's, since loading
+ * podvisord alone (a cold tsx cache on a loaded host) can take over 30 s before it even fails.
+ */
+export async function runDaemonToExit(dir: string, opts: DaemonOptions = {}, timeoutMs = 120_000): Promise<{ code: number | null; output: string }> {
   const proc = spawn(process.execPath, daemonArgs(dir, opts), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   proc.stdout!.on('data', (d) => (output += d));
