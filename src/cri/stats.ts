@@ -75,10 +75,13 @@ const faults = (s: GuestStats) => (s.pageFaults !== undefined
 
 export function containerStatsToCri(v: ContainerStatsView): ContainerStats {
   const c = v.container;
+  const attributes = { id: c.id, metadata: { name: c.config.metadata.name, attempt: c.config.metadata.attempt }, labels: c.config.labels, annotations: c.config.annotations };
   const s = v.stats;
+  // Not sampled yet (its guest missed every deadline so far): listed, with no usage.
+  if (!s) return { attributes };
   const ts = nanos(s.timestampMs);
   return {
-    attributes: { id: c.id, metadata: { name: c.config.metadata.name, attempt: c.config.metadata.attempt }, labels: c.config.labels, annotations: c.config.annotations },
+    attributes,
     cpu: { timestamp: ts, usage_core_nano_seconds: u64(s.cpuUsageNanos), ...(v.usageNanoCores !== undefined ? { usage_nano_cores: u64(v.usageNanoCores) } : {}), ...psi(s.psi.cpu) },
     memory: {
       timestamp: ts,
@@ -104,10 +107,13 @@ export function containerStatsToCri(v: ContainerStatsView): ContainerStats {
 export function sandboxStatsToCri(v: SandboxStatsView): PodSandboxStats {
   const s = v.sandbox;
   const g = v.guest;
-  const ts = nanos(g.timestampMs);
   const m = s.config.metadata;
+  const attributes = { id: s.id, metadata: { name: m.name, namespace: m.namespace, uid: m.uid, attempt: m.attempt }, labels: s.config.labels, annotations: s.config.annotations };
+  const containers = v.containers.map(containerStatsToCri);
+  if (!g) return { attributes, linux: { containers } };
+  const ts = nanos(g.timestampMs);
   return {
-    attributes: { id: s.id, metadata: { name: m.name, namespace: m.namespace, uid: m.uid, attempt: m.attempt }, labels: s.config.labels, annotations: s.config.annotations },
+    attributes,
     linux: {
       cpu: { timestamp: ts, usage_core_nano_seconds: u64(g.cpuUsageNanos), ...(v.usageNanoCores !== undefined ? { usage_nano_cores: u64(v.usageNanoCores) } : {}), ...psi(g.psi.cpu) },
       memory: {
@@ -120,7 +126,7 @@ export function sandboxStatsToCri(v: SandboxStatsView): PodSandboxStats {
       },
       ...(g.psi.io ? { io: { timestamp: ts, ...psi(g.psi.io) } } : {}),
       process: { timestamp: ts, process_count: u64(g.processCount) },
-      containers: v.containers.map(containerStatsToCri),
+      containers,
     },
   };
 }
@@ -180,22 +186,25 @@ export function podMetricsToCri(v: SandboxStatsView): PodSandboxMetrics {
   const pod = { pod: m.name, namespace: m.namespace };
   return {
     pod_sandbox_id: v.sandbox.id,
-    metrics: samples(v.guest, { ...pod, container: '', id: v.sandbox.id, image: '', name: v.sandbox.id }),
+    metrics: samples(v, v.guest, { ...pod, container: '', id: v.sandbox.id, image: '', name: v.sandbox.id }),
     container_metrics: v.containers.map((c: ContainerStatsView) => ({
       container_id: c.container.id,
-      metrics: samples(c.stats, { ...pod, container: c.container.config.metadata.name, id: c.container.id, image: c.container.config.image, name: c.container.id }),
+      metrics: samples(c, c.stats, { ...pod, container: c.container.config.metadata.name, id: c.container.id, image: c.container.config.image, name: c.container.id }),
     })),
   };
 }
 
-function samples(stats: GuestStats, labels: Record<string, string>): Metric[] {
+function samples(view: { stale?: boolean }, stats: GuestStats | undefined, labels: Record<string, string>): Metric[] {
+  if (!stats) return [];
   const labelValues = METRIC_LABELS.map((k) => labels[k] ?? '');
+  // Gathered live: timestamp 0 (the CRI's rule for fresh samples). A guest past the list's
+  // deadline is answered for with its last sample and the time it was taken (ns, as CRI's other stamps).
+  const timestamp = view.stale ? nanos(stats.timestampMs) : '0';
   const out: Metric[] = [];
   for (const s of SERIES) {
     const v = s.value(stats);
     if (v === undefined) continue;
-    // Gathered live, so timestamp 0 (the CRI's rule for fresh samples).
-    out.push({ name: s.name, timestamp: '0', metric_type: s.kind, label_values: labelValues, value: { value: String(v) } });
+    out.push({ name: s.name, timestamp, metric_type: s.kind, label_values: labelValues, value: { value: String(v) } });
   }
   return out;
 }

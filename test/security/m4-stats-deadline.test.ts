@@ -6,25 +6,47 @@ import { podSetup } from './pod-setup.js';
 /**
  * M4 (security review 2026-12-01): stats fanned out to every guest and waited
  * for the slowest (up to 60 s), so one guest stalled ListContainerStats and
- * ListPodSandboxStats for the whole node. Each guest now gets a short deadline
- * and the answer carries what arrived in time.
- * L11: the CPU samples of removed containers were never dropped.
+ * ListPodSandboxStats for the whole node, and every call sent it one more
+ * request. Each guest now gets a short deadline for a list; one that misses it
+ * is answered for with its last sample (marked stale), a container it never
+ * sampled is listed with no usage, and calls share the one request still out.
+ * L11: the samples of removed containers were never dropped.
  */
-test('M4: one silent guest does not hold the node\'s stats', async () => {
+test('M4: one silent guest does not hold the node\'s stats; it is answered for with its last sample', async () => {
   const pods = await podSetup();
   try {
     const healthy = await pods.sandbox();
     const silent = await pods.sandbox();
     const ok = await pods.runningContainer(healthy.record.id, 'ok');
-    await pods.runningContainer(silent.record.id, 'stuck');
-    silent.guest.statsDelayMs = 60_000;
+    const stuck = await pods.runningContainer(silent.record.id, 'stuck');
     const stats = new StatsService(pods.ctx, 300);
-    // Had the list waited for the silent guest (60 s), its container would be in it.
+    // Both guests answer: every container and pod has a sample.
+    const before = await stats.listSandboxStats({});
+    const silentBefore = before.find((v) => v.sandbox.id === silent.record.id)!;
+    silent.guest.statsDelayMs = 60_000;
+    const callsBefore = silent.guest.statsCalls;
+    const t0 = Date.now();
     const list = await stats.listContainerStats({});
-    assert.deepEqual(list.map((v) => v.container.id), [ok.id]);
-    // Pod stats come from each guest's pod cgroup: the silent guest's pod is left out, not waited for.
+    assert.ok(Date.now() - t0 < 5_000, `answered in ${Date.now() - t0} ms`);
+    assert.deepEqual(list.map((v) => v.container.id), [ok.id, stuck.id]);
+    assert.equal(list[0]!.stale, undefined);
+    assert.ok(list[0]!.stats!.timestampMs >= t0, 'the healthy guest\'s sample is fresh');
+    assert.equal(list[1]!.stale, true);
+    assert.equal(list[1]!.stats, silentBefore.containers[0]!.stats, 'the silent guest\'s sample is its last one, with its own time');
+
+    // A container the silent guest has never sampled is listed, with no usage.
+    const unsampled = await pods.runningContainer(silent.record.id, 'new');
+    const list2 = await stats.listContainerStats({});
+    const entry = list2.find((v) => v.container.id === unsampled.id);
+    assert.ok(entry, 'a running container is in the list although its guest is silent');
+    assert.equal(entry.stats, undefined);
+
+    // Pods: the silent guest's pod is listed with its last pod sample, not waited for.
     const pods2 = await stats.listSandboxStats({});
-    assert.deepEqual(pods2.map((v) => v.sandbox.id), [healthy.record.id]);
+    assert.deepEqual(pods2.map((v) => [v.sandbox.id, v.stale]), [[healthy.record.id, undefined], [silent.record.id, true]]);
+    assert.equal(pods2[1]!.guest, silentBefore.guest);
+    // Three list calls sent the silent guest one containers request and one pod request in all.
+    assert.equal(silent.guest.statsCalls - callsBefore, 2);
   } finally {
     await pods.cleanup();
   }

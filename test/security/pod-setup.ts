@@ -23,6 +23,8 @@ export class ScriptedGuest {
   signals: Array<[string, number]> = [];
   onSignal: (id: string, sig: number) => void = () => undefined;
   statsDelayMs = 0;
+  /** Stats requests received (containers and pod alike). */
+  statsCalls = 0;
   onOutput(l: (ev: OutputEvent) => void) { this.out.push(l); }
   onExit(l: (ev: GuestExit) => void) { this.exits.push(l); }
   onProtocolError() {}
@@ -33,10 +35,12 @@ export class ScriptedGuest {
   async signalContainer(id: string, sig: number) { this.signals.push([id, sig]); this.onSignal(id, sig); }
   async containerState() { return { status: 'running' as const, pid: 42 }; }
   async containerStats(ids: string[]) {
+    this.statsCalls++;
     if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
     return new Map(ids.map((id) => [id, scriptedStats()]));
   }
   async sandboxStats() {
+    this.statsCalls++;
     if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
     return scriptedStats();
   }

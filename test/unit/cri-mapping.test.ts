@@ -14,7 +14,7 @@ import { RuntimeService, ImageService } from '../../src/cri/proto.js';
 import { identityFromCri, int, namespaceOptionsFromCri, requireId, resourcesFromCri } from '../../src/cri/fields.js';
 import { containerConfigFromCri, containerFilterFromCri, containerStatusToCri, containerToCri } from '../../src/cri/containers.js';
 import { sandboxConfigFromCri, sandboxFilterFromCri, sandboxStatusToCri, sandboxToCri } from '../../src/cri/sandboxes.js';
-import { containerStatsToCri, sandboxStatsToCri } from '../../src/cri/stats.js';
+import { containerStatsToCri, podMetricsToCri, sandboxStatsToCri } from '../../src/cri/stats.js';
 import { registryAuthFrom, requiredImageRef, toCriImage } from '../../src/cri/images.js';
 import type { ContainerRecord } from '../../src/pod/records.js';
 import { sampleContainer, sampleSandbox } from '../helpers/pod-records.js';
@@ -273,6 +273,23 @@ describe('stats', () => {
     assert.equal(s.linux.cpu.usage_nano_cores.value, '250000000');
     assert.equal(s.linux.process.process_count.value, '3');
     assert.equal(s.linux.containers.length, 1);
+  });
+
+  test('a container or pod its guest never sampled goes out with attributes and no usage; a stale sample keeps its time in metrics', () => {
+    const sb = sampleSandbox();
+    const c = sampleContainer(sb.id, 'app');
+    const bare = onTheWire<{ stats: { attributes: { id: string }; cpu: unknown; memory: unknown } }>(
+      runtimeRpc('ContainerStats'), { stats: containerStatsToCri({ container: c }) }).stats;
+    assert.deepEqual([bare.attributes.id, bare.cpu, bare.memory], [c.id, null, null]);
+    const pod = onTheWire<{ stats: { attributes: { id: string }; linux: { cpu: unknown; containers: unknown[] } } }>(
+      runtimeRpc('PodSandboxStats'), { stats: sandboxStatsToCri({ sandbox: sb, containers: [{ container: c }] }) }).stats;
+    assert.deepEqual([pod.attributes.id, pod.linux.cpu, pod.linux.containers.length], [sb.id, null, 1]);
+    const fresh = podMetricsToCri({ sandbox: sb, guest, containers: [{ container: c }] });
+    assert.ok(fresh.metrics!.length > 0);
+    assert.ok(fresh.metrics!.every((m) => m.timestamp === '0'), 'live samples have timestamp 0');
+    assert.deepEqual(fresh.container_metrics![0]!.metrics, [], 'no sample, no series');
+    const stale = podMetricsToCri({ sandbox: sb, guest, stale: true, containers: [] });
+    assert.ok(stale.metrics!.every((m) => m.timestamp === '1700000000123500000'), 'a cached sample carries the time it was taken');
   });
 });
 
