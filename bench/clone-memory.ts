@@ -132,7 +132,10 @@ const templates = new VmTemplates({
 const live: Vm[] = [];
 let seq = 0;
 
-async function startClone(template: VmTemplate): Promise<{ vm: Vm; ms: number; cpu: number }> {
+/** Agent round trips after the idle measurement: the price of an interpreted (jitless) agent. */
+const AGENT_CALLS = 300;
+
+async function startClone(template: VmTemplate): Promise<{ vm: Vm; ms: number; cpu: number; agent: AgentClient }> {
   let agent: AgentClient | undefined;
   const t = performance.now();
   const vm = await Vm.launch({
@@ -150,8 +153,7 @@ async function startClone(template: VmTemplate): Promise<{ vm: Vm; ms: number; c
   // What RunPodSandbox does first on a clone (src/pod/agent-adapter.ts renewIdentity).
   await agent!.setupSandbox({ clockUnixNanos: Math.round((performance.timeOrigin + performance.now()) * 1e6), entropy: randomBytes(64) });
   const ms = performance.now() - t;
-  agent!.close();
-  return { vm, ms, cpu: cpuSeconds(vm.pid) };
+  return { vm, ms, cpu: cpuSeconds(vm.pid), agent: agent! };
 }
 
 try {
@@ -165,7 +167,7 @@ try {
     const ramFile = (template.cloneProfile.memory as { memPath: string }).memPath;
     const fileBefore = statSync(ramFile).blocks * 512;
     console.log(`\ntemplate (V8 ${v8}${kernelArgs.map((a) => ` ${a}`).join('')}, tb-size ${profile.tcgTbSizeMiB ?? 'default'}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; RAM file ${mib(fileBefore)} MiB resident of ${profile.memoryMiB} MiB`);
-    const starts: Array<{ vm: Vm; ms: number; cpu: number }> = [];
+    const starts: Array<{ vm: Vm; ms: number; cpu: number; agent: AgentClient }> = [];
     for (let i = 0; i < idle; i++) starts.push(await startClone(template));
     const jitReady = await Promise.all(starts.map((s) => jitInfo(s.vm)));
     const cpuReady = starts.map((s) => cpuSeconds(s.vm.pid));
@@ -181,6 +183,15 @@ try {
     console.log(`  idle ${settleMs / 1000} s: QEMU CPU median ${median(idleCpu).toFixed(2)} s`);
     console.log(`  info jit at ready: TBs ${jitReady.map((j) => j.tbs).join('/')}, code ${jitReady.map((j) => mib(j.codeBytes)).join('/')} MiB, flushes ${jitReady.map((j) => j.flushes).join('/')}; after idle: TBs ${jit.map((j) => j.tbs).join('/')}, code ${jit.map((j) => mib(j.codeBytes)).join('/')} MiB, flushes ${jit.map((j) => j.flushes).join('/')}`);
     console.log(`  PSS per clone median ${mib(m(total))} MiB: TCG ${mib(m((r) => r.tcg))}, own guest RAM ${mib(m((r) => r.ownRam))}, template share ${mib(share)}, heap ${mib(m((r) => r.heap))}, other anon ${mib(m((r) => r.otherAnon))}, files ${mib(m((r) => r.files))} (template pages' own Pss in the mapping, replaced by the share: ${mib(m((r) => r.templatePss))})`);
+    // The agent at work, one clone at a time: sequential Health calls (ttRPC framing and protobuf in the agent's JavaScript).
+    const calls: Array<{ ms: number; cpu: number }> = [];
+    for (const s of starts) {
+      const cpu0 = cpuSeconds(s.vm.pid);
+      const t = performance.now();
+      for (let i = 0; i < AGENT_CALLS; i++) await s.agent.health();
+      calls.push({ ms: performance.now() - t, cpu: cpuSeconds(s.vm.pid) - cpu0 });
+    }
+    console.log(`  ${AGENT_CALLS} agent Health calls (load average ${loadavg()}): median ${(median(calls.map((c) => c.ms)) / AGENT_CALLS).toFixed(2)} ms per call, QEMU CPU ${(median(calls.map((c) => c.cpu)) * 1000 / AGENT_CALLS).toFixed(2)} ms per call (all: ${calls.map((c) => `${(c.cpu * 1000 / AGENT_CALLS).toFixed(2)}`).join(', ')})`);
     if (ksmMs > 0 && ksmRead('run') === 0) {
       const cpu0 = ksmdCpu();
       ksmWrite('run', 1);
@@ -195,6 +206,7 @@ try {
       }
     }
     for (const s of starts.splice(0)) {
+      s.agent.close();
       await s.vm.destroy({ timeoutMs: 5000 }).catch(() => undefined);
       live.splice(live.indexOf(s.vm), 1);
     }
