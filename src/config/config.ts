@@ -326,6 +326,9 @@ function readProfile(t: TableReader, guestDir: string): RuntimeProfileConfig {
     cloneTcgTbSizeMiB: t.int('clone_tcg_tb_size_mib', DEFAULT_CLONE_TCG_TB_SIZE_MIB, { min: 0, max: 4096 }),
     templateAgentV8: t.oneOf('template_agent_v8', DEFAULT_TEMPLATE_AGENT_V8, AGENT_V8_FLAG_SETS),
   };
+  for (const key of ['clone_tcg_tb_size_mib', 'template_agent_v8']) {
+    if (!profile.template && t.has(key)) t.fail(key, 'applies to VM template clones only; set template = true or remove it');
+  }
   if (profile.template && profile.backend === 'libvirt') {
     t.fail('template', 'is the qemu backend\'s: the libvirt backend cannot restore a VM template (no incoming migration into a libvirt domain); remove template or use backend = "qemu"');
   }

@@ -54,10 +54,13 @@ describe('config', () => {
     assert.equal(d.cloneTcgTbSizeMiB, 16);
     assert.equal(d.templateAgentV8, 'jitless');
     assert.deepEqual(templateTuningFor(d), { cloneTcgTbSizeMiB: 16, agentV8: 'jitless' });
-    const c = loadConfig(file('[runtimes.kata]\nclone_tcg_tb_size_mib = 0\ntemplate_agent_v8 = "default"\n')).runtimes.kata!;
+    const c = loadConfig(file('[runtimes.kata]\ntemplate = true\nclone_tcg_tb_size_mib = 0\ntemplate_agent_v8 = "default"\n')).runtimes.kata!;
     assert.deepEqual(templateTuningFor(c), { agentV8: 'default' }, '0: clones keep tcg_tb_size_mib');
-    assert.match(refusal('[runtimes.kata]\nclone_tcg_tb_size_mib = -1\n'), /clone_tcg_tb_size_mib/);
-    assert.match(refusal('[runtimes.kata]\ntemplate_agent_v8 = "turbo"\n'), /template_agent_v8/);
+    assert.match(refusal('[runtimes.kata]\ntemplate = true\nclone_tcg_tb_size_mib = -1\n'), /clone_tcg_tb_size_mib/);
+    assert.match(refusal('[runtimes.kata]\ntemplate = true\ntemplate_agent_v8 = "turbo"\n'), /template_agent_v8/);
+    // Set on a handler without templates it would do nothing: refused, saying so.
+    assert.match(refusal('[runtimes.kata]\nclone_tcg_tb_size_mib = 12\n'), /clone_tcg_tb_size_mib.*template clones only/);
+    assert.match(refusal('[runtimes.kata]\ntemplate_agent_v8 = "lite"\n'), /template_agent_v8.*template clones only/);
   });
 
   test('[streaming]: loopback and a chosen port by default; TLS needs both files; wildcards and names refused', () => {
