@@ -63,6 +63,9 @@ const MAX_REPLY_FIELDS: Partial<Record<AgentMethod, number>> = {
   WatchVolumes: 2 * VOLUME_MANIFEST_FIELDS + 8192,
 };
 
+/** What a WatchVolumes long poll may take beyond the wait it asks for (a slow guest under TCG); a silent guest costs one call per wait + this. */
+export const WATCH_VOLUMES_MARGIN_MS = 30_000;
+
 /** A guest that drops its channel over and over gets one warning per this many ms; the rest are counted. */
 const DROP_WARN_INTERVAL_MS = 60_000;
 /** The longest one Health probe waits (the first waits probeTimeoutMs; each miss doubles it). */
@@ -175,7 +178,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   readVolume(req: ReadVolumeRequest): Promise<ReadVolumeResponse> { return this.call('ReadVolume', req); }
   removeVolume(volumeId: string): Promise<void> { return this.call('RemoveVolume', { volumeId }).then(() => undefined); }
   /** Long poll: the call's own deadline is the wait plus a margin for a slow guest. */
-  watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse> { return this.call('WatchVolumes', req, req.waitMs + 30_000); }
+  watchVolumes(req: WatchVolumesRequest): Promise<WatchVolumesResponse> { return this.call('WatchVolumes', req, req.waitMs + WATCH_VOLUMES_MARGIN_MS); }
 
   /**
    * Opens a TCP connection to `port` on the guest's loopback through the

@@ -41,9 +41,11 @@ export const removeContainer: RuntimeRpc<'RemoveContainer'> = async (svc, req) =
 
 export const containerStatus: RuntimeRpc<'ContainerStatus'> = async (svc, req) => {
   const record = svc.pods.containers.status(requireId(req.container_id, 'container_id'));
+  // Copy mode: what the write-back refused of this container's volumes lately (README, Volumes).
+  const refusals = req.verbose ? svc.pods.sandboxes.status(record.sandboxId).runtime?.share?.writeBackRefusals(record.id) : undefined;
   return {
     status: containerStatusToCri(record),
-    info: (req.verbose ? { info: JSON.stringify({ sandboxId: record.sandboxId, guestPid: record.guestPid, config: record.config }) } : {}) as Record<string, string>,
+    info: (req.verbose ? { info: JSON.stringify({ sandboxId: record.sandboxId, guestPid: record.guestPid, config: record.config, ...(refusals ? { volumeWriteBackRefusals: refusals } : {}) }) } : {}) as Record<string, string>,
   };
 };
 

@@ -166,6 +166,8 @@ export function sandboxVerboseInfo(r: SandboxRecord, rt: SandboxRuntime | undefi
     imageDisks: r.images,
     notReadyReason: r.notReadyReason,
     config: r.config,
+    // Copy mode: what the write-back refused of the guest's answers lately (README, Volumes).
+    ...(rt?.share?.writeBackRefusals() ? { volumeWriteBackRefusals: rt.share.writeBackRefusals() } : {}),
   };
   return { info: JSON.stringify(info) };
 }

@@ -10,6 +10,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { COPY_LIMITS, hostManifest, readHostFile, removeBack, writeBack, type Manifest } from './host-tree.js';
 import { checkFetched, checkManifest, overVolumeBytes, planWriteBack } from './write-back-plan.js';
 import type { ShareVolume } from './share-dir.js';
+import { WriteBackRefusals } from './write-back-refusals.js';
 
 const log = logger('volume-copy');
 
@@ -45,7 +46,7 @@ export const SYNC_INTERVAL_MS = 250;
 /** How long after an inotify event on a source the push starts (kubelet's writer takes a few ms). */
 const HOST_EVENT_DEBOUNCE_MS = 30;
 /** How long one WatchVolumes long poll waits in the guest (a writable volume added meanwhile is watched from the next one). */
-const WATCH_MS = 2_000;
+export const WATCH_MS = 2_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The least time between the starts of two WatchVolumes calls: a guest that answers at once (changes or none) cannot spin the host. */
 export const MIN_WATCH_SPACING_MS = SYNC_INTERVAL_MS;
@@ -101,6 +102,10 @@ export class CopyShare {
   private kickTimer?: NodeJS.Timeout;
   private readonly hostWatchers = new Map<string, FSWatcher>();
   private readonly sync = new Map<string, SyncState>();
+  /** What the guest's answers were refused for lately, for the operator (bounded; write-back-refusals.ts). */
+  readonly refusals = new WriteBackRefusals();
+  /** Bumped by every attach and detach: a long-poll loop of an earlier attach sees it and ends, even with the same agent. */
+  private attachment = 0;
   /**
    * Sync steps run in two chains: pushes (read-only volumes) in one, pulls (writable ones) in the
    * other, so a slow push does not hold back a write-back on the way to the host. Adding and
@@ -135,11 +140,12 @@ export class CopyShare {
     this.agent = agent;
     this.timer = setInterval(() => this.kick(), SYNC_INTERVAL_MS);
     this.timer.unref();
-    void this.watchGuest(agent);
+    void this.watchGuest(agent, ++this.attachment);
   }
 
   /** The agent is gone (VM stopped or died): nothing more to sync. */
   detachAgent(): void {
+    this.attachment++;
     clearInterval(this.timer);
     clearTimeout(this.kickTimer);
     this.timer = undefined;
@@ -177,13 +183,14 @@ export class CopyShare {
    * (inotify in the guest), so a write reaches the host in one round trip
    * instead of waiting for a poll, and an idle pod costs one call per WATCH_MS.
    */
-  private async watchGuest(agent: VolumeCopyAgent): Promise<void> {
+  private async watchGuest(agent: VolumeCopyAgent, attachment: number): Promise<void> {
     let nextAt = 0;
     let lastRefusal: string | undefined;
-    while (this.agent === agent) {
+    const attached = () => this.attachment === attachment;
+    while (attached()) {
       const wait = nextAt - performance.now();
       if (wait > 0) await sleep(wait);
-      if (this.agent !== agent) return;
+      if (!attached()) return;
       nextAt = performance.now() + MIN_WATCH_SPACING_MS;
       const ids = [...this.volumes.values()].filter((v) => v.writable).map((v) => v.id);
       let changed: string[] = [];
@@ -200,7 +207,8 @@ export class CopyShare {
         stale = (id) => (this.sync.get(id)?.pulls ?? 0) !== generations.get(id);
         if (ids.length === 0) await sleep(SYNC_INTERVAL_MS);
       } catch (e) {
-        if (this.agent !== agent) return;
+        if (!attached()) return;
+        this.refusals.record(e);
         // An answer the host refused (INTERNAL: undecodable, too big, too many fields) is the guest's doing: said once.
         const msg = messageOf(e);
         if (isPodvisorError(e, 'INTERNAL') && msg !== lastRefusal) log.warn({ dir: this.dir, err: msg }, 'the guest\'s answer to the volume long poll was refused; trying again');
@@ -209,7 +217,7 @@ export class CopyShare {
         await sleep(1000);
         continue;
       }
-      if (changed.length === 0 || this.agent !== agent) continue;
+      if (changed.length === 0 || !attached()) continue;
       const written = { bytes: 0 };
       await this.serialPull(async () => {
         // Each volume once, whatever the answer lists; ids of volumes this share does not write back (another pod's, read-only ones) are ignored.
@@ -349,6 +357,7 @@ export class CopyShare {
   private report(v: CopiedVolume, e: unknown): void {
     const s = this.sync.get(v.id) ?? {};
     const msg = messageOf(e);
+    this.refusals.record(e, v);
     if (s.lastError !== msg) log.warn({ volume: v.hostPath, err: msg }, 'volume copy not in step');
     s.lastError = msg;
     this.sync.set(v.id, s);

@@ -7,6 +7,7 @@ import { logger } from '../log.js';
 import { CopyShare, type VolumeCopyAgent } from './copy-share.js';
 import type { ShareMode } from './share-mode.js';
 import { ShareDir, type ShareVolume } from './share-dir.js';
+import type { WriteBackRefusal } from './write-back-refusals.js';
 import { isVirtiofsdAlive, startVirtiofsd, stopVirtiofsd, virtiofsdAvailable, type VirtiofsdHandle } from './virtiofsd.js';
 
 const log = logger('volume-share');
@@ -105,6 +106,14 @@ export class SandboxShare {
   /** Copy mode syncs through the sandbox's agent from now on; virtiofs needs nothing. */
   attachAgent(agent: VolumeCopyAgent): void {
     this.copies?.attachAgent(agent);
+  }
+
+  /**
+   * What copy mode's write-back refused of the guest's answers lately (all of the sandbox's, or those of
+   * one container's volumes and of the long poll); undefined in a mode without write-back.
+   */
+  writeBackRefusals(containerId?: string): { total: number; recent: WriteBackRefusal[] } | undefined {
+    return this.copies ? { total: this.copies.refusals.total, recent: this.copies.refusals.recent(containerId) } : undefined;
   }
 
   /** The agent is gone: stop syncing (copy mode). */

@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { codec } from '../../src/agent-protocol/schema.js';
 import type { ReadVolumeRequest, ReadVolumeResponse, VolumeEntry, WatchVolumesResponse } from '../../src/agent-protocol/types.js';
 import { encodeFrame, FrameType, MAX_MESSAGE_LENGTH } from '../../src/ttrpc/index.js';
-import { copyVolumeId, MIN_WATCH_SPACING_MS } from '../../src/volume/copy-share.js';
+import { WATCH_VOLUMES_MARGIN_MS } from '../../src/agent-client/client.js';
+import { copyVolumeId, MIN_WATCH_SPACING_MS, WATCH_MS } from '../../src/volume/copy-share.js';
 import { COPY_LIMITS } from '../../src/volume/host-tree.js';
+import { MAX_MESSAGE_CHARS, MAX_REFUSALS, type WriteBackRefusal } from '../../src/volume/write-back-refusals.js';
 import { unary } from '../helpers/daemon.js';
 import { startPodTestEnv, type PodTestEnv } from '../helpers/pod-env.js';
 import { containerConfig, containerState, rejectsWith, sandboxConfig, waitFor } from '../helpers/cri.js';
@@ -477,6 +479,97 @@ describe('a hostile guest against copy-mode volume write-back', () => {
     await othersUntouched();
   });
 
+  /** What PodSandboxStatus / ContainerStatus verbose info say the write-back refused lately. */
+  type Refusals = { total: number; recent: WriteBackRefusal[] };
+  const sandboxRefusals = async (id: string): Promise<Refusals | undefined> =>
+    JSON.parse((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: id, verbose: true })).info.info!).volumeWriteBackRefusals;
+  const containerRefusals = async (id: string): Promise<Refusals | undefined> =>
+    JSON.parse((await unary(rt(), 'ContainerStatus', { container_id: id, verbose: true })).info.info!).volumeWriteBackRefusals;
+
+  test('refusals reach the operator in PodSandboxStatus and ContainerStatus verbose info, bounded in count and size', async () => {
+    await settle();
+    const before = (await sandboxRefusals(ids.hostile))?.total ?? 0;
+    // More distinct refusals than are kept, one of them an error status carrying a megabyte of the guest's text.
+    let round = 0;
+    forgeWatch(() => {
+      round++;
+      if (round === MAX_REFUSALS + 2) return { status: { code: 8, message: 'G'.repeat(MiB) } };
+      return manifest([file(`r${round}/../../${'e'.repeat(300)}`, 'out')]);
+    });
+    await waitFor(`${MAX_REFUSALS + 4} refused answers`, async () => (round >= MAX_REFUSALS + 4 ? true : undefined), 120_000);
+    await forgedAnswers(1);
+    proxy.before = undefined;
+    const pod = await sandboxRefusals(ids.hostile);
+    assert.ok(pod, 'a copy-mode sandbox says what its write-back refused');
+    console.log(`PodSandboxStatus verbose info: ${pod.total - before} new refusals, ${pod.recent.length} kept; newest: ${JSON.stringify(pod.recent.at(-1)).slice(0, 300)}`);
+    assert.ok(pod.total - before >= MAX_REFUSALS + 3, `${pod.total - before} refusals counted`);
+    assert.equal(pod.recent.length, MAX_REFUSALS, 'only the last few are kept');
+    for (const r of pod.recent) {
+      assert.ok(r.message.length <= MAX_MESSAGE_CHARS + 10, `a ${r.message.length}-character message`);
+      assert.ok(r.count >= 1 && r.first <= r.last);
+    }
+    const manifests = pod.recent.filter((r) => r.volume === dirOf('hostile', 'empty'));
+    assert.ok(manifests.length > 0 && manifests.every((r) => r.code === 'INTERNAL' && /broke the volume copy protocol .*is not a plain relative path/.test(r.message) && r.containers.includes(hostileApp)),
+      JSON.stringify(manifests.slice(0, 2)));
+    const status = pod.recent.find((r) => r.code === 'RESOURCE_EXHAUSTED' && r.volume === undefined);
+    assert.ok(status, 'the long poll\'s error status is kept, with no volume');
+    assert.match(status.message, /^agent WatchVolumes: G+/);
+    assert.ok(!status.message.includes('G'.repeat(MAX_MESSAGE_CHARS)), 'the guest\'s text is cut, not echoed');
+    // The container's own view: its volumes' refusals; the other pod and its container have none.
+    const own = await containerRefusals(hostileApp);
+    assert.deepEqual(own?.recent.map((r) => r.message), pod.recent.map((r) => r.message));
+    assert.deepEqual((await sandboxRefusals(ids.victim))?.recent, []);
+    assert.deepEqual((await containerRefusals(victimApp))?.recent, []);
+    const info = (await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: ids.hostile, verbose: true })).info.info!;
+    assert.ok(info.length < 64 << 10, `verbose info of ${info.length} bytes`);
+    await othersUntouched();
+  });
+
+  test('a guest that never answers the long poll: bounded by the call\'s deadline, retried one at a time, the host serves on', async () => {
+    await settle();
+    const deadlineMs = WATCH_MS + WATCH_VOLUMES_MARGIN_MS;
+    const fds = () => readdirSync(`/proc/${env.daemon.proc.pid}/fd`).length;
+    const fdsBefore = fds();
+    const rssBefore = rssKiB();
+    const refusedBefore = (await sandboxRefusals(ids.hostile))?.total ?? 0;
+    /** When each long poll reached the guest; the guest keeps every one unanswered. */
+    const asked: number[] = [];
+    proxy.before = (call) => {
+      if (call.method !== 'WatchVolumes') return undefined;
+      asked.push(performance.now());
+      return { never: true };
+    };
+    const t0 = performance.now();
+    // Meanwhile the host stalls nowhere: the other pod writes back, both pods answer CRI calls, the silent pod's other calls work.
+    assert.equal((await exec(victimApp, 'echo during-silence > /data/during-silence')).code, 0);
+    await waitFor('the victim\'s write-back while the other guest is silent', async () => (existsSync(join(dirOf('victim', 'empty'), 'during-silence')) ? true : undefined));
+    assert.equal((await exec(hostileApp, 'echo still-serving')).out, 'still-serving');
+    await waitFor('three unanswered long polls', async () => {
+      await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: ids.victim });
+      await unary(rt(), 'ListContainers', {});
+      return asked.length >= 3 ? true : undefined;
+    }, 4 * deadlineMs);
+    const seconds = (performance.now() - t0) / 1000;
+    const gaps = asked.slice(1).map((t, i) => Math.round(t - asked[i]!));
+    console.log(`silent long poll: ${asked.length} calls in ${seconds.toFixed(1)} s, ${JSON.stringify(gaps)} ms apart (deadline ${deadlineMs} ms); podvisord fds ${fdsBefore} -> ${fds()}, RSS ${rssBefore >> 10} -> ${rssKiB() >> 10} MiB`);
+    // Never a second one while one is outstanding (no pile-up), and none sooner than the deadline after the last (no busy loop).
+    for (const g of gaps) assert.ok(g >= deadlineMs, `a long poll ${g} ms after the previous one, inside its ${deadlineMs} ms deadline`);
+    assert.ok(asked.length <= Math.ceil((seconds * 1000) / deadlineMs) + 1, `${asked.length} long polls in ${seconds.toFixed(1)} s`);
+    // Nothing grew, and the operator is told the guest does not answer.
+    assert.ok(fds() <= fdsBefore + 4, `podvisord holds ${fds()} fds, ${fdsBefore} before`);
+    assert.ok(rssKiB() - rssBefore < (64 * MAX_MESSAGE_LENGTH) >> 10, `podvisord grew from ${rssBefore >> 10} to ${rssKiB() >> 10} MiB`);
+    const told = await sandboxRefusals(ids.hostile);
+    assert.ok((told?.total ?? 0) > refusedBefore);
+    assert.match(told!.recent.at(-1)!.message, /WatchVolumes: no answer within \d+ ms/);
+    assert.equal(told!.recent.at(-1)!.code, 'DEADLINE_EXCEEDED');
+    // Once the guest answers again, write-back resumes.
+    proxy.before = undefined;
+    assert.equal((await exec(hostileApp, 'echo after-silence > /data/after-silence')).code, 0);
+    await waitFor('the silent pod\'s write-back to resume', async () => (existsSync(join(dirOf('hostile', 'empty'), 'after-silence')) ? true : undefined), 2 * deadlineMs);
+    hostileBounded();
+    await othersUntouched();
+  });
+
   test('afterwards both pods write back as before', async () => {
     proxy.before = undefined;
     proxy.after = undefined;
@@ -487,6 +580,33 @@ describe('a hostile guest against copy-mode volume write-back', () => {
     }
     assert.equal(readFileSync(join(dirOf('victim', 'empty'), 'seed'), 'utf8'), 'victim seed\n');
     console.log(`podvisord peak RSS over the file: ${peakRssKiB >> 10} MiB`);
+  });
+
+  // Last: it removes the hostile pod.
+  test('StopPodSandbox and RemovePodSandbox of a guest silent on every call finish within kubelet\'s timeout and leave nothing', async () => {
+    const vmPid = JSON.parse((await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: ids.hostile, verbose: true })).info.info!).vm.pid as number;
+    const fdsBefore = readdirSync(`/proc/${env.daemon.proc.pid}/fd`).length;
+    // A write the host may not have seen yet: the stop's volume flush must give up on it, not wait for it.
+    assert.equal((await exec(hostileApp, 'echo unflushed > /data/unflushed')).code, 0);
+    proxy.before = () => ({ never: true });
+    const kubeletTimeout = { deadline: Date.now() + 120_000 }; // kubelet's --runtime-request-timeout default
+    const t0 = performance.now();
+    await unary(rt(), 'StopPodSandbox', { pod_sandbox_id: ids.hostile }, kubeletTimeout);
+    const stopMs = performance.now() - t0;
+    await unary(rt(), 'RemovePodSandbox', { pod_sandbox_id: ids.hostile }, { deadline: Date.now() + 120_000 });
+    console.log(`a silent guest: StopPodSandbox took ${(stopMs / 1000).toFixed(1)} s, RemovePodSandbox ${((performance.now() - t0 - stopMs) / 1000).toFixed(1)} s`);
+    proxy.before = undefined;
+    assert.ok(!existsSync(`/proc/${vmPid}`), 'its QEMU is gone');
+    for (const d of [join(env.dir, 'state', 'vms', ids.hostile), join(env.dir, 'state', 'volumes', ids.hostile)]) assert.ok(!existsSync(d), `${d} is removed`);
+    const { items } = await unary(rt(), 'ListPodSandbox', {});
+    assert.deepEqual(items.map((s) => s.id), [ids.victim]);
+    assert.ok(readdirSync(`/proc/${env.daemon.proc.pid}/fd`).length <= fdsBefore, 'podvisord let go of the pod\'s sockets and files');
+    // What the silent guest wrote last is on the host whole or not at all (the host keeps what it had).
+    const unflushed = join(dirOf('hostile', 'empty'), 'unflushed');
+    assert.ok(!existsSync(unflushed) || readFileSync(unflushed, 'utf8') === 'unflushed\n');
+    assert.equal(readFileSync(join(dirOf('hostile', 'empty'), 'after'), 'utf8'), 'hostile-after\n');
+    assert.equal(readFileSync(join(dirOf('victim', 'empty'), 'seed'), 'utf8'), 'victim seed\n');
+    assert.equal((await containerState(env.daemon.client, victimApp)).state, 'CONTAINER_RUNNING');
   });
 });
 
