@@ -335,8 +335,10 @@ export class SandboxService {
       rt.stopping = true;
       const live = this.ctx.index.containersOf(record.id).filter((c) => c.state === 'running' || c.state === 'unknown');
       const t0 = performance.now();
-      // SIGKILL first so that exit codes are the real ones, not "the VM vanished".
-      await Promise.all(live.map((c) => rt.agent.signalContainer(c.id, SIGKILL).catch(() => undefined)));
+      // SIGKILL first so that exit codes are the real ones, not "the VM vanished". The whole step is
+      // bounded by the kill wait: a guest that never answers the signal call (its deadline is the
+      // agent's 60 s default) must not hold the stop; the call ends with the channel at the latest.
+      for (const c of live) void rt.agent.signalContainer(c.id, SIGKILL).catch(() => undefined);
       await Promise.all(live.map((c) => this.waitExit(c.id, CONTAINER_KILL_WAIT_MS)));
       const t1 = performance.now();
       await rt.vm.stop({ graceful: () => rt.agent.shutdown(), timeoutMs: VM_STOP_PHASE_MS });
