@@ -66,6 +66,13 @@ const MAX_REPLY_FIELDS: Partial<Record<AgentMethod, number>> = {
 /** What a WatchVolumes long poll may take beyond the wait it asks for (a slow guest under TCG); a silent guest costs one call per wait + this. */
 export const WATCH_VOLUMES_MARGIN_MS = 30_000;
 
+/**
+ * How long the session check after a port change waits for Health on the current channel. Generous:
+ * an agent that answers at all answers within it even under TCG on a loaded host, and a check that
+ * gives up on a live agent costs a needless reconnect.
+ */
+const SESSION_PROBE_MS = 5_000;
+
 /** A guest that drops its channel over and over gets one warning per this many ms; the rest are counted. */
 const DROP_WARN_INTERVAL_MS = 60_000;
 /** The longest one Health probe waits (the first waits probeTimeoutMs; each miss doubles it). */
@@ -132,6 +139,61 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   get connected(): boolean {
     return !!this.ttrpc && !this.ttrpc.closed;
+  }
+
+  /** A session check after a port change, and whether another change came during it. */
+  private sessionCheck: Promise<void> | undefined;
+  private recheckSession = false;
+
+  /**
+   * The guest opened or closed its end of the agent port (QMP VSERPORT_CHANGE). The host's socket
+   * to QEMU stays up through that, so whoever holds the port now may not be the agent this channel
+   * subscribed to: root in the guest can kill the agent and take the port, and the guest init
+   * starts a new agent, which never saw this session's GetEvents. So the session is checked: Health
+   * on this channel, answered by the same agent start, means nothing changed (the change was the
+   * agent's answer to a reconnect of ours, or a toggle it never saw); anything else (no answer
+   * within SESSION_PROBE_MS, another start) drops the channel and connects afresh, which
+   * resubscribes. One check at a time; changes during one make one more after it, so a guest
+   * toggling its port costs at most a check per change QEMU reports (QEMU sends at most one
+   * VSERPORT_CHANGE per second per port) and never more than one reconnect at a time.
+   */
+  portChanged(): void {
+    if (this.closedByUser || this.protocolFailure) return;
+    if (this.sessionCheck) {
+      this.recheckSession = true;
+      return;
+    }
+    this.sessionCheck = this.checkSession().finally(() => { this.sessionCheck = undefined; });
+  }
+
+  private async checkSession(): Promise<void> {
+    do {
+      this.recheckSession = false;
+      // A connection being made is a new session already (changes meanwhile are the guest answering it).
+      if (this.connecting) {
+        await this.connecting.catch(() => undefined);
+        continue;
+      }
+      const ttrpc = this.ttrpc;
+      if (!ttrpc || ttrpc.closed || this.closedByUser || this.protocolFailure) return;
+      let why: string | undefined;
+      try {
+        const payload = await ttrpc.call(AGENT_SERVICE, 'Health', this.codecs.Health.request.encode({}), { timeoutMs: SESSION_PROBE_MS });
+        const starts = this.codecs.Health.response.decode(payload).starts;
+        if (starts !== this.agentStarts) why = `the agent restarted (start ${this.agentStarts} -> ${starts})`;
+      } catch (err) {
+        why = `no Health answer on the channel: ${capMessage(messageOf(err), 200)}`;
+      }
+      if (!why || this.ttrpc !== ttrpc || this.closedByUser || this.protocolFailure) continue;
+      log.debug({ socket: this.socketPath, why }, 'the guest reopened its agent port; connecting afresh');
+      try {
+        await this.reconnect();
+      } catch (err) {
+        if (this.closedByUser) return; // the sandbox is stopping: its guest closing the port is expected
+        log.warn({ socket: this.socketPath, err: messageOf(err) }, 'agent reconnect after a port change failed');
+        this.emit('gone', `the agent did not answer again after its port changed: ${messageOf(err)}`);
+      }
+    } while (this.recheckSession && !this.closedByUser && !this.protocolFailure);
   }
 
   /** Drops the current connection (the guest sees the host leave) and connects again. */

@@ -296,6 +296,10 @@ export class AgentAdapter implements GuestAgent {
     this.client.on('disconnect', (reason) => listener(new Error(reason)));
   }
 
+  portChanged(): void {
+    this.client.portChanged();
+  }
+
   onProtocolError(listener: (reason: string) => void): void {
     this.client.on('protocolError', listener);
   }

@@ -58,6 +58,8 @@ export interface GuestAgent {
   dialPort(port: number, onData: (data: Uint8Array) => void): Promise<GuestPortConnection>;
   /** The connection to the agent is gone (VM died, or closed). */
   onClose(listener: (err?: Error) => void): void;
+  /** The guest opened or closed its end of the agent port (QMP VSERPORT_CHANGE): make sure the channel still reaches the agent it subscribed to. */
+  portChanged(): void;
   /** The guest broke the protocol; its channel is closed for good (the sandbox cannot be trusted to speak). */
   onProtocolError(listener: (reason: string) => void): void;
   /** Stop taking the guest's output for a while (the host's log writers are behind); resumeOutput undoes it. */

@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { invalidArgument, messageOf } from '../errors.js';
 import { logger } from '../log.js';
-import { agentPortOpened } from '../vm/agent-port.js';
+import { agentPortOpened, watchAgentPort } from '../vm/agent-port.js';
 import type { PodVm } from '../vm/pod-vm.js';
 import { TEMPLATE_NIC_MAC } from '../vm/qemu-args.js';
 import type { VmExitInfo } from '../vm/vm.js';
@@ -254,6 +254,9 @@ export class SandboxService {
       logBytesTotal.inc({ sandbox: record.id }, ev.data.length);
       this.containers.handleOutput(ev);
     });
+    // Root in the guest can close the agent's port and let another process open it: the agent client checks its session then.
+    const port = watchAgentPort(vm.qmp, () => agent.portChanged());
+    vm.once('exit', () => port.dispose());
     const guestLog = new GuestLogFile(this.runDir(record.id));
     agent.onGuestLog((line) => guestLog.append(line));
     vm.once('exit', () => guestLog.close());

@@ -21,3 +21,18 @@ export function agentPortOpened(qmp: QmpClient): { opened: Promise<void>; dispos
   });
   return { opened, dispose: () => void qmp.off('event', listener!) };
 }
+
+/**
+ * Calls `changed` each time QMP reports the guest opening or closing the agent's port, for the
+ * VM's life (after the agent first connected): the agent client then checks its session
+ * (AgentClient.portChanged). QEMU sends at most one VSERPORT_CHANGE per second per port, however
+ * fast the guest toggles it. `dispose` stops listening (the VM exited).
+ */
+export function watchAgentPort(qmp: QmpClient, changed: () => void): { dispose(): void } {
+  const listener = (ev: QmpEvent) => {
+    if (ev.event !== 'VSERPORT_CHANGE') return;
+    if ((ev.data as QmpEvent<'VSERPORT_CHANGE'>['data']).id === AGENT_PORT_ID) changed();
+  };
+  qmp.on('event', listener);
+  return { dispose: () => void qmp.off('event', listener) };
+}

@@ -138,7 +138,12 @@ describe('root in a guest toggling the agent port open and closed', () => {
     await waitFor('the toggled pod to answer an exec again', async () => {
       const r = await exec(apps.hostile, 'echo after', 30).catch(() => undefined);
       return r?.out === 'after' ? true : undefined;
-    }, 180_000);
+    }, 180_000).catch((e) => {
+      const consoleLog = join(env.dir, 'state', 'vms', ids.hostile, 'console.log');
+      console.log(`podvisord said:\n${env.daemon.output().split('\n').slice(-30).join('\n')}`);
+      if (existsSync(consoleLog)) console.log(`the guest console:\n${readFileSync(consoleLog, 'utf8').split('\n').slice(-15).join('\n')}`);
+      throw e;
+    });
     const toggles = await asGuestRoot(ids.hostile, 'echo "TOGGLES=$(cat /run/hostile/toggles)"');
     console.log(`the guest opened and closed its agent port ${/TOGGLES=(\d+)/.exec(toggles)?.[1] ?? '?'} times`);
     assert.ok(Number(/TOGGLES=(\d+)/.exec(toggles)?.[1] ?? 0) > 10, 'the port was really toggled');
