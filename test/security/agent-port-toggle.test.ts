@@ -45,7 +45,8 @@ while :; do
   if : 3<>"$port" 2>/dev/null; then n=$((n+1)); fi
 done
 echo "$n" > /run/hostile/toggles
-umount "$node"
+# Lazily: this script is the file mounted there, and open while it runs.
+umount -l "$node"
 exec "$node" "$@"
 `;
 
