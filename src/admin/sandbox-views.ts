@@ -80,6 +80,8 @@ export async function inspectSandbox(operator: OperatorAccess, query: string): P
     network: s.network,
     images: s.images,
     volumes: operator.containersOf(s.id).flatMap((c) => c.config.mounts.map((m) => ({ container: c.config.metadata.name, ...m }))),
+    // Copy mode: what the write-back refused of the guest's answers lately (README, Volumes); null without it.
+    volumeWriteBackRefusals: live?.share?.writeBackRefusals() ?? null,
     containers: operator.containersOf(s.id).map((c) => ({
       id: c.id,
       name: c.config.metadata.name,

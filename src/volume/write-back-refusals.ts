@@ -8,7 +8,8 @@ import { isPodvisorError, messageOf, type ErrorCode } from '../errors.js';
  * a repeat of the newest one counted instead of added, each message cut to
  * MAX_MESSAGE_CHARS. Messages are the host's own words; the only guest text in
  * them is what the host quotes (entry paths cut to 200 characters, a guest error
- * status cut by the agent client), so nothing unbounded from a guest is echoed.
+ * status cut by the agent client), so nothing unbounded from a guest is echoed,
+ * and control characters are escaped.
  * Kept in memory only: a restarted podvisord starts an empty list.
  */
 
@@ -74,6 +75,11 @@ export class WriteBackRefusals {
   }
 }
 
+/**
+ * Cut to MAX_MESSAGE_CHARS, control characters written as \uXXXX: a guest's error status is quoted as it
+ * came, and `podvisor inspect` prints these to an operator's terminal (no escape sequences from a guest).
+ */
 function cut(text: string): string {
-  return text.length <= MAX_MESSAGE_CHARS ? text : `${text.slice(0, MAX_MESSAGE_CHARS)}… (cut)`;
+  const safe = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return safe.length <= MAX_MESSAGE_CHARS ? safe : `${safe.slice(0, MAX_MESSAGE_CHARS)}… (cut)`;
 }

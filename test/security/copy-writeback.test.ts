@@ -1,5 +1,7 @@
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -522,6 +524,12 @@ describe('a hostile guest against copy-mode volume write-back', () => {
     assert.deepEqual((await containerRefusals(victimApp))?.recent, []);
     const info = (await unary(rt(), 'PodSandboxStatus', { pod_sandbox_id: ids.hostile, verbose: true })).info.info!;
     assert.ok(info.length < 64 << 10, `verbose info of ${info.length} bytes`);
+    // And `podvisor inspect` prints them.
+    // (Not spawnSync: this process is the proxy the hostile pod's agent calls go through.)
+    const cli = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--socket', env.daemon.socket, 'inspect', ids.hostile.slice(0, 12)], { encoding: 'utf8', timeout: 60_000 });
+    assert.match(cli.stdout, new RegExp(`Write-back: +\\d+ guest answers refused or unanswered; the last ${MAX_REFUSALS}:`));
+    assert.match(cli.stdout, /refused: +\S+ RESOURCE_EXHAUSTED \(long poll\): \S*WatchVolumes: G+/);
+    assert.match(cli.stdout, /refused: +\S+ INTERNAL \/\S+\/hostile\/empty: the guest's answer for volume/);
     await othersUntouched();
   });
 

@@ -31,6 +31,7 @@ interface Inspected {
   network: { mode: string; ips: string[] };
   images: Array<{ imageId: string; serial: string; guestMountPoint: string }>;
   volumes: Array<{ container: string; containerPath: string; hostPath: string; readonly: boolean }>;
+  volumeWriteBackRefusals: { total: number; recent: Array<{ volume?: string; code: string; message: string; count: number; last: string }> } | null;
   containers: Array<{ id: string; name: string; state: string; image: string; guestPid: number | null; exitCode: number | null }>;
 }
 
@@ -82,6 +83,11 @@ export const inspect: CliCommand = {
     for (const i of s.images) kv('Image', `${i.imageId.slice(0, 19)} at ${i.guestMountPoint}`);
     if (s.volumes.length === 0) kv('Volumes', 'none');
     for (const v of s.volumes) kv('Volume', `${v.container}: ${v.hostPath} -> ${v.containerPath}${v.readonly ? ' (ro)' : ''}`);
+    if (s.volumeWriteBackRefusals) {
+      const w = s.volumeWriteBackRefusals;
+      kv('Write-back', w.total === 0 ? 'nothing refused' : `${w.total} guest answers refused or unanswered; the last ${w.recent.length}:`);
+      for (const r of w.recent) kv('  refused', `${r.last} ${r.code}${r.count > 1 ? ` (x${r.count})` : ''} ${r.volume ?? '(long poll)'}: ${r.message}`);
+    }
     for (const c of s.containers) kv('Container', `${c.id.slice(0, 12)} ${c.name} ${c.state}${c.exitCode !== null ? ` exit=${c.exitCode}` : ''} ${c.image}`);
     process.stdout.write(out.join('\n') + '\n');
     return EXIT.ok;
