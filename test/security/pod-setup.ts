@@ -30,6 +30,7 @@ export class ScriptedGuest {
   onProtocolError() {}
   onGuestLog() {}
   onClose() {}
+  portChanged() {}
   pauseOutput() { this.paused++; }
   resumeOutput() { this.resumed++; }
   async signalContainer(id: string, sig: number) { this.signals.push([id, sig]); this.onSignal(id, sig); }
@@ -73,7 +74,9 @@ export async function podSetup() {
     await store.saveSandbox(record);
     ctx.index.addSandbox(record);
     const guest = new ScriptedGuest();
-    sandboxes.attach(record, new EventEmitter() as unknown as Vm, guest as unknown as GuestAgent);
+    // The VM's side: its exit, and a QMP whose events (the agent port opening and closing) never come here.
+    const vm = Object.assign(new EventEmitter(), { qmp: new EventEmitter() });
+    sandboxes.attach(record, vm as unknown as Vm, guest as unknown as GuestAgent);
     return { record, guest };
   }
 
