@@ -330,7 +330,18 @@ describe('pod and container lifecycle', () => {
     stream.on('data', (e: ContainerEventResponse__Output) => events.push(e));
     stream.on('error', () => undefined); // cancelled below
     try {
-      await new Promise((r) => setTimeout(r, 300)); // the subscription is made when the call arrives
+      // The subscription is made when the call reaches the daemon, which a loaded host can delay past any fixed
+      // wait: containers made and removed until the events of one arrive show the stream is live.
+      const probes: string[] = [];
+      await waitFor('the event stream to deliver', async () => {
+        if (events.some((e) => probes.includes(e.container_id))) return true;
+        const { container_id } = await unary(rt(), 'CreateContainer', {
+          pod_sandbox_id: sandboxId, sandbox_config: sandboxCfg, config: containerConfig(`events-probe-${probes.length}`, env.busybox, ['true']),
+        });
+        probes.push(container_id);
+        await unary(rt(), 'RemoveContainer', { container_id });
+        return undefined;
+      }, 120_000);
       const r = await runToExit(env.daemon.client, sandboxId, sandboxCfg, containerConfig('evented', env.busybox, ['true']));
       await unary(rt(), 'RemoveContainer', { container_id: r.id });
       const mine = await waitFor('four events', async () => {
