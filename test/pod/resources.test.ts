@@ -170,15 +170,16 @@ describe('resources, stop signals, groups and metrics', () => {
 
   test('PSI, page faults and the metrics series come back with values from the guest', async () => {
     const id = await startLong('busy', 'while true; do cat /bin/busybox >/dev/null; done');
-    await new Promise((r) => setTimeout(r, 3000));
-    // Stats wait at most 2 s for a guest; on a loaded TCG host the first ask can miss that.
-    const stats = await waitFor('container stats', async () => {
+    // The busy loop stalls the shared vCPU sooner or later: wait until a stall is counted, not a fixed 3 s.
+    // Stats wait at most 2 s for a guest; on a loaded TCG host an ask can miss that.
+    const stats = await waitFor('container stats counting a CPU stall', async () => {
       try {
-        return (await unary(rt(), 'ContainerStats', { container_id: id })).stats ?? undefined;
+        const s = (await unary(rt(), 'ContainerStats', { container_id: id })).stats;
+        return s && Number(s.cpu?.psi?.Some?.Total) > 0 ? s : undefined;
       } catch {
         return undefined;
       }
-    });
+    }, 120_000);
     const cpuPsi = stats?.cpu?.psi;
     assert.ok(cpuPsi?.Some, 'cpu PSI present');
     assert.ok(Number(cpuPsi.Some.Total) > 0, `a busy loop on a shared vCPU stalls: ${JSON.stringify(cpuPsi)}`);
