@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Vm } from '../../src/vm/vm.js';
 import { guestProfile, qemuProcessesUsing, scratchRoot } from '../helpers/vm.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** The host side of a virtio-fs share: QEMU connects its vhost-user-fs device to a real virtiofsd. */
 
@@ -17,7 +18,8 @@ async function startVirtiofsd(socket: string, source: string, log: string): Prom
   const out = openSync(log, 'a');
   const child = spawn(VIRTIOFSD, [`--socket-path=${socket}`, '-o', `source=${source}`, '-o', 'cache=none', '-o', 'sandbox=chroot'], { stdio: ['ignore', out, out] });
   closeSync(out);
-  for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 20));
+  // A loaded host can take seconds to start it: wait for the socket (or virtiofsd's exit), then say why if it is missing.
+  await waitFor(`virtiofsd to create ${socket}`, () => (existsSync(socket) || child.exitCode !== null ? true : undefined), 60_000, 20).catch(() => undefined);
   assert.ok(existsSync(socket), `virtiofsd did not create ${socket}: ${readFileSync(log, 'utf8')}`);
   return child;
 }
