@@ -18,7 +18,8 @@ import { createCniWorld, networksFor, type CniWorld } from './cni-fixture.js';
  * that bridge (and 127.0.0.1 for the hostPort).
  */
 
-function httpGet(url: string, timeoutMs = 5_000): Promise<string> {
+/** An HTTP GET; the default bound is for a server in a TCG guest on a loaded host, where 5 s was not always enough. */
+function httpGet(url: string, timeoutMs = 30_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = get(url, { timeout: timeoutMs }, (res) => {
       let body = '';
