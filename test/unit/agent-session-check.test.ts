@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { AgentClient } from '../../src/agent-client/client.js';
 import { AGENT_SERVICE, codec } from '../../src/agent-protocol/schema.js';
 import { TtrpcServer } from '../../src/ttrpc/index.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * AgentClient.portChanged: after the guest opens or closes its agent port the client checks
@@ -67,7 +68,7 @@ describe('AgentClient.portChanged (session check after a port change)', () => {
   it('another agent start on the port: a new connection and a new event subscription', async () => {
     guest.starts = 2;
     client.portChanged();
-    await waitUntil(() => guest.subscriptions === 2);
+    await waitFor('the second subscription', () => (guest.subscriptions === 2 ? true : undefined), 60_000, 20);
     assert.equal(guest.connects, 2);
     assert.equal((await client.health()).starts, 2);
   });
@@ -77,7 +78,7 @@ describe('AgentClient.portChanged (session check after a port change)', () => {
     const connects = guest.connects;
     client.portChanged();
     client.portChanged();
-    await waitUntil(() => guest.connects > connects, 15_000);
+    await waitFor('a reconnect', () => (guest.connects > connects ? true : undefined), 60_000, 20);
     const healths = guest.healths;
     await settle(3000);
     // While nobody answers, the reconnect probes with doubling waits (up to 2 s): a handful of calls, not a loop.
@@ -85,7 +86,7 @@ describe('AgentClient.portChanged (session check after a port change)', () => {
     assert.equal(guest.connects, connects + 1, 'one reconnect at a time');
     guest.silent = false;
     guest.starts = 3;
-    await waitUntil(() => client.connected && guest.subscriptions === 3, 15_000);
+    await waitFor('the third subscription', () => (client.connected && guest.subscriptions === 3 ? true : undefined), 60_000, 20);
     assert.equal((await client.health()).starts, 3);
   });
 
@@ -99,11 +100,3 @@ describe('AgentClient.portChanged (session check after a port change)', () => {
     assert.equal(guest.healths, healths);
   });
 });
-
-async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
