@@ -52,7 +52,8 @@ function main(): void {
 }
 
 if (v8.startupSnapshot?.isBuildingSnapshot()) {
-  // Parse the agent proto now so the snapshot carries the codecs.
+  // Parse the agent proto now so the snapshot carries the codecs, with every message type's
+  // generated encoder and decoder already built (the guest's first calls would build them).
   agentCodecs();
   eventCodec();
   prepareAllTypes();

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentEvent } from '../../src/agent-protocol/types.js';
 import { agentCodecs, eventCodec } from '../../src/agent-protocol/api.js';
+import { prepareAllTypes } from '../../src/agent-protocol/schema.js';
 import { isPodvisorError } from '../../src/errors.js';
 import { findPort } from '../../agent/channel.js';
 import { EventHub } from '../../agent/events.js';
@@ -203,4 +204,13 @@ test('a process exit is reported while a background process it left holds the pi
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('every agent message type can be prepared for the snapshot, and codecs still round-trip after', () => {
+  prepareAllTypes();
+  const { request } = agentCodecs().ConfigureNetwork;
+  const req = { interfaces: [{ mac: '02:00:00:00:00:01', name: 'eth0', mtu: 1400, addresses: [{ cidr: '10.0.0.2/24' }] }], routes: [{ destination: 'default', gateway: '10.0.0.1' }] };
+  const back = request.decode(request.encode(req as never));
+  assert.equal(back.interfaces?.[0]?.addresses?.[0]?.cidr, '10.0.0.2/24');
+  assert.equal(back.routes?.[0]?.gateway, '10.0.0.1');
 });
