@@ -37,13 +37,17 @@ export class ScriptedGuest {
   async containerState() { return { status: 'running' as const, pid: 42 }; }
   async containerStats(ids: string[]) {
     this.statsCalls++;
-    if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
+    if (this.statsDelayMs) await this.statsDelay();
     return new Map(ids.map((id) => [id, scriptedStats()]));
   }
   async sandboxStats() {
     this.statsCalls++;
-    if (this.statsDelayMs) await new Promise((r) => setTimeout(r, this.statsDelayMs));
+    if (this.statsDelayMs) await this.statsDelay();
     return scriptedStats();
+  }
+  /** A silent guest's stats wait; unref'd, so a test file does not outlive its tests by it. */
+  private statsDelay() {
+    return new Promise((r) => setTimeout(r, this.statsDelayMs).unref());
   }
   close() {}
   output(containerId: string, data: string | Buffer) { for (const l of this.out) l({ containerId, stream: 'stdout', data: Buffer.from(data) }); }
