@@ -116,13 +116,13 @@ export class StatsService {
   }
 
   async listContainerStats(filter: ContainerFilter): Promise<ContainerStatsView[]> {
+    this.prune();
     return this.listedContainers(filterContainers(this.ctx.index, filter).filter((c) => c.state === 'running'));
   }
 
   private async listedContainers(list: ContainerRecord[]): Promise<ContainerStatsView[]> {
     const bySandbox = new Map<string, ContainerRecord[]>();
     for (const c of list) bySandbox.set(c.sandboxId, [...(bySandbox.get(c.sandboxId) ?? []), c]);
-    this.prune();
     const out: ContainerStatsView[] = [];
     await Promise.all([...bySandbox].map(async ([sandboxId, cs]) => {
       if (!this.ctx.runtimes.has(sandboxId)) return;
@@ -153,6 +153,7 @@ export class StatsService {
   }
 
   async listSandboxStats(filter: SandboxFilter): Promise<SandboxStatsView[]> {
+    this.prune();
     const list = filterSandboxes(this.ctx.index, filter).filter((s) => s.state === 'ready' && this.ctx.runtimes.has(s.id));
     return Promise.all(list.map(async (sandbox): Promise<SandboxStatsView> => {
       // The pod's numbers are its guest cgroup's (as kubelet reads a pod cgroup on a host), not a sum:

@@ -10,16 +10,13 @@ import { AGENT_PORT_ID } from './qemu-args.js';
  * `dispose` stops listening (call it once connected, or if the event never comes).
  */
 export function agentPortOpened(qmp: QmpClient): { opened: Promise<void>; dispose(): void } {
-  let listener: ((ev: QmpEvent) => void) | undefined;
+  let watch: { dispose(): void } | undefined;
   const opened = new Promise<void>((resolve) => {
-    listener = (ev) => {
-      if (ev.event !== 'VSERPORT_CHANGE') return;
-      const data = ev.data as QmpEvent<'VSERPORT_CHANGE'>['data'];
-      if (data.id === AGENT_PORT_ID && data.open) resolve();
-    };
-    qmp.on('event', listener);
+    watch = watchAgentPort(qmp, (open) => {
+      if (open) resolve();
+    });
   });
-  return { opened, dispose: () => void qmp.off('event', listener!) };
+  return { opened, dispose: () => watch!.dispose() };
 }
 
 /**
@@ -28,10 +25,11 @@ export function agentPortOpened(qmp: QmpClient): { opened: Promise<void>; dispos
  * (AgentClient.portChanged). QEMU sends at most one VSERPORT_CHANGE per second per port, however
  * fast the guest toggles it. `dispose` stops listening (the VM exited).
  */
-export function watchAgentPort(qmp: QmpClient, changed: () => void): { dispose(): void } {
+export function watchAgentPort(qmp: QmpClient, changed: (open: boolean) => void): { dispose(): void } {
   const listener = (ev: QmpEvent) => {
     if (ev.event !== 'VSERPORT_CHANGE') return;
-    if ((ev.data as QmpEvent<'VSERPORT_CHANGE'>['data']).id === AGENT_PORT_ID) changed();
+    const data = ev.data as QmpEvent<'VSERPORT_CHANGE'>['data'];
+    if (data.id === AGENT_PORT_ID) changed(data.open);
   };
   qmp.on('event', listener);
   return { dispose: () => void qmp.off('event', listener) };
